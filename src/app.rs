@@ -1,0 +1,160 @@
+//! App::build wires counter, store, flusher, metrics and listeners; `run_until`
+//! serves until shutdown, then stops in order: stop accepting -> drain in-flight
+//! requests (bounded) -> close ingest -> final flush (or spill) -> return.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::counter::CounterMap;
+use crate::flusher::{Flusher, InFlight};
+use crate::http::routes::Surface;
+use crate::http::server::{serve, ServerLimits};
+use crate::http::{Api, SharedApi};
+use crate::metrics::Metrics;
+use crate::shutdown::Lifecycle;
+use crate::store::Store;
+
+/// A built service, listeners bound, spill files replayed, ready to serve.
+#[derive(Debug)]
+pub struct App {
+    api: SharedApi,
+    flusher: Flusher,
+    public: TcpListener,
+    internal: Option<TcpListener>,
+    limits: ServerLimits,
+}
+
+/// A random id for this process, part of every batch id.
+fn instance_id() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.redis_url.is_some() {
+        anyhow::bail!("--redis-url: the Redis store is not available in this build yet");
+    }
+    Store::open_embedded(&config.data_dir)
+        .with_context(|| format!("opening the embedded store in {}", config.data_dir.display()))
+}
+
+impl App {
+    /// Opens the store, replays spill files, and binds the listeners.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let metrics = Metrics::new();
+        metrics.pending_capacity.set(config.max_pending_keys as i64);
+        let counter = Arc::new(CounterMap::new(config.max_pending_keys, config.share_networks.clone()));
+        let store = open_store(&config).await?;
+        let in_flight = Arc::new(InFlight::default());
+        let mut flusher = Flusher::new(
+            counter.clone(),
+            store.clone(),
+            metrics.clone(),
+            in_flight.clone(),
+            instance_id(),
+            config.flush_interval,
+            config.data_dir.clone(),
+            config.final_flush_timeout,
+        );
+        flusher.replay_spills().await;
+        let public = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the public listener on {}", config.listen))?;
+        let internal = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener on {addr}"))?,
+            ),
+            None => None,
+        };
+        let api = Arc::new(Api {
+            counter,
+            store,
+            in_flight,
+            metrics,
+            origins: config.allowed_origins.clone(),
+            admin_token: config.admin_token.clone(),
+            max_body: config.max_body_bytes,
+            lifecycle: Arc::new(Lifecycle::default()),
+        });
+        let limits = ServerLimits {
+            header_read_timeout: config.header_read_timeout,
+            drain_timeout: config.drain_timeout,
+        };
+        Ok(App {
+            api,
+            flusher,
+            public,
+            internal,
+            limits,
+        })
+    }
+
+    /// The bound public address (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound internal metrics address, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops in order and returns.
+    pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            api,
+            flusher,
+            public,
+            internal,
+            limits,
+        } = self;
+        let stop_serving = CancellationToken::new();
+        let stop_flushing = CancellationToken::new();
+        let mut servers = JoinSet::new();
+        let surface = Surface::Public {
+            metrics: internal.is_none(),
+        };
+        servers.spawn(serve(public, api.clone(), surface, limits, stop_serving.clone()));
+        if let Some(internal) = internal {
+            servers.spawn(serve(
+                internal,
+                api.clone(),
+                Surface::Internal,
+                limits,
+                stop_serving.clone(),
+            ));
+        }
+        let flush_task = tokio::spawn(flusher.run(stop_flushing.clone()));
+        tracing::info!(store = api.store.kind(), "serving");
+
+        let early_exit = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            done = servers.join_next() => done,
+        };
+        api.lifecycle.begin_stop();
+        stop_serving.cancel();
+        while servers.join_next().await.is_some() {}
+        api.lifecycle.close_ingest();
+        stop_flushing.cancel();
+        flush_task.await.context("the flusher task failed")?;
+        match early_exit {
+            Some(Err(e)) => Err(e).context("a listener task failed"),
+            Some(Ok(())) => anyhow::bail!("a listener stopped unexpectedly"),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Configuration: every flag of the contract's command-line table, each also read from
+//! its `VIEWCOUNTER_*` variable. Nothing else reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::event::{Networks, DEFAULT_NETWORKS};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log shippers.
+    Json,
+}
+
+/// Which origins may call the API from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin.
+    Any,
+    /// Only these exact origins (e.g. `https://news.example`).
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
+    pub fn allow<'a>(&'a self, origin: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            AllowedOrigins::Any => Some("*"),
+            AllowedOrigins::List(list) => origin.filter(|o| list.iter().any(|a| a == o)),
+        }
+    }
+}
+
+fn parse_origins(s: &str) -> Result<AllowedOrigins, String> {
+    let list: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(String::from)
+        .collect();
+    if list.iter().any(|o| o == "*") {
+        return Ok(AllowedOrigins::Any);
+    }
+    if list.is_empty() {
+        return Err("the list of origins is empty".into());
+    }
+    if let Some(bad) = list
+        .iter()
+        .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+    {
+        return Err(format!("origin {bad:?} must start with http:// or https://"));
+    }
+    Ok(AllowedOrigins::List(list))
+}
+
+fn parse_networks(s: &str) -> Result<Networks, String> {
+    Networks::new(s.split(',').filter(|n| !n.trim().is_empty()))
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+/// A view-and-share counter for news sites.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "viewcounter", version, about, max_term_width = 100)]
+pub struct Config {
+    /// Public API address.
+    #[arg(
+        long,
+        env = "VIEWCOUNTER_LISTEN",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Internal address for /metrics, /healthz and /readyz (unset: /metrics on the public address).
+    #[arg(long, env = "VIEWCOUNTER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Redis URL, redis://host:port/db (unset: the embedded store). Several comma-separated URLs mean Redis Cluster.
+    #[arg(long, env = "VIEWCOUNTER_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Treat --redis-url as Redis Cluster seed nodes.
+    #[arg(long, env = "VIEWCOUNTER_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
+    /// Prefix of every Redis key.
+    #[arg(long, env = "VIEWCOUNTER_REDIS_PREFIX", default_value = "vc", value_name = "PREFIX")]
+    pub redis_prefix: String,
+
+    /// Directory of the embedded store and of spill files.
+    #[arg(long, env = "VIEWCOUNTER_DATA_DIR", default_value = "./data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// How often pending counts are written to the store (250ms, 1s, 5s, ...).
+    #[arg(long, env = "VIEWCOUNTER_FLUSH_INTERVAL", default_value = "1s", value_name = "DUR", value_parser = parse_interval)]
+    pub flush_interval: Duration,
+
+    /// Bearer token for /v1/admin/* (unset: the admin API answers 404).
+    #[arg(long, env = "VIEWCOUNTER_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// CORS origins for ingest and reads, comma-separated, or * for any.
+    #[arg(long, env = "VIEWCOUNTER_ALLOWED_ORIGINS", default_value = "*", value_name = "LIST", value_parser = parse_origins)]
+    pub allowed_origins: AllowedOrigins,
+
+    /// Accepted share networks, comma-separated.
+    #[arg(long, env = "VIEWCOUNTER_SHARE_NETWORKS", default_value = DEFAULT_NETWORKS, value_name = "LIST", value_parser = parse_networks)]
+    pub share_networks: Networks,
+
+    /// Capacity of the in-memory map of pending counters; new keys beyond it get 503.
+    #[arg(long, env = "VIEWCOUNTER_MAX_PENDING_KEYS", default_value = "1000000", value_name = "N", value_parser = parse_positive)]
+    pub max_pending_keys: usize,
+
+    /// Log output format.
+    #[arg(long, env = "VIEWCOUNTER_LOG_FORMAT", default_value = "text", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "VIEWCOUNTER_MAX_BODY_BYTES", default_value = "65536", value_name = "BYTES", value_parser = parse_positive)]
+    pub max_body_bytes: usize,
+
+    /// How long a client may take to send its request headers.
+    #[arg(long, env = "VIEWCOUNTER_HEADER_READ_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// At shutdown, how long in-flight requests may take to finish.
+    #[arg(long, env = "VIEWCOUNTER_DRAIN_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// At shutdown, how long the final flush may wait for the store before spilling to disk.
+    #[arg(long, env = "VIEWCOUNTER_FINAL_FLUSH_TIMEOUT", default_value = "5s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub final_flush_timeout: Duration,
+}
+
+impl Config {
+    /// Checks what the per-flag parsers cannot: combinations of flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.redis_cluster && self.redis_url.is_none() {
+            return Err("--redis-cluster needs --redis-url".into());
+        }
+        if let Some(url) = &self.redis_url {
+            if let Some(bad) = url
+                .split(',')
+                .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return Err(format!("--redis-url {bad:?} must start with redis:// or rediss://"));
+            }
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
+            return Err("--redis-prefix must be non-empty, without braces or spaces".into());
+        }
+        if self.admin_token.as_deref().is_some_and(str::is_empty) {
+            return Err("--admin-token must not be empty".into());
+        }
+        if self.metrics_listen.is_some_and(|m| m == self.listen && m.port() != 0) {
+            return Err("--metrics-listen must differ from --listen".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Config::parse_from(["viewcounter"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.max_pending_keys, 1_000_000);
+        assert_eq!(c.allowed_origins, AllowedOrigins::Any);
+        assert_eq!(c.share_networks.len(), 12);
+        assert_eq!(c.max_body_bytes, 64 * 1024);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn durations_and_lists_parse() {
+        let c = Config::parse_from([
+            "viewcounter",
+            "--flush-interval",
+            "250ms",
+            "--allowed-origins",
+            "https://a.example, https://b.example",
+            "--share-networks",
+            "telegram,x",
+        ]);
+        assert_eq!(c.flush_interval, Duration::from_millis(250));
+        assert_eq!(
+            c.allowed_origins.allow(Some("https://b.example")),
+            Some("https://b.example")
+        );
+        assert_eq!(c.allowed_origins.allow(Some("https://c.example")), None);
+        assert_eq!(c.share_networks.names().collect::<Vec<_>>(), ["telegram", "x"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["viewcounter", "--flush-interval", "soon"][..],
+            &["viewcounter", "--max-pending-keys", "0"],
+            &["viewcounter", "--share-networks", "Tele Gram"],
+            &["viewcounter", "--listen", "nowhere"],
+            &["viewcounter", "--log-format", "xml"],
+        ] {
+            assert!(Config::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let c = Config::parse_from(["viewcounter", "--redis-cluster"]);
+        assert!(c.validate().is_err());
+        let c = Config::parse_from(["viewcounter", "--admin-token", ""]);
+        assert!(c.validate().is_err());
+    }
+}

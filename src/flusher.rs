@@ -1,0 +1,322 @@
+//! Step 3 of the data flow: every `--flush-interval`, drain the counter map into a
+//! batch and apply it to the store. A batch the store did not acknowledge is retried
+//! as it is, with the same id, while new events accumulate for the next one.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::time;
+use tokio_util::sync::CancellationToken;
+
+use crate::counter::CounterMap;
+use crate::metrics::Metrics;
+use crate::spill;
+use crate::store::{Applied, Batch, BatchId, Store};
+
+/// Articles per batch chunk: a big drain is split so each store call stays small.
+pub const CHUNK_ARTICLES: usize = 2_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A batch drained but not yet acknowledged by the store.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    /// The batch, retried as it is.
+    pub batch: Arc<Batch>,
+    /// The spill file it came from, deleted once none of its batches is left.
+    pub spill_file: Option<PathBuf>,
+}
+
+/// The queue of unacknowledged batches, shared with the reads (which add them in).
+#[derive(Debug, Default)]
+pub struct InFlight(RwLock<Vec<Unacked>>);
+
+impl InFlight {
+    /// A snapshot of the queue.
+    pub fn batches(&self) -> Vec<Arc<Batch>> {
+        self.0
+            .read()
+            .expect("lock poisoned")
+            .iter()
+            .map(|u| u.batch.clone())
+            .collect()
+    }
+
+    fn snapshot(&self) -> Vec<Unacked> {
+        self.0.read().expect("lock poisoned").clone()
+    }
+
+    fn push(&self, u: Unacked) {
+        self.0.write().expect("lock poisoned").push(u);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.read().expect("lock poisoned").is_empty()
+    }
+
+    /// Removes `id`; returns its spill file if no other batch still needs it.
+    fn remove(&self, id: &BatchId) -> Option<PathBuf> {
+        let mut q = self.0.write().expect("lock poisoned");
+        let pos = q.iter().position(|u| &u.batch.id == id)?;
+        let file = q.remove(pos).spill_file?;
+        (!q.iter().any(|u| u.spill_file.as_ref() == Some(&file))).then_some(file)
+    }
+
+    fn events(&self) -> u64 {
+        self.0
+            .read()
+            .expect("lock poisoned")
+            .iter()
+            .map(|u| u.batch.events())
+            .sum()
+    }
+}
+
+/// Makes batch ids: instance id + process start + sequence.
+#[derive(Debug)]
+pub struct BatchIds {
+    instance: String,
+    epoch_ms: u64,
+    seq: u64,
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl BatchIds {
+    /// A fresh sequence for this process.
+    pub fn new(instance: String) -> Self {
+        BatchIds {
+            instance,
+            epoch_ms: unix_ms(),
+            seq: 0,
+        }
+    }
+
+    fn next(&mut self, chunk: u32) -> BatchId {
+        if chunk == 0 {
+            self.seq += 1;
+        }
+        BatchId {
+            instance: self.instance.clone(),
+            epoch_ms: self.epoch_ms,
+            seq: self.seq,
+            chunk,
+        }
+    }
+}
+
+/// Owns the flush loop.
+#[derive(Debug)]
+pub struct Flusher {
+    counter: Arc<CounterMap>,
+    store: Store,
+    metrics: Metrics,
+    in_flight: Arc<InFlight>,
+    ids: BatchIds,
+    interval: Duration,
+    data_dir: PathBuf,
+    final_timeout: Duration,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    store_up: Option<bool>,
+}
+
+impl Flusher {
+    /// A flusher over `counter` into `store`; spill files go to `data_dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        counter: Arc<CounterMap>,
+        store: Store,
+        metrics: Metrics,
+        in_flight: Arc<InFlight>,
+        instance: String,
+        interval: Duration,
+        data_dir: PathBuf,
+        final_timeout: Duration,
+    ) -> Self {
+        Flusher {
+            counter,
+            store,
+            metrics,
+            in_flight,
+            ids: BatchIds::new(instance),
+            interval,
+            data_dir,
+            final_timeout,
+            backoff: interval,
+            retry_at: None,
+            store_up: None,
+        }
+    }
+
+    /// Flushes every interval until `shutdown`, then makes the final flush (or spills).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = time::interval(self.interval);
+        tick.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.flush_once().await,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.final_flush().await;
+    }
+
+    /// Loads spill files left by an earlier run into the queue and tries to apply
+    /// them within the final-flush timeout, so they reach the store before serving.
+    pub async fn replay_spills(&mut self) {
+        for (file, batches) in spill::load_all(&self.data_dir, &self.metrics) {
+            for batch in batches {
+                self.in_flight.push(Unacked {
+                    batch: Arc::new(batch),
+                    spill_file: Some(file.clone()),
+                });
+            }
+        }
+        if !self.in_flight.is_empty() {
+            let deadline = Instant::now() + self.final_timeout;
+            self.apply_until(deadline).await;
+        }
+    }
+
+    /// One tick: drain into a new batch unless one is still unacknowledged, then
+    /// apply what is queued (respecting the back-off after a failure).
+    pub async fn flush_once(&mut self) {
+        self.metrics.pending_keys.set(self.counter.len() as i64);
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if self.in_flight.is_empty() {
+            self.drain_into_queue();
+        } else {
+            self.metrics.flush_retries.inc();
+        }
+        self.apply_queued().await;
+    }
+
+    fn drain_into_queue(&mut self) {
+        let articles = self.counter.drain();
+        if articles.is_empty() {
+            return;
+        }
+        let flushed_at_ms = unix_ms();
+        for (i, chunk) in articles.chunks(CHUNK_ARTICLES).enumerate() {
+            let id = self.ids.next(i as u32);
+            self.in_flight.push(Unacked {
+                batch: Arc::new(Batch {
+                    id,
+                    flushed_at_ms,
+                    articles: chunk.to_vec(),
+                }),
+                spill_file: None,
+            });
+        }
+        self.metrics.unacked_events.set(self.in_flight.events() as i64);
+    }
+
+    /// Applies queued batches in order; stops at the first failure. Returns true
+    /// when the queue is empty.
+    async fn apply_queued(&mut self) -> bool {
+        for u in self.in_flight.snapshot() {
+            let started = Instant::now();
+            let result = self.store.apply(&u.batch).await;
+            self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(outcome) => self.acknowledged(&u.batch.id, outcome),
+                Err(e) => {
+                    self.metrics.flush_batches.with_label_values(&["error"]).inc();
+                    self.failed(&e.to_string());
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn acknowledged(&mut self, id: &BatchId, outcome: Applied) {
+        let result = match outcome {
+            Applied::Applied => "ok",
+            Applied::Duplicate => "duplicate",
+        };
+        self.metrics.flush_batches.with_label_values(&[result]).inc();
+        self.metrics.last_flush.set(unix_ms() as f64 / 1000.0);
+        if let Some(file) = self.in_flight.remove(id) {
+            spill::remove(&file);
+        }
+        self.metrics.unacked_events.set(self.in_flight.events() as i64);
+        self.backoff = self.interval;
+        self.retry_at = None;
+        self.set_store_up(true, None);
+    }
+
+    fn failed(&mut self, error: &str) {
+        tracing::warn!(
+            error,
+            retry_in_ms = self.backoff.as_millis() as u64,
+            "flush failed; batch kept for retry"
+        );
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.set_store_up(false, Some(error));
+    }
+
+    fn set_store_up(&mut self, up: bool, error: Option<&str>) {
+        self.metrics.store_up.set(i64::from(up));
+        if self.store_up != Some(up) {
+            match (up, error) {
+                (true, _) => tracing::info!(store = self.store.kind(), "store up"),
+                (false, e) => tracing::error!(store = self.store.kind(), error = e, "store down"),
+            }
+        }
+        self.store_up = Some(up);
+    }
+
+    async fn apply_until(&mut self, deadline: Instant) -> bool {
+        loop {
+            self.retry_at = None;
+            if self.apply_queued().await {
+                return true;
+            }
+            let wait = self.backoff.min(deadline.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                return false;
+            }
+            time::sleep(wait).await;
+        }
+    }
+
+    /// Drains what is left and applies everything within the final-flush timeout;
+    /// whatever the store did not acknowledge is written to a spill file.
+    pub async fn final_flush(&mut self) {
+        let deadline = Instant::now() + self.final_timeout;
+        // New deltas join the queue even behind an unacknowledged batch: nothing
+        // else will drain them.
+        self.drain_into_queue();
+        if self.apply_until(deadline).await {
+            tracing::info!("final flush done");
+            return;
+        }
+        let queue = self.in_flight.snapshot();
+        let batches: Vec<Batch> = queue.iter().map(|u| (*u.batch).clone()).collect();
+        match spill::write(&self.data_dir, &self.ids_label(), &batches) {
+            Ok(path) => {
+                self.metrics.spill_files.with_label_values(&["written"]).inc();
+                tracing::warn!(file = %path.display(), batches = batches.len(), "store unreachable at shutdown; pending counts spilled");
+                for old in queue.iter().filter_map(|u| u.spill_file.as_ref()) {
+                    spill::remove(old);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not write the spill file; pending counts are lost"),
+        }
+    }
+
+    fn ids_label(&self) -> String {
+        format!("{}-{}-{}", self.ids.instance, self.ids.epoch_ms, self.ids.seq)
+    }
+}

@@ -1,0 +1,137 @@
+//! ApiError: every refusal the API can give, and the one place that decides its
+//! status code and JSON body. 5xx details are logged, never sent.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::{json_response, Body};
+use crate::event::EventError;
+
+/// A request the API refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An event (at `index` within a batch) is invalid.
+    #[error("{source}")]
+    Event {
+        /// Position in the batch, when the request held several events.
+        index: Option<usize>,
+        /// What is wrong with it.
+        source: EventError,
+    },
+    /// A query parameter, path id or admin body is invalid.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// Human text (never echoes input).
+        message: String,
+    },
+    /// Admin endpoint without a valid bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// Unknown path.
+    #[error("no such endpoint")]
+    NotFound,
+    /// Known path, wrong method.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// Value of the `Allow` header.
+        allow: &'static str,
+    },
+    /// Body over the limit.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Content type not accepted on an ingest endpoint.
+    #[error("content type must be application/json, application/x-ndjson or text/plain")]
+    UnsupportedMediaType,
+    /// New keys refused: the pending map is full.
+    #[error("too many pending counters; retry shortly")]
+    CapacityExhausted,
+    /// The service is stopping.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// The store failed on a read or admin write.
+    #[error("the store is unavailable")]
+    StoreUnavailable(String),
+    /// A bug or an I/O failure.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<EventError> for ApiError {
+    fn from(source: EventError) -> Self {
+        ApiError::Event { index: None, source }
+    }
+}
+
+impl ApiError {
+    /// A 400 with `code` and `message`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Event { .. } | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::CapacityExhausted | ApiError::ShuttingDown | ApiError::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Event { source, .. } => source.code(),
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::CapacityExhausted => "capacity_exhausted",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON error body of the contract, with `Allow`, `Retry-After` and
+    /// `WWW-Authenticate` where they apply.
+    pub fn into_response(self) -> Response<Body> {
+        if let ApiError::StoreUnavailable(detail) | ApiError::Internal(detail) = &self {
+            tracing::error!(code = self.code(), detail = %detail, "request failed");
+        }
+        let mut error = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        if let ApiError::Event { index: Some(i), .. } = &self {
+            error["index"] = (*i).into();
+        }
+        let mut resp = json_response(self.status(), &serde_json::json!({ "error": error }));
+        let headers = resp.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::CapacityExhausted | ApiError::ShuttingDown | ApiError::StoreUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

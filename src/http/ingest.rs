@@ -1,0 +1,201 @@
+//! Ingest: `POST /v1/events` (object, array or NDJSON) and `GET /v1/pixel.gif`.
+//! A request is all-or-nothing: it is validated whole before anything is recorded.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::value::RawValue;
+
+use super::{json_response, text_response, Api, ApiError, ApiResult, Body};
+use crate::event::{Counter, Event, EventError, RawEvent};
+
+/// Most events one request may carry.
+pub const MAX_EVENTS: usize = 1_000;
+
+/// A 1×1 transparent GIF.
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+    0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02,
+    0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Refuses content types other than JSON, NDJSON and text/plain (absent is allowed:
+/// the body is sniffed the same way).
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" | "text/plain" | "application/x-ndjson" | "application/ndjson" => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+fn malformed(index: Option<usize>, why: impl Into<String>) -> ApiError {
+    ApiError::Event {
+        index,
+        source: EventError::Malformed(why.into()),
+    }
+}
+
+/// Splits a body into raw events: a JSON array, or one or more whitespace-separated
+/// objects (a single object and NDJSON alike).
+pub fn split_events(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let items: Vec<&RawValue> = match first {
+        None => return Err(malformed(None, "the body is empty")),
+        Some(b'[') => serde_json::from_slice(body).map_err(|e| malformed(None, e.to_string()))?,
+        Some(_) => {
+            let mut items = Vec::new();
+            for (i, item) in serde_json::Deserializer::from_slice(body)
+                .into_iter::<&RawValue>()
+                .enumerate()
+            {
+                items.push(item.map_err(|e| malformed(Some(i), e.to_string()))?);
+                if items.len() > MAX_EVENTS {
+                    break;
+                }
+            }
+            items
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "the request holds no event"));
+    }
+    if items.len() > MAX_EVENTS {
+        return Err(ApiError::bad_request(
+            "too_many_events",
+            format!("at most {MAX_EVENTS} events a request"),
+        ));
+    }
+    Ok(items)
+}
+
+fn parse_raw(i: usize, raw: &RawValue) -> Result<RawEvent<'_>, ApiError> {
+    if !raw.get().starts_with('{') {
+        return Err(malformed(Some(i), "an event must be a JSON object"));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| malformed(Some(i), e.to_string()))
+}
+
+fn type_label(e: &Event<'_>) -> &'static str {
+    match e.counter {
+        Counter::View => "view",
+        Counter::Share(_) => "share",
+    }
+}
+
+/// Records `events` through the ingest gate; counts them in the metrics.
+fn record(api: &Api, events: &[Event<'_>]) -> Result<(), ApiError> {
+    match api.lifecycle.admit(|| api.counter.record_all(events)) {
+        None => Err(ApiError::ShuttingDown),
+        Some(Err(_)) => Err(ApiError::CapacityExhausted),
+        Some(Ok(())) => {
+            let views = events.iter().filter(|e| type_label(e) == "view").count() as u64;
+            api.metrics.events.with_label_values(&["view"]).inc_by(views);
+            api.metrics
+                .events
+                .with_label_values(&["share"])
+                .inc_by(events.len() as u64 - views);
+            Ok(())
+        }
+    }
+}
+
+/// `POST /v1/events`.
+pub fn post_events(api: &Api, headers: &HeaderMap, body: &Bytes) -> ApiResult {
+    check_content_type(headers)?;
+    let raws = split_events(body)?;
+    let parsed = raws
+        .iter()
+        .enumerate()
+        .map(|(i, r)| parse_raw(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let networks = api.counter.networks();
+    let events = parsed
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.validate(networks)
+                .map_err(|source| ApiError::Event { index: Some(i), source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    record(api, &events)?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "accepted": events.len() }),
+    ))
+}
+
+/// The event of a pixel request's query string.
+pub fn pixel_event(query: &str) -> RawEvent<'_> {
+    let mut raw = RawEvent::default();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let slot: &mut Option<Cow<'_, str>> = match &*k {
+            "type" => &mut raw.kind,
+            "article" => &mut raw.article,
+            "section" => &mut raw.section,
+            "lang" => &mut raw.lang,
+            "network" => &mut raw.network,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v);
+        }
+    }
+    raw
+}
+
+/// `GET /v1/pixel.gif?type=view&article=...`.
+pub fn pixel(api: &Api, query: &str) -> ApiResult {
+    let raw = pixel_event(query);
+    let event = raw.validate(api.counter.networks())?;
+    record(api, std::slice::from_ref(&event))?;
+    let mut resp: Response<Body> = text_response(StatusCode::OK, "image/gif", Bytes::from_static(PIXEL_GIF));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_arrays_and_ndjson_split_alike() {
+        assert_eq!(split_events(br#"{"a":1}"#).unwrap().len(), 1);
+        assert_eq!(split_events(br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
+        assert_eq!(split_events(b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn bad_bodies_are_refused() {
+        for body in [&b""[..], b"   ", b"[]", b"{\"a\":", b"[1,", b"nonsense"] {
+            assert!(split_events(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+        let too_many = format!("[{}]", vec!["{}"; MAX_EVENTS + 1].join(","));
+        assert_eq!(split_events(too_many.as_bytes()).unwrap_err().code(), "too_many_events");
+    }
+
+    #[test]
+    fn a_broken_ndjson_line_is_named_by_index() {
+        let err = split_events(b"{\"a\":1}\n{\"a\":\n").unwrap_err();
+        assert!(matches!(err, ApiError::Event { index: Some(1), .. }));
+    }
+
+    #[test]
+    fn pixel_query_parameters_decode() {
+        let raw = pixel_event("type=view&article=a%2Db&lang=en&r=123&article=ignored");
+        assert_eq!(raw.article.as_deref(), Some("a-b"));
+        assert_eq!(raw.lang.as_deref(), Some("en"));
+    }
+}

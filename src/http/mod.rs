@@ -1,0 +1,76 @@
+//! The HTTP side: `server` accepts connections and drains them at shutdown, `routes`
+//! matches method and path, and one module per area answers.
+
+pub mod admin;
+pub mod error;
+pub mod ingest;
+pub mod ops;
+pub mod reads;
+pub mod routes;
+pub mod server;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::config::AllowedOrigins;
+use crate::counter::CounterMap;
+use crate::flusher::InFlight;
+use crate::metrics::Metrics;
+use crate::shutdown::Lifecycle;
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// Every response body: small and fully buffered.
+pub type Body = Full<Bytes>;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct Api {
+    /// Pending counts (the hot path).
+    pub counter: Arc<CounterMap>,
+    /// The backend.
+    pub store: Store,
+    /// Batches not yet acknowledged, which reads add in.
+    pub in_flight: Arc<InFlight>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// CORS origins.
+    pub origins: AllowedOrigins,
+    /// Admin bearer token (None: admin API off).
+    pub admin_token: Option<String>,
+    /// Request body limit in bytes.
+    pub max_body: usize,
+    /// Readiness and the ingest gate.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Shared handle to [`Api`].
+pub type SharedApi = Arc<Api>;
+
+/// A JSON response with the contract's content type.
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// A plain-text response.
+pub fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// The result of a handler.
+pub type ApiResult = Result<Response<Body>, ApiError>;

@@ -1,0 +1,132 @@
+//! Reads: `GET /v1/articles/{article}` and `GET /v1/articles?ids=...`. A count is the
+//! store's total plus batches not yet acknowledged plus what this instance holds in
+//! memory, so a reader sees their own view at once.
+
+use std::collections::BTreeMap;
+
+use http::StatusCode;
+use serde::Serialize;
+
+use super::{json_response, Api, ApiError, ApiResult};
+use crate::event::ArticleId;
+use crate::store::StoredCounts;
+
+/// Most ids one batch read may ask for.
+pub const MAX_IDS: usize = 100;
+
+/// One article's counts as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArticleCounts {
+    /// The article id.
+    pub article: String,
+    /// Total views.
+    pub views: u64,
+    /// Shares by network (networks with no share are left out).
+    pub shares: BTreeMap<String, u64>,
+    /// Sum of `shares`.
+    pub shares_total: u64,
+}
+
+/// The body of `GET /v1/articles?ids=...`.
+#[derive(Debug, Serialize)]
+pub struct ArticlesResponse {
+    /// In the order asked.
+    pub articles: Vec<ArticleCounts>,
+}
+
+/// Store + unacknowledged batches + pending, for each article in order.
+pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts>, ApiError> {
+    let in_flight = api.in_flight.batches();
+    let stored = api
+        .store
+        .counts(ids)
+        .await
+        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+    Ok(ids
+        .iter()
+        .zip(stored)
+        .map(|(id, mut c)| {
+            for d in in_flight.iter().filter_map(|b| b.get(id.as_str())) {
+                add(&mut c, d.views, d.shares.iter().map(|(n, k)| (&**n, *k)));
+            }
+            let pending = api.counter.pending(id.as_str());
+            let networks = api.counter.networks();
+            add(
+                &mut c,
+                pending.views,
+                pending.shares.iter().map(|(i, k)| (networks.name(*i), *k)),
+            );
+            present(id, c)
+        })
+        .collect())
+}
+
+fn add<'a>(c: &mut StoredCounts, views: u64, shares: impl Iterator<Item = (&'a str, u64)>) {
+    c.views += views;
+    for (network, n) in shares {
+        *c.shares.entry(network.to_string()).or_default() += n;
+    }
+}
+
+fn present(id: &ArticleId, c: StoredCounts) -> ArticleCounts {
+    let shares: BTreeMap<String, u64> = c.shares.into_iter().filter(|(_, n)| *n > 0).collect();
+    ArticleCounts {
+        article: id.to_string(),
+        views: c.views,
+        shares_total: shares.values().sum(),
+        shares,
+    }
+}
+
+/// `GET /v1/articles/{article}`.
+pub async fn article(api: &Api, id: &str) -> ApiResult {
+    let id = ArticleId::parse(id)?;
+    let mut counts = counts_of(api, std::slice::from_ref(&id)).await?;
+    Ok(json_response(StatusCode::OK, &counts.remove(0)))
+}
+
+/// Parses `ids=a,b,c` (1 to 100 valid ids; repeats allowed, answered in order).
+pub fn parse_ids(query: &str) -> Result<Vec<ArticleId>, ApiError> {
+    let ids = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "ids")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "the ids parameter is required"))?;
+    let list: Vec<&str> = ids.split(',').map(str::trim).collect();
+    if list.len() > MAX_IDS {
+        return Err(ApiError::bad_request(
+            "too_many_ids",
+            format!("at most {MAX_IDS} ids a request"),
+        ));
+    }
+    list.into_iter()
+        .map(|s| ArticleId::parse(s).map_err(ApiError::from))
+        .collect()
+}
+
+/// `GET /v1/articles?ids=...`.
+pub async fn articles(api: &Api, query: &str) -> ApiResult {
+    let ids = parse_ids(query)?;
+    let articles = counts_of(api, &ids).await?;
+    Ok(json_response(StatusCode::OK, &ArticlesResponse { articles }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_parsed_in_order() {
+        let ids = parse_ids("ids=b,a,b").unwrap();
+        assert_eq!(ids.iter().map(ArticleId::as_str).collect::<Vec<_>>(), ["b", "a", "b"]);
+    }
+
+    #[test]
+    fn bad_id_lists_are_refused() {
+        assert_eq!(parse_ids("").unwrap_err().code(), "invalid_query");
+        assert_eq!(parse_ids("ids=").unwrap_err().code(), "invalid_article");
+        assert_eq!(parse_ids("ids=a,,b").unwrap_err().code(), "invalid_article");
+        assert_eq!(parse_ids("ids=a%20b").unwrap_err().code(), "invalid_article");
+        let many = (0..=MAX_IDS).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        assert_eq!(parse_ids(&format!("ids={many}")).unwrap_err().code(), "too_many_ids");
+    }
+}

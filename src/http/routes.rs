@@ -1,0 +1,218 @@
+//! Routing: match the path to a route, the method to a handler, and wrap every
+//! answer with CORS headers and request metrics (labelled by route template).
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{admin, ingest, ops, reads, text_response, ApiError, ApiResult, Body, SharedApi};
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The public API; `metrics` says whether /metrics is served here too.
+    Public {
+        /// Serve /metrics on this listener.
+        metrics: bool,
+    },
+    /// The internal `--metrics-listen` address: /metrics, /healthz, /readyz only.
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Route<'a> {
+    Events,
+    Pixel,
+    Articles,
+    Article(&'a str),
+    AdminArticle(&'a str),
+    Healthz,
+    Readyz,
+    Metrics,
+}
+
+impl Route<'_> {
+    fn of(path: &str, surface: Surface) -> Option<Route<'_>> {
+        let ops = match path {
+            "/healthz" => Some(Route::Healthz),
+            "/readyz" => Some(Route::Readyz),
+            "/metrics" if surface != (Surface::Public { metrics: false }) => Some(Route::Metrics),
+            _ => None,
+        };
+        if ops.is_some() || surface == Surface::Internal {
+            return ops;
+        }
+        match path {
+            "/v1/events" => Some(Route::Events),
+            "/v1/pixel.gif" => Some(Route::Pixel),
+            "/v1/articles" => Some(Route::Articles),
+            _ => {
+                if let Some(id) = path.strip_prefix("/v1/articles/").filter(|id| !id.is_empty()) {
+                    return Some(Route::Article(id));
+                }
+                let id = path.strip_prefix("/v1/admin/articles/").filter(|id| !id.is_empty())?;
+                Some(Route::AdminArticle(id))
+            }
+        }
+    }
+
+    fn template(&self) -> &'static str {
+        match self {
+            Route::Events => "/v1/events",
+            Route::Pixel => "/v1/pixel.gif",
+            Route::Articles => "/v1/articles",
+            Route::Article(_) => "/v1/articles/{article}",
+            Route::AdminArticle(_) => "/v1/admin/articles/{article}",
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+        }
+    }
+
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Events => "POST, OPTIONS",
+            Route::AdminArticle(_) => "PUT, DELETE",
+            Route::Pixel | Route::Articles | Route::Article(_) => "GET, OPTIONS",
+            Route::Healthz | Route::Readyz | Route::Metrics => "GET",
+        }
+    }
+
+    fn is_browser_facing(&self) -> bool {
+        matches!(self, Route::Events | Route::Pixel | Route::Articles | Route::Article(_))
+    }
+}
+
+/// Answers one request; never fails (errors become their JSON response).
+pub async fn handle(api: SharedApi, surface: Surface, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let route = Route::of(parts.uri.path(), surface);
+    let result = match route {
+        None => Err(ApiError::NotFound),
+        Some(r) => {
+            dispatch(
+                &api,
+                r,
+                &parts.method,
+                parts.uri.query().unwrap_or(""),
+                &parts.headers,
+                body,
+            )
+            .await
+        }
+    };
+    let status = match &result {
+        Ok(r) => r.status(),
+        Err(e) => e.status(),
+    };
+    if let Err(e) = &result {
+        let refused_event = !matches!(e, ApiError::MethodNotAllowed { .. } | ApiError::NotFound);
+        if refused_event && matches!(route, Some(Route::Events | Route::Pixel)) {
+            api.metrics.rejected.with_label_values(&[e.code()]).inc();
+        }
+    }
+    let mut resp = result.unwrap_or_else(ApiError::into_response);
+    if route.is_some_and(|r| r.is_browser_facing()) {
+        add_cors(&api, &parts.headers, resp.headers_mut());
+    }
+    let template = route.map_or("unmatched", |r| r.template());
+    api.metrics
+        .http_requests
+        .with_label_values(&[template, status.as_str()])
+        .inc();
+    api.metrics
+        .http_duration
+        .with_label_values(&[template])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+async fn dispatch(
+    api: &SharedApi,
+    route: Route<'_>,
+    method: &Method,
+    query: &str,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> ApiResult {
+    if method == Method::OPTIONS && route.is_browser_facing() {
+        return Ok(preflight(route));
+    }
+    match (route, method) {
+        (Route::Events, &Method::POST) => {
+            ingest::check_content_type(headers)?;
+            let body = read_body(body, headers, api.max_body).await?;
+            ingest::post_events(api, headers, &body)
+        }
+        (Route::Pixel, &Method::GET) => ingest::pixel(api, query),
+        (Route::Articles, &Method::GET) => reads::articles(api, query).await,
+        (Route::Article(id), &Method::GET) => reads::article(api, id).await,
+        (Route::AdminArticle(id), m) if m == Method::PUT || m == Method::DELETE => {
+            admin::authorize(api, headers)?;
+            if m == Method::PUT {
+                let body = read_body(body, headers, api.max_body).await?;
+                admin::put_article(api, id, &body).await
+            } else {
+                admin::delete_article(api, id).await
+            }
+        }
+        (Route::AdminArticle(_), _) if api.admin_token.is_none() => Err(ApiError::NotFound),
+        (Route::Healthz, &Method::GET) => ops::healthz(),
+        (Route::Readyz, &Method::GET) => ops::readyz(api),
+        (Route::Metrics, &Method::GET) => ops::metrics(api),
+        (r, _) => Err(ApiError::MethodNotAllowed { allow: r.allow() }),
+    }
+}
+
+/// Reads the whole body, refusing it (413) as soon as it passes `limit`.
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "body_read_error",
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+fn preflight(route: Route<'_>) -> Response<Body> {
+    let mut resp = text_response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
+    let h = resp.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(route.allow()));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(route.allow()),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.remove(header::CONTENT_TYPE);
+    resp
+}
+
+fn add_cors(api: &SharedApi, request: &HeaderMap, response: &mut HeaderMap) {
+    let origin = request.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if let Some(allowed) = api.origins.allow(origin).and_then(|o| HeaderValue::from_str(o).ok()) {
+        response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    }
+    if !matches!(api.origins, crate::config::AllowedOrigins::Any) {
+        response.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}

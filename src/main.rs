@@ -1,0 +1,52 @@
+//! The `viewcounter` binary: parse the configuration (bad configuration -> exit 2 with
+//! one line on stderr), start logging, build the app, run until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use viewcounter::{logging, shutdown, App, Config};
+
+fn bad_config(message: &str) -> ExitCode {
+    eprintln!("viewcounter: configuration error: {message}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            return bad_config(line.trim_start_matches("error: "));
+        }
+    };
+    if let Err(message) = config.validate() {
+        return bad_config(&message);
+    }
+    logging::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("viewcounter: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("viewcounter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    tracing::info!(addr = %app.public_addr(), metrics = ?app.metrics_addr(), "listening");
+    app.run_until(shutdown::on_signal()).await
+}

@@ -1,0 +1,241 @@
+//! The embedded backend: one redb file in `--data-dir`, so the service runs on a
+//! laptop with no set-up. Each batch is one ACID transaction that also records the
+//! batch id, which makes a replayed batch a no-op.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{Applied, Batch, StoreError, StoredCounts};
+use crate::event::{ArticleId, Meta};
+
+/// (article, counter) -> total. The counter is `views` or `share:<network>`.
+const COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counts");
+/// article -> (section, lang).
+const META: TableDefinition<&str, (Option<&str>, Option<&str>)> = TableDefinition::new("meta");
+/// batch id -> when it was applied (Unix ms): the exactly-once record.
+const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("applied_batches");
+
+/// How long a batch id is remembered; a batch cannot wait longer than this to be retried.
+const DEDUPE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+const VIEWS: &str = "views";
+const SHARE_PREFIX: &str = "share:";
+
+/// The file name inside `--data-dir`.
+pub const FILE_NAME: &str = "viewcounter.redb";
+
+/// A handle to the redb database; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Embedded(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file in `dir`, creating `dir` if needed.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| err(format!("opening {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(err)?;
+        {
+            txn.open_table(COUNTS).map_err(err)?;
+            txn.open_table(META).map_err(err)?;
+            txn.open_table(APPLIED).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(err)?
+    }
+
+    async fn write(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            f(&txn)?;
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// Applies `batch` in one transaction, unless its id was applied before.
+    pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
+        let batch = batch.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let id = batch.id.to_string();
+            {
+                let mut applied = txn.open_table(APPLIED).map_err(err)?;
+                if applied.get(id.as_str()).map_err(err)?.is_some() {
+                    return Ok(Applied::Duplicate);
+                }
+                let now = now_ms();
+                applied.insert(id.as_str(), now).map_err(err)?;
+                let horizon = now.saturating_sub(DEDUPE_TTL.as_millis() as u64);
+                applied.retain(|_, at| at >= horizon).map_err(err)?;
+            }
+            add_deltas(&txn, &batch)?;
+            txn.commit().map_err(err)?;
+            Ok(Applied::Applied)
+        })
+        .await
+    }
+
+    /// Stored totals of each article, in the order asked.
+    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
+        let articles = articles.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(COUNTS).map_err(err)?;
+            articles.iter().map(|a| read_counts(&table, a.as_str())).collect()
+        })
+        .await
+    }
+
+    /// Replaces an article's totals.
+    pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
+        let (article, counts) = (article.clone(), counts.clone());
+        self.write(move |txn| {
+            let mut table = txn.open_table(COUNTS).map_err(err)?;
+            remove_counts(&mut table, article.as_str())?;
+            if counts.views > 0 {
+                table.insert((article.as_str(), VIEWS), counts.views).map_err(err)?;
+            }
+            for (network, n) in counts.shares.iter().filter(|(_, n)| **n > 0) {
+                let name = format!("{SHARE_PREFIX}{network}");
+                table.insert((article.as_str(), name.as_str()), *n).map_err(err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets an article's totals and metadata.
+    pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
+        let article = article.clone();
+        self.write(move |txn| {
+            remove_counts(&mut txn.open_table(COUNTS).map_err(err)?, article.as_str())?;
+            txn.open_table(META)
+                .map_err(err)?
+                .remove(article.as_str())
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The stored section and language of an article.
+    pub async fn meta(&self, article: &ArticleId) -> Result<Meta, StoreError> {
+        let article = article.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(META).map_err(err)?;
+            let meta = table.get(article.as_str()).map_err(err)?.map(|g| {
+                let (section, lang) = g.value();
+                Meta {
+                    section: section.map(Into::into),
+                    lang: lang.map(Into::into),
+                }
+            });
+            Ok(meta.unwrap_or_default())
+        })
+        .await
+    }
+}
+
+fn add_deltas(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
+    let mut counts = txn.open_table(COUNTS).map_err(err)?;
+    let mut meta = txn.open_table(META).map_err(err)?;
+    let mut add = |article: &str, counter: &str, n: u64| -> Result<(), StoreError> {
+        let old = counts.get((article, counter)).map_err(err)?.map_or(0, |g| g.value());
+        counts.insert((article, counter), old + n).map_err(err)?;
+        Ok(())
+    };
+    for d in &batch.articles {
+        let article = d.article.as_str();
+        if d.views > 0 {
+            add(article, VIEWS, d.views)?;
+        }
+        for (network, n) in &d.shares {
+            add(article, &format!("{SHARE_PREFIX}{network}"), *n)?;
+        }
+        if !d.meta.is_empty() {
+            let old = meta.get(article).map_err(err)?.map(|g| {
+                let (s, l) = g.value();
+                (s.map(String::from), l.map(String::from))
+            });
+            let (old_s, old_l) = old.unwrap_or_default();
+            let section = d.meta.section.as_deref().or(old_s.as_deref());
+            let lang = d.meta.lang.as_deref().or(old_l.as_deref());
+            meta.insert(article, (section, lang)).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_counts(
+    table: &impl ReadableTable<(&'static str, &'static str), u64>,
+    article: &str,
+) -> Result<StoredCounts, StoreError> {
+    let mut out = StoredCounts::default();
+    for row in table.range((article, "")..).map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        let (a, counter) = k.value();
+        if a != article {
+            break;
+        }
+        if counter == VIEWS {
+            out.views = v.value();
+        } else if let Some(network) = counter.strip_prefix(SHARE_PREFIX) {
+            out.shares.insert(network.to_string(), v.value());
+        }
+    }
+    Ok(out)
+}
+
+fn remove_counts(table: &mut redb::Table<(&'static str, &'static str), u64>, article: &str) -> Result<(), StoreError> {
+    let keys: Vec<String> = {
+        let mut keys = Vec::new();
+        for row in table.range((article, "")..).map_err(err)? {
+            let (k, _) = row.map_err(err)?;
+            let (a, counter) = k.value();
+            if a != article {
+                break;
+            }
+            keys.push(counter.to_string());
+        }
+        keys
+    };
+    for counter in keys {
+        table.remove((article, counter.as_str())).map_err(err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Step 4 of the data flow: where flushed batches go. One `enum Store` dispatches to
+//! the embedded backend (redb, the default) or Redis; both keep the same contract,
+//! checked by one test suite that runs against each.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ArticleId, Meta};
+
+pub use embedded::EmbeddedStore;
+
+/// The identity of one batch: which process made it and its place in that process's
+/// sequence. A store applies a given id at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchId {
+    /// Random per process start.
+    pub instance: String,
+    /// Process start, Unix milliseconds.
+    pub epoch_ms: u64,
+    /// 1, 2, 3, ... within the process.
+    pub seq: u64,
+    /// Which part of a batch split into chunks (0 when not split).
+    #[serde(default)]
+    pub chunk: u32,
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}:{}", self.instance, self.epoch_ms, self.seq, self.chunk)
+    }
+}
+
+/// The pending deltas of one article at the moment of a drain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArticleDelta {
+    /// The article.
+    pub article: ArticleId,
+    /// Views to add.
+    pub views: u64,
+    /// Shares to add, by network name, sorted.
+    pub shares: Vec<(Box<str>, u64)>,
+    /// Section and language, when events gave them.
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+/// Deltas moved out of the counter map at one flush, applied to a store as one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Identity for exactly-once application.
+    pub id: BatchId,
+    /// When the deltas were drained, Unix milliseconds: the time the top windows use.
+    pub flushed_at_ms: u64,
+    /// Sorted by article.
+    pub articles: Vec<ArticleDelta>,
+}
+
+impl Batch {
+    /// The delta for `article` in this batch, if any.
+    pub fn get(&self, article: &str) -> Option<&ArticleDelta> {
+        self.articles
+            .binary_search_by(|d| d.article.as_str().cmp(article))
+            .ok()
+            .map(|i| &self.articles[i])
+    }
+
+    /// Sum of all views and shares in the batch.
+    pub fn events(&self) -> u64 {
+        self.articles
+            .iter()
+            .map(|d| d.views + d.shares.iter().map(|(_, n)| n).sum::<u64>())
+            .sum()
+    }
+}
+
+/// Stored totals of one article.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCounts {
+    /// Total views.
+    pub views: u64,
+    /// Total shares by network name.
+    pub shares: BTreeMap<String, u64>,
+}
+
+/// What happened to a batch the store acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The deltas were added now.
+    Applied,
+    /// The id had been applied before; nothing was added.
+    Duplicate,
+}
+
+/// A store operation failed; the caller keeps its batch and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded database failed.
+    #[error("embedded store: {0}")]
+    Embedded(String),
+    /// Redis failed, timed out, or is unreachable.
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+/// The configured backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// redb in `--data-dir` (the default).
+    Embedded(EmbeddedStore),
+}
+
+impl Store {
+    /// Opens the embedded store in `dir`.
+    pub fn open_embedded(dir: &Path) -> Result<Self, StoreError> {
+        Ok(Store::Embedded(EmbeddedStore::open(dir)?))
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Embedded(_) => "embedded",
+        }
+    }
+
+    /// Applies a batch atomically, at most once per batch id.
+    pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
+        match self {
+            Store::Embedded(s) => s.apply(batch).await,
+        }
+    }
+
+    /// Stored totals of each article, in the order asked.
+    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.counts(articles).await,
+        }
+    }
+
+    /// Replaces an article's totals (admin migration).
+    pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.set(article, counts).await,
+        }
+    }
+
+    /// Forgets an article's totals (admin delete).
+    pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.delete(article).await,
+        }
+    }
+
+    /// Cheap liveness check of the backend.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(()),
+        }
+    }
+}
