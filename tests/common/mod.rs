@@ -1,0 +1,126 @@
+//! Shared helpers of the integration tests: the app on port 0 (in process or as the
+//! real binary), a small HTTP client, and a private redis-server on a free port.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod process;
+pub mod redis_server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use viewcounter::{App, Config};
+
+pub use client::{Client, Reply};
+pub use redis_server::RedisServer;
+
+/// Which store a contract test runs against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// redb in the test's data directory.
+    Embedded,
+    /// A redis-server started by the test (URL).
+    Redis(String),
+}
+
+/// The app running inside the test process, on an ephemeral port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub client: Client,
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The base arguments every test app gets: port 0, a data dir, a short flush interval.
+pub fn base_args(data_dir: &Path) -> Vec<String> {
+    vec![
+        "viewcounter".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--flush-interval".into(),
+        "100ms".into(),
+    ]
+}
+
+impl TestApp {
+    /// Starts the app on a fresh data directory with `extra` flags.
+    pub async fn start(extra: &[&str]) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut app = TestApp::start_in(dir.path(), extra).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// Starts the app on `backend` with `extra` flags.
+    pub async fn start_on(backend: &Backend, extra: &[&str]) -> TestApp {
+        match backend {
+            Backend::Embedded => TestApp::start(extra).await,
+            Backend::Redis(url) => {
+                let mut args = vec!["--redis-url", url.as_str()];
+                args.extend_from_slice(extra);
+                TestApp::start(&args).await
+            }
+        }
+    }
+
+    /// Starts the app on an existing data directory (to test restarts).
+    pub async fn start_in(data_dir: &Path, extra: &[&str]) -> TestApp {
+        let mut args = base_args(data_dir);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = Config::parse_from(args);
+        config.validate().expect("valid test config");
+        let app = App::build(config).await.expect("app builds");
+        let addr = app.public_addr();
+        let metrics_addr = app.metrics_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until(shutdown.clone()));
+        TestApp {
+            addr,
+            metrics_addr,
+            client: Client::new(addr),
+            data_dir: data_dir.to_path_buf(),
+            shutdown,
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Graceful stop (as SIGTERM would): drain, final flush. Keeps the data dir.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task joins").expect("app stops cleanly");
+        }
+        self._dir.take()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -1,0 +1,97 @@
+//! The real `viewcounter` binary as a child process, for signals and exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::base_args;
+
+/// A running binary; killed on drop.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: mpsc::Receiver<String>,
+}
+
+/// Runs the binary to completion with `args` (no defaults added).
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_viewcounter"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("binary runs");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+impl Process {
+    /// Starts the binary on port 0 in `data_dir` and waits for its "listening" line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Process {
+        let mut args = base_args(data_dir);
+        args.remove(0);
+        args.extend(["--log-format".into(), "json".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_viewcounter"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let line = logs
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the binary logs a listening line");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "listening" {
+                break v["addr"].as_str().expect("addr field").parse().expect("addr parses");
+            }
+        };
+        Process { child, addr, logs }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the exit; panics if it does not come.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every log line received so far.
+    pub fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
