@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: the app on port 0 (in process or as the
 //! real binary), a small HTTP client, and a private redis-server on a free port.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod process;
