@@ -51,11 +51,14 @@ impl Route<'_> {
             "/v1/pixel.gif" => Some(Route::Pixel),
             "/v1/articles" => Some(Route::Articles),
             _ => {
-                if let Some(id) = path.strip_prefix("/v1/articles/").filter(|id| !id.is_empty()) {
+                let segment = |prefix: &str| {
+                    path.strip_prefix(prefix)
+                        .filter(|id| !id.is_empty() && !id.contains('/'))
+                };
+                if let Some(id) = segment("/v1/articles/") {
                     return Some(Route::Article(id));
                 }
-                let id = path.strip_prefix("/v1/admin/articles/").filter(|id| !id.is_empty())?;
-                Some(Route::AdminArticle(id))
+                segment("/v1/admin/articles/").map(Route::AdminArticle)
             }
         }
     }

@@ -1,0 +1,457 @@
+//! The contract of ../shared/API.md, endpoint by endpoint and error by error. Every
+//! case runs against each store backend (see the `contract_tests!` list at the end).
+
+mod common;
+
+use common::{Backend, RedisServer, TestApp};
+
+/// A backend for one test, and the redis-server it owns (if any).
+pub struct Fixture {
+    backend: Backend,
+    _redis: Option<RedisServer>,
+}
+
+fn embedded() -> Fixture {
+    Fixture {
+        backend: Backend::Embedded,
+        _redis: None,
+    }
+}
+
+mod cases {
+    use super::*;
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    async fn app(fx: &Fixture, extra: &[&str]) -> TestApp {
+        TestApp::start_on(&fx.backend, extra).await
+    }
+
+    pub async fn a_view_is_counted_and_read_back(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let r = app
+            .client
+            .post_events(r#"{"type":"view","article":"12345","section":"analytics","lang":"en"}"#)
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert_eq!(r.json(), json!({"accepted": 1}));
+        assert!(r.header("content-type").starts_with("application/json"));
+        assert_eq!(
+            app.client.article("12345").await,
+            json!({"article": "12345", "views": 1, "shares": {}, "shares_total": 0})
+        );
+    }
+
+    pub async fn arrays_ndjson_and_text_plain_bodies_are_accepted(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let array = r#"[{"type":"view","article":"a"},{"type":"share","article":"a","network":"telegram"}]"#;
+        let ndjson = "{\"type\":\"view\",\"article\":\"a\"}\n{\"type\":\"view\",\"article\":\"a\"}\n";
+        for (ct, body, n) in [
+            ("application/json", array, 2),
+            ("application/x-ndjson", ndjson, 2),
+            ("text/plain;charset=UTF-8", r#"{"type":"view","article":"a"}"#, 1),
+        ] {
+            let r = app
+                .client
+                .send(Method::POST, "/v1/events", &[("content-type", ct)], body)
+                .await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{ct}: {}", r.text());
+            assert_eq!(r.json()["accepted"], n);
+        }
+        let a = app.client.article("a").await;
+        assert_eq!(
+            (a["views"].as_u64(), a["shares"]["telegram"].as_u64()),
+            (Some(4), Some(1))
+        );
+    }
+
+    pub async fn a_batch_with_one_bad_event_counts_nothing(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let body =
+            r#"[{"type":"view","article":"a"},{"type":"view","article":"b"},{"type":"view","article":"bad id"}]"#;
+        let r = app.client.post_events(body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.error_code(), "invalid_article");
+        assert_eq!(r.json()["error"]["index"], 2);
+        assert!(r.json()["error"]["message"].is_string());
+        assert_eq!(app.client.views("a").await, 0);
+        assert_eq!(app.client.views("b").await, 0);
+    }
+
+    pub async fn every_invalid_event_gets_a_400_with_its_code(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let long = "a".repeat(65);
+        let cases = [
+            (r#"{"type":"click","article":"a"}"#.to_string(), "invalid_type"),
+            (r#"{"article":"a"}"#.to_string(), "invalid_type"),
+            (r#"{"type":"view"}"#.to_string(), "invalid_article"),
+            (format!(r#"{{"type":"view","article":"{long}"}}"#), "invalid_article"),
+            (
+                r#"{"type":"view","article":"a","section":"Big Section"}"#.to_string(),
+                "invalid_section",
+            ),
+            (
+                r#"{"type":"view","article":"a","lang":"x"}"#.to_string(),
+                "invalid_lang",
+            ),
+            (
+                r#"{"type":"share","article":"a","network":"myspace"}"#.to_string(),
+                "invalid_network",
+            ),
+            (r#"{"type":"share","article":"a"}"#.to_string(), "invalid_network"),
+            (r#"{"type":"view","article":"#.to_string(), "malformed_json"),
+            ("[1, 2]".to_string(), "malformed_json"),
+            ("".to_string(), "malformed_json"),
+        ];
+        for (body, code) in cases {
+            let r = app.client.post_events(&body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(r.error_code(), code, "{body}");
+        }
+        assert_eq!(app.client.views("a").await, 0);
+    }
+
+    pub async fn more_than_a_thousand_events_are_refused(fx: Fixture) {
+        let app = app(&fx, &["--max-body-bytes", "1000000"]).await;
+        let one = r#"{"type":"view","article":"a"}"#;
+        let ok = format!("[{}]", vec![one; 1000].join(","));
+        assert_eq!(app.client.post_events(&ok).await.status, StatusCode::ACCEPTED);
+        let too_many = format!("[{}]", vec![one; 1001].join(","));
+        let r = app.client.post_events(&too_many).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(app.client.views("a").await, 1000);
+    }
+
+    pub async fn an_oversize_body_gets_413(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let one = r#"{"type":"view","article":"a"}"#;
+        let big = format!("[{}]", vec![one; 2500].join(","));
+        assert!(big.len() > 64 * 1024);
+        let r = app.client.post_events(&big).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.error_code(), "payload_too_large");
+        assert_eq!(app.client.views("a").await, 0);
+    }
+
+    pub async fn other_content_types_get_415(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        for ct in ["application/x-www-form-urlencoded", "text/html", "multipart/form-data"] {
+            let r = app
+                .client
+                .send(
+                    Method::POST,
+                    "/v1/events",
+                    &[("content-type", ct)],
+                    r#"{"type":"view","article":"a"}"#,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+            assert_eq!(r.error_code(), "unsupported_media_type");
+        }
+        assert_eq!(app.client.views("a").await, 0);
+    }
+
+    pub async fn a_wrong_method_gets_405_with_allow(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        for (method, path, allow) in [
+            (Method::GET, "/v1/events", "POST"),
+            (Method::DELETE, "/v1/events", "POST"),
+            (Method::POST, "/v1/articles/a", "GET"),
+            (Method::POST, "/v1/pixel.gif", "GET"),
+            (Method::PUT, "/v1/articles", "GET"),
+            (Method::POST, "/healthz", "GET"),
+        ] {
+            let r = app.client.send(method.clone(), path, &[], "").await;
+            assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                r.header("allow").contains(allow),
+                "{method} {path}: {}",
+                r.header("allow")
+            );
+            assert_eq!(r.error_code(), "method_not_allowed");
+        }
+    }
+
+    pub async fn an_unknown_path_gets_a_json_404(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        for path in [
+            "/",
+            "/v2/events",
+            "/v1/articles/",
+            "/v1/articles/a/b",
+            "/v1/admin/articles/a",
+        ] {
+            let r = app.client.get(path).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(r.error_code(), "not_found", "{path}");
+        }
+    }
+
+    pub async fn the_pixel_counts_and_answers_a_gif_with_no_store(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let r = app
+            .client
+            .get("/v1/pixel.gif?type=view&article=12345&section=analytics&lang=en")
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("content-type"), "image/gif");
+        assert_eq!(r.header("cache-control"), "no-store");
+        assert!(r.body.starts_with(b"GIF89a") && r.body.len() == 43);
+        let r = app
+            .client
+            .get("/v1/pixel.gif?type=share&article=12345&network=whatsapp")
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let bad = app.client.get("/v1/pixel.gif?type=view&article=no%20way").await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.error_code(), "invalid_article");
+        let a = app.client.article("12345").await;
+        assert_eq!(a["views"], 1);
+        assert_eq!(a["shares"], json!({"whatsapp": 1}));
+    }
+
+    pub async fn an_unseen_article_is_zeros(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        assert_eq!(
+            app.client.article("never-seen").await,
+            json!({"article": "never-seen", "views": 0, "shares": {}, "shares_total": 0})
+        );
+        let r = app.client.get("/v1/articles/bad%20id").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.error_code(), "invalid_article");
+    }
+
+    pub async fn shares_are_counted_per_network(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        for network in ["telegram", "telegram", "facebook", "copy_link", "print"] {
+            app.client.share("s1", network).await;
+        }
+        let a = app.client.article("s1").await;
+        assert_eq!(
+            a["shares"],
+            json!({"telegram": 2, "facebook": 1, "copy_link": 1, "print": 1})
+        );
+        assert_eq!(a["shares_total"], 5);
+        assert_eq!(a["views"], 0);
+    }
+
+    pub async fn the_batch_read_answers_in_the_order_asked(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        app.client.view("b").await;
+        app.client.view("b").await;
+        app.client.view("c").await;
+        let r = app.client.get("/v1/articles?ids=c,a,b").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let list = r.json()["articles"].as_array().expect("articles array").clone();
+        let got: Vec<(String, u64)> = list
+            .iter()
+            .map(|a| (a["article"].as_str().unwrap().to_string(), a["views"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(got, [("c".into(), 1), ("a".into(), 0), ("b".into(), 2)]);
+        let ids: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        let too_many = app.client.get(&format!("/v1/articles?ids={}", ids.join(","))).await;
+        assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            app.client.get("/v1/articles?ids=a,bad%20id").await.status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(app.client.get("/v1/articles").await.status, StatusCode::BAD_REQUEST);
+    }
+
+    pub async fn counts_survive_flushes_and_include_pending(fx: Fixture) {
+        let app = app(&fx, &["--flush-interval", "50ms"]).await;
+        for _ in 0..5 {
+            app.client.view("f").await;
+        }
+        assert_eq!(app.client.views("f").await, 5, "pending counts are visible at once");
+        let flushed = common::eventually(5, || async {
+            app.client
+                .metric("viewcounter_flush_batches_total{result=\"ok\"}")
+                .await
+                >= 1.0
+        })
+        .await;
+        assert!(flushed, "a flush happened");
+        for _ in 0..3 {
+            app.client.view("f").await;
+        }
+        assert_eq!(app.client.views("f").await, 8);
+    }
+
+    pub async fn the_admin_api_is_absent_without_a_token(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let r = app
+            .client
+            .send(
+                Method::PUT,
+                "/v1/admin/articles/a",
+                &[("authorization", "Bearer x")],
+                r#"{"views":1}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(r.error_code(), "not_found");
+    }
+
+    pub async fn the_admin_api_needs_the_bearer_token(fx: Fixture) {
+        let app = app(&fx, &["--admin-token", "s3cret-token"]).await;
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret-token"),
+            Some("Basic s3cret-token"),
+        ] {
+            let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+            let r = app
+                .client
+                .send(Method::PUT, "/v1/admin/articles/a", &headers, r#"{"views":1}"#)
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(r.error_code(), "unauthorized");
+            let r = app
+                .client
+                .send(Method::DELETE, "/v1/admin/articles/a", &headers, "")
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        }
+        assert_eq!(app.client.views("a").await, 0);
+    }
+
+    pub async fn admin_put_sets_totals_and_delete_forgets(fx: Fixture) {
+        let app = app(&fx, &["--admin-token", "s3cret-token"]).await;
+        let auth = [("authorization", "Bearer s3cret-token")];
+        app.client.view("m").await;
+        let body = r#"{"views": 479, "shares": {"telegram": 5, "facebook": 3}}"#;
+        for _ in 0..2 {
+            let r = app.client.send(Method::PUT, "/v1/admin/articles/m", &auth, body).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        }
+        assert_eq!(
+            app.client.article("m").await,
+            json!({"article": "m", "views": 479, "shares": {"telegram": 5, "facebook": 3}, "shares_total": 8})
+        );
+        app.client.view("m").await;
+        assert_eq!(app.client.views("m").await, 480);
+        for bad in [
+            r#"{"views": -1}"#,
+            r#"{"shares": {"myspace": 1}}"#,
+            "nope",
+            r#"{"veiws": 1}"#,
+        ] {
+            let r = app.client.send(Method::PUT, "/v1/admin/articles/m", &auth, bad).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let r = app
+            .client
+            .send(Method::PUT, "/v1/admin/articles/bad%20id", &auth, body)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = app.client.send(Method::DELETE, "/v1/admin/articles/m", &auth, "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(app.client.article("m").await["views"], 0);
+        assert_eq!(app.client.article("m").await["shares_total"], 0);
+    }
+
+    pub async fn cors_preflight_and_origins_follow_the_configuration(fx: Fixture) {
+        let app = app(&fx, &["--allowed-origins", "https://news.example"]).await;
+        let origin = [
+            ("origin", "https://news.example"),
+            ("access-control-request-method", "POST"),
+        ];
+        let r = app.client.send(Method::OPTIONS, "/v1/events", &origin, "").await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(r.header("access-control-allow-origin"), "https://news.example");
+        assert!(r.header("access-control-allow-methods").contains("POST"));
+        let evil = [("origin", "https://evil.example")];
+        let r = app.client.send(Method::GET, "/v1/articles/a", &evil, "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("access-control-allow-origin"), "");
+        let any = app_with_any_origin(&fx).await;
+        let r = any.client.send(Method::GET, "/v1/articles/a", &evil, "").await;
+        assert_eq!(r.header("access-control-allow-origin"), "*");
+    }
+
+    async fn app_with_any_origin(fx: &Fixture) -> TestApp {
+        app(fx, &[]).await
+    }
+
+    pub async fn new_keys_beyond_capacity_get_503_while_held_keys_count(fx: Fixture) {
+        let app = app(&fx, &["--max-pending-keys", "2", "--flush-interval", "1h"]).await;
+        app.client.view("k1").await;
+        app.client.view("k2").await;
+        let r = app.client.post_events(r#"{"type":"view","article":"k3"}"#).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.error_code(), "capacity_exhausted");
+        assert!(!r.header("retry-after").is_empty());
+        app.client.view("k1").await;
+        assert_eq!(app.client.views("k1").await, 2);
+        assert_eq!(app.client.views("k3").await, 0);
+        let ready = app.client.get("/readyz").await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "a full map is not ready");
+    }
+
+    pub async fn operations_endpoints_answer(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let h = app.client.get("/healthz").await;
+        assert_eq!((h.status, h.text().as_str()), (StatusCode::OK, "ok"));
+        assert_eq!(app.client.get("/readyz").await.status, StatusCode::OK);
+        app.client.view("a").await;
+        let m = app.client.get("/metrics").await;
+        assert_eq!(m.status, StatusCode::OK);
+        assert!(m.header("content-type").starts_with("text/plain; version=0.0.4"));
+        assert!(m.text().contains("viewcounter_events_total{type=\"view\"} 1"));
+    }
+
+    pub async fn metrics_can_move_to_an_internal_address(fx: Fixture) {
+        let app = app(&fx, &["--metrics-listen", "127.0.0.1:0"]).await;
+        assert_eq!(app.client.get("/metrics").await.status, StatusCode::NOT_FOUND);
+        let internal = common::Client::new(app.metrics_addr.expect("internal address bound"));
+        assert_eq!(internal.get("/metrics").await.status, StatusCode::OK);
+        assert_eq!(internal.get("/healthz").await.status, StatusCode::OK);
+        assert_eq!(internal.get("/v1/articles/a").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(app.client.get("/healthz").await.status, StatusCode::OK);
+    }
+}
+
+macro_rules! contract_tests {
+    ($backend:ident, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::cases::$case(super::$backend()).await
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        contract_tests!(embedded, [$($case),*]);
+    };
+}
+
+on_every_backend!(
+    a_view_is_counted_and_read_back,
+    arrays_ndjson_and_text_plain_bodies_are_accepted,
+    a_batch_with_one_bad_event_counts_nothing,
+    every_invalid_event_gets_a_400_with_its_code,
+    more_than_a_thousand_events_are_refused,
+    an_oversize_body_gets_413,
+    other_content_types_get_415,
+    a_wrong_method_gets_405_with_allow,
+    an_unknown_path_gets_a_json_404,
+    the_pixel_counts_and_answers_a_gif_with_no_store,
+    an_unseen_article_is_zeros,
+    shares_are_counted_per_network,
+    the_batch_read_answers_in_the_order_asked,
+    counts_survive_flushes_and_include_pending,
+    the_admin_api_is_absent_without_a_token,
+    the_admin_api_needs_the_bearer_token,
+    admin_put_sets_totals_and_delete_forgets,
+    cors_preflight_and_origins_follow_the_configuration,
+    new_keys_beyond_capacity_get_503_while_held_keys_count,
+    operations_endpoints_answer,
+    metrics_can_move_to_an_internal_address,
+);

@@ -1,0 +1,81 @@
+//! The process around the API: configuration errors, restarts, and SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::{run_to_exit, Process};
+use common::TestApp;
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_on_stderr() {
+    for args in [
+        &["--flush-interval", "soon"][..],
+        &["--listen", "not-an-address"],
+        &["--max-pending-keys", "0"],
+        &["--share-networks", "Bad Name"],
+        &["--log-format", "xml"],
+        &["--redis-cluster"],
+        &["--redis-url", "http://wrong"],
+        &["--no-such-flag"],
+    ] {
+        let (status, stderr) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("configuration error"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn environment_variables_configure_like_flags() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_viewcounter"))
+        .env_clear()
+        .env("VIEWCOUNTER_FLUSH_INTERVAL", "never")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flush-interval"));
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let (status, _) = run_to_exit(&["--help"]);
+    assert_eq!(status.code(), Some(0));
+    let (status, _) = run_to_exit(&["--version"]);
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_survive_a_clean_restart_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_in(dir.path(), &["--flush-interval", "1h"]).await;
+    for _ in 0..3 {
+        app.client.view("r1").await;
+    }
+    app.client.share("r1", "telegram").await;
+    app.stop().await;
+
+    let app = TestApp::start_in(dir.path(), &[]).await;
+    let a = app.client.article("r1").await;
+    assert_eq!(a["views"], 3);
+    assert_eq!(a["shares"]["telegram"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_what_was_accepted_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Process::start(dir.path(), &["--flush-interval", "1h"]);
+    let client = common::Client::new(p.addr);
+    for _ in 0..7 {
+        client.view("t1").await;
+    }
+    let started = Instant::now();
+    p.terminate();
+    let status = p.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(p.drain_logs().iter().any(|l| l.contains("final flush done")));
+
+    let app = TestApp::start_in(dir.path(), &[]).await;
+    assert_eq!(app.client.views("t1").await, 7);
+}
