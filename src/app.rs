@@ -16,6 +16,7 @@ use crate::counter::CounterMap;
 use crate::flusher::{Flusher, InFlight};
 use crate::http::routes::Surface;
 use crate::http::server::{serve, ServerLimits};
+use crate::http::top::TopCache;
 use crate::http::{Api, SharedApi};
 use crate::metrics::Metrics;
 use crate::shutdown::Lifecycle;
@@ -86,6 +87,7 @@ impl App {
             admin_token: config.admin_token.clone(),
             max_body: config.max_body_bytes,
             lifecycle: Arc::new(Lifecycle::default()),
+            top_cache: TopCache::new(config.flush_interval),
         });
         let limits = ServerLimits {
             header_read_timeout: config.header_read_timeout,

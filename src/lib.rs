@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod counter;
 pub mod event;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod spill;
 pub mod store;
+pub mod top;
 
 pub use app::App;
 pub use config::Config;

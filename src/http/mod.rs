@@ -8,6 +8,7 @@ pub mod ops;
 pub mod reads;
 pub mod routes;
 pub mod server;
+pub mod top;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub struct Api {
     pub max_body: usize,
     /// Readiness and the ingest gate.
     pub lifecycle: Arc<Lifecycle>,
+    /// Recent `/v1/top` answers.
+    pub top_cache: top::TopCache,
 }
 
 /// Shared handle to [`Api`].

@@ -3,6 +3,7 @@
 //! checked by one test suite that runs against each.
 
 pub mod embedded;
+pub mod windows;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ArticleId, Meta};
+use crate::top::{TopEntry, TopQuery};
 
 pub use embedded::EmbeddedStore;
 
@@ -152,6 +154,13 @@ impl Store {
     pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.delete(article).await,
+        }
+    }
+
+    /// The ranking of a `/v1/top` query.
+    pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.top(q).await,
         }
     }
 

@@ -2,14 +2,20 @@
 //! laptop with no set-up. Each batch is one ACID transaction that also records the
 //! batch id, which makes a replayed batch a no-op.
 
+mod buckets;
+
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::windows::Windows;
 use super::{Applied, Batch, StoreError, StoredCounts};
+use crate::clock::{Clock, SystemClock};
 use crate::event::{ArticleId, Meta};
+use crate::top::{Tally, TopEntry, TopQuery};
 
 /// (article, counter) -> total. The counter is `views` or `share:<network>`.
 const COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counts");
@@ -27,10 +33,13 @@ const SHARE_PREFIX: &str = "share:";
 /// The file name inside `--data-dir`.
 pub const FILE_NAME: &str = "viewcounter.redb";
 
-/// A handle to the redb database; cheap to clone.
+/// A handle to the redb database and the in-memory window tallies; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    // std Mutex: held only inside blocking tasks, never across an await.
+    windows: Arc<Mutex<Windows>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -43,16 +52,14 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Embedded(e.to_string())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
 impl EmbeddedStore {
     /// Opens (or creates) the database file in `dir`, creating `dir` if needed.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_clock(dir, Arc::new(SystemClock))
+    }
+
+    /// Like [`EmbeddedStore::open`], with the clock the top windows follow.
+    pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| err(format!("opening {}: {e}", path.display())))?;
@@ -61,25 +68,36 @@ impl EmbeddedStore {
             txn.open_table(COUNTS).map_err(err)?;
             txn.open_table(META).map_err(err)?;
             txn.open_table(APPLIED).map_err(err)?;
+            txn.open_table(buckets::MINUTES).map_err(err)?;
+            txn.open_table(buckets::HOURS).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let windows = load_windows(&db, clock.now_ms())?;
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            windows: Arc::new(Mutex::new(windows)),
+            clock,
+        })
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&EmbeddedStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(err)?
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(err)?
     }
 
     async fn write(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
+        self.blocking(move |s| {
+            let txn = s.db.begin_write().map_err(err)?;
             f(&txn)?;
             txn.commit().map_err(err)
         })
@@ -89,21 +107,27 @@ impl EmbeddedStore {
     /// Applies `batch` in one transaction, unless its id was applied before.
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
         let batch = batch.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
+        self.blocking(move |s| {
+            let now = s.clock.now_ms();
+            // Roll the windows before this transaction prunes the buckets they leave.
+            let reader = buckets::Reader(s.db.begin_read().map_err(err)?);
+            s.windows().roll(&reader, now).map_err(err)?;
+            drop(reader);
+            let txn = s.db.begin_write().map_err(err)?;
             let id = batch.id.to_string();
             {
                 let mut applied = txn.open_table(APPLIED).map_err(err)?;
                 if applied.get(id.as_str()).map_err(err)?.is_some() {
                     return Ok(Applied::Duplicate);
                 }
-                let now = now_ms();
                 applied.insert(id.as_str(), now).map_err(err)?;
                 let horizon = now.saturating_sub(DEDUPE_TTL.as_millis() as u64);
                 applied.retain(|_, at| at >= horizon).map_err(err)?;
             }
             add_deltas(&txn, &batch)?;
+            buckets::write(&txn, &batch, now)?;
             txn.commit().map_err(err)?;
+            s.windows().apply(&batch);
             Ok(Applied::Applied)
         })
         .await
@@ -112,8 +136,8 @@ impl EmbeddedStore {
     /// Stored totals of each article, in the order asked.
     pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
         let articles = articles.to_vec();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(err)?;
+        self.blocking(move |s| {
+            let txn = s.db.begin_read().map_err(err)?;
             let table = txn.open_table(COUNTS).map_err(err)?;
             articles.iter().map(|a| read_counts(&table, a.as_str())).collect()
         })
@@ -123,6 +147,10 @@ impl EmbeddedStore {
     /// Replaces an article's totals.
     pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
         let (article, counts) = (article.clone(), counts.clone());
+        let mut total = Tally::default();
+        let shares: Vec<(Box<str>, u64)> = counts.shares.iter().map(|(n, c)| (n.as_str().into(), *c)).collect();
+        total.add(counts.views, &shares, false);
+        let (windows, id) = (self.windows.clone(), article.clone());
         self.write(move |txn| {
             let mut table = txn.open_table(COUNTS).map_err(err)?;
             remove_counts(&mut table, article.as_str())?;
@@ -135,19 +163,37 @@ impl EmbeddedStore {
             }
             Ok(())
         })
-        .await
+        .await?;
+        windows.lock().unwrap_or_else(|e| e.into_inner()).set_total(&id, total);
+        Ok(())
     }
 
     /// Forgets an article's totals and metadata.
     pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
         let article = article.clone();
+        let (windows, id, now) = (self.windows.clone(), article.clone(), self.clock.now_ms());
         self.write(move |txn| {
             remove_counts(&mut txn.open_table(COUNTS).map_err(err)?, article.as_str())?;
             txn.open_table(META)
                 .map_err(err)?
                 .remove(article.as_str())
                 .map_err(err)?;
-            Ok(())
+            buckets::forget(txn, article.as_str(), now)
+        })
+        .await?;
+        windows.lock().unwrap_or_else(|e| e.into_inner()).forget(&id);
+        Ok(())
+    }
+
+    /// The ranking of `q` at the store's clock: buckets that left a window are
+    /// subtracted first, then one pass over the window's tallies.
+    pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
+        let q = q.clone();
+        self.blocking(move |s| {
+            let reader = buckets::Reader(s.db.begin_read().map_err(err)?);
+            let mut windows = s.windows();
+            windows.roll(&reader, s.clock.now_ms()).map_err(err)?;
+            Ok(windows.top(&q))
         })
         .await
     }
@@ -155,8 +201,8 @@ impl EmbeddedStore {
     /// The stored section and language of an article.
     pub async fn meta(&self, article: &ArticleId) -> Result<Meta, StoreError> {
         let article = article.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(err)?;
+        self.blocking(move |s| {
+            let txn = s.db.begin_read().map_err(err)?;
             let table = txn.open_table(META).map_err(err)?;
             let meta = table.get(article.as_str()).map_err(err)?.map(|g| {
                 let (section, lang) = g.value();
@@ -169,6 +215,24 @@ impl EmbeddedStore {
         })
         .await
     }
+}
+
+fn load_windows(db: &Database, now_ms: u64) -> Result<Windows, StoreError> {
+    let txn = db.begin_read().map_err(err)?;
+    let all = buckets::load_totals(&txn.open_table(COUNTS).map_err(err)?)?;
+    let mut meta = HashMap::new();
+    for row in txn.open_table(META).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        let (section, lang) = v.value();
+        if let Ok(id) = ArticleId::parse(k.value()) {
+            let m = Meta {
+                section: section.map(Into::into),
+                lang: lang.map(Into::into),
+            };
+            meta.insert(id, m);
+        }
+    }
+    Windows::load(&buckets::Reader(txn), now_ms, all, meta).map_err(err)
 }
 
 fn add_deltas(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {

@@ -1,0 +1,117 @@
+//! The embedded store's time buckets: per-minute and per-hour rows written with each
+//! batch, read back when a bucket rolls out of a window, pruned past the longest window.
+
+use std::collections::HashMap;
+
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::{err, SHARE_PREFIX, VIEWS};
+use crate::event::{ArticleId, Meta};
+use crate::store::windows::BucketSource;
+use crate::store::{ArticleDelta, Batch, StoreError};
+use crate::top::Granularity;
+
+type BucketTable = TableDefinition<'static, (u64, &'static str, &'static str), u64>;
+
+/// (minute, article, counter) -> count.
+pub const MINUTES: BucketTable = TableDefinition::new("bucket_minutes");
+/// (hour, article, counter) -> count.
+pub const HOURS: BucketTable = TableDefinition::new("bucket_hours");
+
+fn table(g: Granularity) -> BucketTable {
+    match g {
+        Granularity::Minute => MINUTES,
+        Granularity::Hour => HOURS,
+    }
+}
+
+fn counter_name(network: Option<&str>) -> String {
+    network.map_or_else(|| VIEWS.to_string(), |n| format!("{SHARE_PREFIX}{n}"))
+}
+
+/// Adds the batch's deltas to its minute and hour buckets and prunes expired buckets.
+pub fn write(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<(), StoreError> {
+    for g in [Granularity::Minute, Granularity::Hour] {
+        let mut t = txn.open_table(table(g)).map_err(err)?;
+        let bucket = g.bucket(batch.flushed_at_ms);
+        for d in &batch.articles {
+            let counters = std::iter::once((None, d.views)).chain(d.shares.iter().map(|(n, c)| (Some(&**n), *c)));
+            for (network, n) in counters.filter(|(_, n)| *n > 0) {
+                let key = (bucket, d.article.as_str(), counter_name(network));
+                let old = t
+                    .get((key.0, key.1, key.2.as_str()))
+                    .map_err(err)?
+                    .map_or(0, |v| v.value());
+                t.insert((key.0, key.1, key.2.as_str()), old + n).map_err(err)?;
+            }
+        }
+        let cutoff = g.bucket(now_ms).saturating_sub(g.retention());
+        t.retain_in(..(cutoff, "", ""), |_, _| false).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Removes every bucket row of `article` (admin delete).
+pub fn forget(txn: &WriteTransaction, article: &str, now_ms: u64) -> Result<(), StoreError> {
+    for g in [Granularity::Minute, Granularity::Hour] {
+        let mut t: Table<(u64, &str, &str), u64> = txn.open_table(table(g)).map_err(err)?;
+        let last = g.bucket(now_ms) + 1;
+        for bucket in last.saturating_sub(g.retention() + 1)..=last {
+            t.retain_in((bucket, article, "")..(bucket, article, "\u{7f}"), |_, _| false)
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads buckets back through one read transaction.
+pub struct Reader(pub ReadTransaction);
+
+impl BucketSource for Reader {
+    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, String> {
+        let t = self.0.open_table(table(g)).map_err(|e| e.to_string())?;
+        let mut out: Vec<ArticleDelta> = Vec::new();
+        for row in t
+            .range((bucket, "", "")..(bucket + 1, "", ""))
+            .map_err(|e| e.to_string())?
+        {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            let (_, article, counter) = k.value();
+            if out.last().is_none_or(|d| d.article.as_str() != article) {
+                out.push(ArticleDelta {
+                    article: ArticleId::parse(article).map_err(|e| e.to_string())?,
+                    views: 0,
+                    shares: Vec::new(),
+                    meta: Meta::default(),
+                });
+            }
+            let d = out.last_mut().expect("pushed above");
+            match counter.strip_prefix(SHARE_PREFIX) {
+                Some(network) => d.shares.push((network.into(), v.value())),
+                None => d.views += v.value(),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every article's all-time totals, from the counts table (startup).
+pub fn load_totals(
+    counts: &impl ReadableTable<(&'static str, &'static str), u64>,
+) -> Result<HashMap<ArticleId, crate::top::Tally>, StoreError> {
+    let mut all: HashMap<ArticleId, crate::top::Tally> = HashMap::new();
+    for row in counts.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        let (article, counter) = k.value();
+        let Ok(id) = ArticleId::parse(article) else { continue };
+        let n = v.value();
+        let shares: Vec<(Box<str>, u64)> = counter
+            .strip_prefix(SHARE_PREFIX)
+            .map(|net| (net.into(), n))
+            .into_iter()
+            .collect();
+        let views = if shares.is_empty() { n } else { 0 };
+        all.entry(id).or_default().add(views, &shares, false);
+    }
+    Ok(all)
+}

@@ -1,0 +1,173 @@
+//! In-memory tallies of every `/v1/top` window, kept up to date as batches are applied
+//! and as buckets roll out (their rows are read back from the bucket source and
+//! subtracted), so a ranking is one pass over one map: no scan of the store.
+
+use std::collections::HashMap;
+
+use crate::event::{ArticleId, Meta};
+use crate::store::{ArticleDelta, Batch};
+use crate::top::{rank, Granularity, Tally, TopEntry, TopQuery, Window};
+
+/// Where the rows of a past bucket can be read back (the store's bucket tables).
+pub trait BucketSource {
+    /// Every article's deltas in bucket `bucket` of granularity `g`.
+    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, String>;
+}
+
+#[derive(Debug, Default)]
+struct Rolling {
+    /// The oldest bucket the window holds.
+    first: u64,
+    /// The newest bucket added (batches may arrive after the window last rolled).
+    newest: u64,
+    tallies: HashMap<ArticleId, Tally>,
+}
+
+/// Tallies of every window plus the all-time totals and each article's metadata.
+#[derive(Debug, Default)]
+pub struct Windows {
+    rolling: HashMap<Window, Rolling>,
+    all: HashMap<ArticleId, Tally>,
+    meta: HashMap<ArticleId, Meta>,
+}
+
+fn add_delta(tallies: &mut HashMap<ArticleId, Tally>, d: &ArticleDelta, subtract: bool) {
+    if subtract {
+        if let Some(t) = tallies.get_mut(&d.article) {
+            t.add(d.views, &d.shares, true);
+            if t.is_zero() {
+                tallies.remove(&d.article);
+            }
+        }
+    } else {
+        tallies
+            .entry(d.article.clone())
+            .or_default()
+            .add(d.views, &d.shares, false);
+    }
+}
+
+fn first_bucket(window: Window, now_ms: u64) -> Option<(Granularity, u64)> {
+    let (g, n) = window.buckets()?;
+    Some((g, (g.bucket(now_ms) + 1).saturating_sub(n)))
+}
+
+impl Windows {
+    /// Builds every window at `now_ms` from the source's buckets, with the given
+    /// all-time totals and metadata.
+    pub fn load(
+        source: &impl BucketSource,
+        now_ms: u64,
+        all: HashMap<ArticleId, Tally>,
+        meta: HashMap<ArticleId, Meta>,
+    ) -> Result<Windows, String> {
+        let mut w = Windows {
+            rolling: HashMap::new(),
+            all,
+            meta,
+        };
+        for g in [Granularity::Minute, Granularity::Hour] {
+            let windows: Vec<(Window, u64)> = Window::ALL
+                .into_iter()
+                .filter_map(|win| {
+                    first_bucket(win, now_ms)
+                        .filter(|(wg, _)| *wg == g)
+                        .map(|(_, f)| (win, f))
+                })
+                .collect();
+            let oldest = windows.iter().map(|(_, f)| *f).min().unwrap_or(0);
+            for (win, first) in &windows {
+                let r = Rolling {
+                    first: *first,
+                    newest: g.bucket(now_ms),
+                    tallies: HashMap::new(),
+                };
+                w.rolling.insert(*win, r);
+            }
+            for bucket in oldest..=g.bucket(now_ms) {
+                let rows = source.bucket_rows(g, bucket)?;
+                for (win, first) in &windows {
+                    if bucket >= *first {
+                        let r = w.rolling.get_mut(win).expect("inserted above");
+                        rows.iter().for_each(|d| add_delta(&mut r.tallies, d, false));
+                    }
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// Subtracts the buckets that left each window by `now_ms`.
+    pub fn roll(&mut self, source: &impl BucketSource, now_ms: u64) -> Result<(), String> {
+        for (win, r) in self.rolling.iter_mut() {
+            let Some((g, new_first)) = first_bucket(*win, now_ms) else {
+                continue;
+            };
+            if r.newest < new_first {
+                // Everything held has left the window.
+                r.tallies.clear();
+                r.first = r.first.max(new_first);
+            }
+            // Buckets past the retention have no rows left to subtract.
+            r.first = r.first.max(g.bucket(now_ms).saturating_sub(g.retention()));
+            while r.first < new_first {
+                for d in source.bucket_rows(g, r.first)? {
+                    add_delta(&mut r.tallies, &d, true);
+                }
+                r.first += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an applied batch to every window that still holds its bucket.
+    pub fn apply(&mut self, batch: &Batch) {
+        for (win, r) in self.rolling.iter_mut() {
+            let (g, _) = win.buckets().expect("rolling windows have buckets");
+            let bucket = g.bucket(batch.flushed_at_ms);
+            if bucket >= r.first {
+                r.newest = r.newest.max(bucket);
+                batch.articles.iter().for_each(|d| add_delta(&mut r.tallies, d, false));
+            }
+        }
+        for d in &batch.articles {
+            add_delta(&mut self.all, d, false);
+            if !d.meta.is_empty() {
+                let m = self.meta.entry(d.article.clone()).or_default();
+                if d.meta.section.is_some() {
+                    m.section = d.meta.section.clone();
+                }
+                if d.meta.lang.is_some() {
+                    m.lang = d.meta.lang.clone();
+                }
+            }
+        }
+    }
+
+    /// Replaces an article's all-time totals (admin set).
+    pub fn set_total(&mut self, article: &ArticleId, total: Tally) {
+        if total.is_zero() {
+            self.all.remove(article);
+        } else {
+            self.all.insert(article.clone(), total);
+        }
+    }
+
+    /// Forgets an article everywhere (admin delete).
+    pub fn forget(&mut self, article: &ArticleId) {
+        self.all.remove(article);
+        self.meta.remove(article);
+        for r in self.rolling.values_mut() {
+            r.tallies.remove(article);
+        }
+    }
+
+    /// The ranking of `q` (call `roll` first).
+    pub fn top(&self, q: &TopQuery) -> Vec<TopEntry> {
+        let tallies = match q.window {
+            Window::All => &self.all,
+            w => &self.rolling.get(&w).expect("every rolling window is loaded").tallies,
+        };
+        rank(tallies, &self.meta, q)
+    }
+}

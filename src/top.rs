@@ -1,0 +1,356 @@
+//! `/v1/top`: windows, metrics and filters of a query, and the ranking over a
+//! window's per-article tallies (count descending, ties by article id ascending).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use serde::Serialize;
+
+use crate::event::{validate_lang, validate_section, ArticleId, Meta, Networks};
+
+/// A ranking window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// The last 15 minutes (minute buckets).
+    M15,
+    /// The last hour (minute buckets).
+    H1,
+    /// The last 24 hours (hour buckets).
+    H24,
+    /// The last 7 days (hour buckets).
+    D7,
+    /// The last 30 days (hour buckets).
+    D30,
+    /// All time (the totals).
+    All,
+}
+
+/// The size of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Granularity {
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+}
+
+impl Granularity {
+    /// Bucket length in milliseconds.
+    pub fn millis(self) -> u64 {
+        match self {
+            Granularity::Minute => 60_000,
+            Granularity::Hour => 3_600_000,
+        }
+    }
+
+    /// The bucket holding Unix time `ms`.
+    pub fn bucket(self, ms: u64) -> u64 {
+        ms / self.millis()
+    }
+
+    /// How many buckets the longest window of this granularity needs.
+    pub fn retention(self) -> u64 {
+        match self {
+            Granularity::Minute => 60,
+            Granularity::Hour => 30 * 24,
+        }
+    }
+}
+
+impl Window {
+    /// Every window, shortest first.
+    pub const ALL: [Window; 6] = [
+        Window::M15,
+        Window::H1,
+        Window::H24,
+        Window::D7,
+        Window::D30,
+        Window::All,
+    ];
+
+    /// Parses `15m`, `1h`, `24h`, `7d`, `30d` or `all`.
+    pub fn parse(s: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+
+    /// The query-string name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::M15 => "15m",
+            Window::H1 => "1h",
+            Window::H24 => "24h",
+            Window::D7 => "7d",
+            Window::D30 => "30d",
+            Window::All => "all",
+        }
+    }
+
+    /// Bucket size and count: a window at time t covers the bucket holding t and the
+    /// `count - 1` before it. `None` for `all`.
+    pub fn buckets(self) -> Option<(Granularity, u64)> {
+        match self {
+            Window::M15 => Some((Granularity::Minute, 15)),
+            Window::H1 => Some((Granularity::Minute, 60)),
+            Window::H24 => Some((Granularity::Hour, 24)),
+            Window::D7 => Some((Granularity::Hour, 7 * 24)),
+            Window::D30 => Some((Granularity::Hour, 30 * 24)),
+            Window::All => None,
+        }
+    }
+}
+
+/// What is ranked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Views.
+    Views,
+    /// Shares, on every network or on one.
+    Shares(Option<String>),
+}
+
+/// A validated `/v1/top` query.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopQuery {
+    /// views or shares (and network).
+    pub metric: Metric,
+    /// The window.
+    pub window: Window,
+    /// 1 to 100.
+    pub limit: usize,
+    /// Only this section.
+    pub section: Option<String>,
+    /// Only this language.
+    pub lang: Option<String>,
+}
+
+/// A query parameter of `/v1/top` is invalid: (code, message) of the 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadTopQuery(pub &'static str, pub &'static str);
+
+/// Most articles one ranking may return.
+pub const MAX_LIMIT: usize = 100;
+
+impl TopQuery {
+    /// Parses and validates a query string; unknown parameters are refused so a typo
+    /// (`windw=1h`) does not silently give the default.
+    pub fn parse(query: &str, networks: &Networks) -> Result<TopQuery, BadTopQuery> {
+        let mut q = TopQuery {
+            metric: Metric::Views,
+            window: Window::H24,
+            limit: 10,
+            section: None,
+            lang: None,
+        };
+        let (mut metric, mut network) = (None, None);
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "metric" => metric = Some(v.into_owned()),
+                "network" => network = Some(v.into_owned()),
+                "window" => {
+                    q.window = Window::parse(&v).ok_or(BadTopQuery(
+                        "invalid_window",
+                        "window must be one of 15m, 1h, 24h, 7d, 30d, all",
+                    ))?
+                }
+                "limit" => q.limit = parse_limit(&v)?,
+                "section" => {
+                    q.section = Some(
+                        validate_section(&v)
+                            .map_err(|_| {
+                                BadTopQuery("invalid_section", "section must be 1-32 characters of a-z 0-9 _ -")
+                            })?
+                            .to_string(),
+                    )
+                }
+                "lang" => {
+                    q.lang = Some(
+                        validate_lang(&v)
+                            .map_err(|_| BadTopQuery("invalid_lang", "lang must be 2-16 characters of a-z A-Z 0-9 -"))?
+                            .to_string(),
+                    )
+                }
+                _ => {
+                    return Err(BadTopQuery(
+                        "invalid_query",
+                        "unknown query parameter; expected metric, network, window, limit, section, lang",
+                    ))
+                }
+            }
+        }
+        q.metric = match (metric.as_deref(), network) {
+            (None | Some("views"), None) => Metric::Views,
+            (None | Some("views"), Some(_)) => return Err(BadTopQuery("invalid_query", "network needs metric=shares")),
+            (Some("shares"), None) => Metric::Shares(None),
+            (Some("shares"), Some(n)) => {
+                networks.find(&n).map_err(|_| {
+                    BadTopQuery(
+                        "invalid_network",
+                        "network must be one of the configured share networks",
+                    )
+                })?;
+                Metric::Shares(Some(n))
+            }
+            _ => return Err(BadTopQuery("invalid_metric", "metric must be views or shares")),
+        };
+        Ok(q)
+    }
+}
+
+fn parse_limit(v: &str) -> Result<usize, BadTopQuery> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(BadTopQuery("invalid_limit", "limit must be an integer from 1 to 100")),
+    }
+}
+
+/// One article's counts within a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Views.
+    pub views: u64,
+    /// Shares by network name.
+    pub shares: Vec<(Box<str>, u64)>,
+}
+
+impl Tally {
+    /// Adds views and shares (negative `sign` subtracts, saturating at zero).
+    pub fn add(&mut self, views: u64, shares: &[(Box<str>, u64)], subtract: bool) {
+        let op = |a: u64, b: u64| if subtract { a.saturating_sub(b) } else { a + b };
+        self.views = op(self.views, views);
+        for (network, n) in shares {
+            match self.shares.iter_mut().find(|(name, _)| name == network) {
+                Some((_, c)) => *c = op(*c, *n),
+                None if !subtract => self.shares.push((network.clone(), *n)),
+                None => {}
+            }
+        }
+        self.shares.retain(|(_, n)| *n > 0);
+    }
+
+    /// True when every count is zero.
+    pub fn is_zero(&self) -> bool {
+        self.views == 0 && self.shares.is_empty()
+    }
+
+    /// The count `metric` ranks by.
+    pub fn count(&self, metric: &Metric) -> u64 {
+        match metric {
+            Metric::Views => self.views,
+            Metric::Shares(None) => self.shares.iter().map(|(_, n)| n).sum(),
+            Metric::Shares(Some(net)) => self.shares.iter().find(|(n, _)| **n == **net).map_or(0, |(_, c)| *c),
+        }
+    }
+}
+
+/// One row of a ranking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopEntry {
+    /// The article.
+    pub article: String,
+    /// Its count for the metric in the window.
+    pub count: u64,
+    /// Its section, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    /// Its language, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+}
+
+fn matches(meta: Option<&Meta>, q: &TopQuery) -> bool {
+    let field_ok = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| have == Some(w));
+    field_ok(&q.section, meta.and_then(|m| m.section.as_deref()))
+        && field_ok(&q.lang, meta.and_then(|m| m.lang.as_deref()))
+}
+
+/// The top `q.limit` articles of `tallies` (count descending, id ascending), keeping a
+/// bounded heap so a window of 100,000 articles costs one pass.
+pub fn rank(tallies: &HashMap<ArticleId, Tally>, meta: &HashMap<ArticleId, Meta>, q: &TopQuery) -> Vec<TopEntry> {
+    // Heap of the best so far, worst on top: (Reverse(count), id) orders so.
+    let mut heap: BinaryHeap<(Reverse<u64>, &ArticleId)> = BinaryHeap::with_capacity(q.limit + 1);
+    for (id, tally) in tallies {
+        let count = tally.count(&q.metric);
+        if count == 0 || !matches(meta.get(id), q) {
+            continue;
+        }
+        if heap.len() == q.limit {
+            let (Reverse(worst), worst_id) = heap.peek().expect("heap is full");
+            if count < *worst || (count == *worst && id > *worst_id) {
+                continue;
+            }
+        }
+        heap.push((Reverse(count), id));
+        if heap.len() > q.limit {
+            heap.pop();
+        }
+    }
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(|(Reverse(count), id)| {
+            let m = meta.get(id);
+            TopEntry {
+                article: id.to_string(),
+                count,
+                section: m.and_then(|m| m.section.as_deref()).map(String::from),
+                lang: m.and_then(|m| m.lang.as_deref()).map(String::from),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(query: &str) -> Result<TopQuery, BadTopQuery> {
+        TopQuery::parse(query, &Networks::default())
+    }
+
+    #[test]
+    fn defaults_are_views_24h_10() {
+        let t = q("").unwrap();
+        assert_eq!((t.metric, t.window, t.limit), (Metric::Views, Window::H24, 10));
+    }
+
+    #[test]
+    fn every_bad_parameter_is_refused_with_its_code() {
+        for (query, code) in [
+            ("window=2h", "invalid_window"),
+            ("limit=0", "invalid_limit"),
+            ("limit=101", "invalid_limit"),
+            ("limit=ten", "invalid_limit"),
+            ("metric=clicks", "invalid_metric"),
+            ("metric=shares&network=myspace", "invalid_network"),
+            ("network=telegram", "invalid_query"),
+            ("section=Big", "invalid_section"),
+            ("lang=x", "invalid_lang"),
+            ("windw=1h", "invalid_query"),
+        ] {
+            assert_eq!(q(query).unwrap_err().0, code, "{query}");
+        }
+    }
+
+    fn tallies(rows: &[(&str, u64)]) -> HashMap<ArticleId, Tally> {
+        rows.iter()
+            .map(|(a, v)| {
+                (
+                    ArticleId::parse(a).unwrap(),
+                    Tally {
+                        views: *v,
+                        shares: vec![],
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranking_orders_by_count_then_id() {
+        let t = tallies(&[("b", 5), ("a", 5), ("c", 9), ("d", 1), ("e", 0)]);
+        let got = rank(&t, &HashMap::new(), &q("limit=3").unwrap());
+        let ids: Vec<(&str, u64)> = got.iter().map(|e| (e.article.as_str(), e.count)).collect();
+        assert_eq!(ids, [("c", 9), ("a", 5), ("b", 5)]);
+        let all = rank(&t, &HashMap::new(), &q("limit=100").unwrap());
+        assert_eq!(all.len(), 4, "zero counts are left out");
+    }
+}
