@@ -19,6 +19,7 @@ fn embedded() -> Fixture {
 }
 
 mod cases {
+    pub use super::top_cases::*;
     use super::*;
     use http::{Method, StatusCode};
     use serde_json::json;
@@ -413,6 +414,122 @@ mod cases {
     }
 }
 
+mod top_cases {
+    use super::*;
+    use http::StatusCode;
+    use serde_json::{json, Value};
+
+    async fn top_when(app: &TestApp, query: &str, expect: usize) -> Value {
+        let found = common::eventually_some(10, || {
+            let client = app.client.clone();
+            let query = query.to_string();
+            async move {
+                let r = client.get(&format!("/v1/top?{query}")).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+                let v = r.json();
+                let ok = v["articles"].as_array().is_some_and(|a| a.len() == expect);
+                ok.then_some(v)
+            }
+        });
+        found
+            .await
+            .unwrap_or_else(|| panic!("/v1/top?{query} never showed {expect} articles"))
+    }
+
+    fn pairs(v: &Value) -> Vec<(String, u64)> {
+        v["articles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["article"].as_str().unwrap().to_string(), a["count"].as_u64().unwrap()))
+            .collect()
+    }
+
+    pub async fn top_ranks_by_count_then_id_with_filters(fx: Fixture) {
+        let app = TestApp::start_on(&fx.backend, &["--flush-interval", "50ms"]).await;
+        let mut events = Vec::new();
+        for (article, n, section, lang) in [
+            ("t-b", 3, "analytics", "en"),
+            ("t-a", 3, "analytics", "ru"),
+            ("t-c", 5, "sport", "en"),
+            ("t-d", 1, "analytics", "en"),
+        ] {
+            for _ in 0..n {
+                events.push(json!({"type": "view", "article": article, "section": section, "lang": lang}));
+            }
+        }
+        events.push(json!({"type": "share", "article": "t-d", "network": "telegram"}));
+        events.push(json!({"type": "share", "article": "t-d", "network": "telegram"}));
+        events.push(json!({"type": "share", "article": "t-b", "network": "facebook"}));
+        let r = app.client.post_events(&Value::Array(events).to_string()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+
+        let v = top_when(&app, "window=15m", 4).await;
+        assert_eq!(v["metric"], "views");
+        assert_eq!(v["window"], "15m");
+        assert!(v["generated_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            pairs(&v),
+            [
+                ("t-c".into(), 5),
+                ("t-a".into(), 3),
+                ("t-b".into(), 3),
+                ("t-d".into(), 1)
+            ]
+        );
+        assert_eq!(
+            v["articles"][0],
+            json!({"article": "t-c", "count": 5, "section": "sport", "lang": "en"})
+        );
+        for window in ["1h", "24h", "7d", "30d", "all"] {
+            assert_eq!(
+                pairs(&top_when(&app, &format!("window={window}"), 4).await).len(),
+                4,
+                "{window}"
+            );
+        }
+        let v = top_when(&app, "window=1h&limit=2", 2).await;
+        assert_eq!(pairs(&v), [("t-c".into(), 5), ("t-a".into(), 3)]);
+        let v = top_when(&app, "section=analytics", 3).await;
+        assert_eq!(pairs(&v), [("t-a".into(), 3), ("t-b".into(), 3), ("t-d".into(), 1)]);
+        let v = top_when(&app, "section=analytics&lang=en", 2).await;
+        assert_eq!(pairs(&v), [("t-b".into(), 3), ("t-d".into(), 1)]);
+        let v = top_when(&app, "lang=ru", 1).await;
+        assert_eq!(pairs(&v), [("t-a".into(), 3)]);
+        let v = top_when(&app, "metric=shares", 2).await;
+        assert_eq!(v["metric"], "shares");
+        assert_eq!(pairs(&v), [("t-d".into(), 2), ("t-b".into(), 1)]);
+        let v = top_when(&app, "metric=shares&network=facebook", 1).await;
+        assert_eq!(pairs(&v), [("t-b".into(), 1)]);
+    }
+
+    pub async fn top_refuses_every_bad_parameter(fx: Fixture) {
+        let app = TestApp::start_on(&fx.backend, &[]).await;
+        for query in [
+            "window=2h",
+            "window=",
+            "limit=0",
+            "limit=101",
+            "limit=-1",
+            "limit=x",
+            "metric=likes",
+            "metric=shares&network=myspace",
+            "metric=views&network=telegram",
+            "section=Not%20Valid",
+            "lang=e",
+            "bogus=1",
+        ] {
+            let r = app.client.get(&format!("/v1/top?{query}")).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
+            assert!(!r.error_code().is_empty(), "{query}");
+        }
+        let r = app.client.get("/v1/top").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["window"], "24h");
+        assert_eq!(r.json()["articles"], json!([]));
+    }
+}
+
 macro_rules! contract_tests {
     ($backend:ident, [$($case:ident),* $(,)?]) => {
         mod $backend {
@@ -454,4 +571,6 @@ on_every_backend!(
     new_keys_beyond_capacity_get_503_while_held_keys_count,
     operations_endpoints_answer,
     metrics_can_move_to_an_internal_address,
+    top_ranks_by_count_then_id_with_filters,
+    top_refuses_every_bad_parameter,
 );

@@ -115,12 +115,26 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_some(secs, || {
+        let fut = check();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `secs` pass.
+pub async fn eventually_some<T, F, Fut>(secs: u64, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
+        if let Some(v) = check().await {
+            return Some(v);
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    false
+    None
 }
