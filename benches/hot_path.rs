@@ -1,0 +1,161 @@
+//! Criterion benches of the hot path and the flush: `record` (1 and 2 threads, 1k /
+//! 100k / 1M distinct keys), parsing one event and a batch of 100, draining 100k and
+//! 1M keys into a batch, and ranking a 100k-article window.
+//!
+//! Run: `cargo bench --bench hot_path` (figures in BENCHMARKS.md).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use viewcounter::counter::CounterMap;
+use viewcounter::event::{ArticleId, Counter, Event, Meta, Networks, RawEvent};
+use viewcounter::http::ingest::split_events;
+use viewcounter::top::{rank, Tally, TopQuery};
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("article-{i:07}")).collect()
+}
+
+fn view(article: &str) -> Event<'_> {
+    Event {
+        article,
+        counter: Counter::View,
+        section: Some("analytics"),
+        lang: Some("en"),
+    }
+}
+
+fn filled(ids: &[String]) -> CounterMap {
+    let map = CounterMap::new(2_000_000, Networks::default());
+    for id in ids {
+        map.record(&view(id));
+    }
+    map
+}
+
+fn record(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(1));
+    for n in [1_000, 100_000, 1_000_000] {
+        let ids = ids(n);
+        let map = filled(&ids);
+        g.bench_with_input(BenchmarkId::new("1_thread", n), &n, |b, _| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 7919) % ids.len();
+                map.record(black_box(&view(&ids[i])));
+            })
+        });
+        let map = Arc::new(map);
+        let ids = Arc::new(ids);
+        g.bench_with_input(BenchmarkId::new("2_threads", n), &n, |b, _| {
+            b.iter_custom(|iters| contended(&map, &ids, iters))
+        });
+    }
+    g.finish();
+}
+
+/// Two threads record `iters` events each at once; the time is the wall time per event pair.
+fn contended(map: &Arc<CounterMap>, ids: &Arc<Vec<String>>, iters: u64) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..2)
+        .map(|t| {
+            let (map, ids) = (map.clone(), ids.clone());
+            std::thread::spawn(move || {
+                let mut i = t * 31;
+                for _ in 0..iters {
+                    i = (i + 7919) % ids.len();
+                    map.record(&view(&ids[i]));
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    start.elapsed()
+}
+
+fn parse(c: &mut Criterion) {
+    let networks = Networks::default();
+    let one = br#"{"type":"view","article":"12345","section":"analytics","lang":"en"}"#.to_vec();
+    let batch = format!(
+        "[{}]",
+        (0..100)
+            .map(|i| format!(r#"{{"type":"view","article":"a{i}","section":"analytics","lang":"en"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+    .into_bytes();
+    let mut g = c.benchmark_group("parse");
+    for (name, body, n) in [("single", &one, 1u64), ("batch_100", &batch, 100)] {
+        g.throughput(Throughput::Elements(n));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let raws = split_events(black_box(body)).unwrap();
+                let parsed: Vec<RawEvent<'_>> = raws.iter().map(|r| serde_json::from_str(r.get()).unwrap()).collect();
+                let valid = parsed.iter().map(|r| r.validate(&networks).unwrap()).count();
+                black_box(valid)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn drain(c: &mut Criterion) {
+    let mut g = c.benchmark_group("drain");
+    g.sample_size(10);
+    for n in [100_000, 1_000_000] {
+        let ids = ids(n);
+        let map = filled(&ids);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for id in &ids {
+                        map.record(&view(id));
+                    }
+                    let start = Instant::now();
+                    black_box(map.drain());
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn top(c: &mut Criterion) {
+    let networks = Networks::default();
+    let mut tallies = HashMap::new();
+    let mut meta = HashMap::new();
+    for (i, id) in ids(100_000).iter().enumerate() {
+        let id = ArticleId::parse(id).unwrap();
+        let views = (i as u64 * 2_654_435_761) % 10_000;
+        tallies.insert(id.clone(), Tally { views, shares: vec![] });
+        let section = if i % 10 == 0 { "analytics" } else { "news" };
+        meta.insert(
+            id,
+            Meta {
+                section: Some(section.into()),
+                lang: Some("en".into()),
+            },
+        );
+    }
+    let mut g = c.benchmark_group("top_rank_100k");
+    for query in [
+        "window=24h&limit=10",
+        "window=24h&limit=100",
+        "window=24h&limit=10&section=analytics",
+    ] {
+        let q = TopQuery::parse(query, &networks).unwrap();
+        g.bench_function(query, |b| b.iter(|| black_box(rank(&tallies, &meta, &q))));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, record, parse, drain, top);
+criterion_main!(benches);
