@@ -9,7 +9,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{admin, ingest, ops, reads, text_response, ApiError, ApiResult, Body, SharedApi};
+use super::{admin, ingest, ops, reads, script, text_response, ApiError, ApiResult, Body, SharedApi};
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,7 @@ enum Route<'a> {
     Pixel,
     Articles,
     Article(&'a str),
+    CounterJs,
     AdminArticle(&'a str),
     Healthz,
     Readyz,
@@ -50,6 +51,7 @@ impl Route<'_> {
             "/v1/events" => Some(Route::Events),
             "/v1/pixel.gif" => Some(Route::Pixel),
             "/v1/articles" => Some(Route::Articles),
+            "/v1/counter.js" => Some(Route::CounterJs),
             _ => {
                 let segment = |prefix: &str| {
                     path.strip_prefix(prefix)
@@ -69,6 +71,7 @@ impl Route<'_> {
             Route::Pixel => "/v1/pixel.gif",
             Route::Articles => "/v1/articles",
             Route::Article(_) => "/v1/articles/{article}",
+            Route::CounterJs => "/v1/counter.js",
             Route::AdminArticle(_) => "/v1/admin/articles/{article}",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
@@ -81,7 +84,7 @@ impl Route<'_> {
             Route::Events => "POST, OPTIONS",
             Route::AdminArticle(_) => "PUT, DELETE",
             Route::Pixel | Route::Articles | Route::Article(_) => "GET, OPTIONS",
-            Route::Healthz | Route::Readyz | Route::Metrics => "GET",
+            Route::CounterJs | Route::Healthz | Route::Readyz | Route::Metrics => "GET",
         }
     }
 
@@ -155,6 +158,7 @@ async fn dispatch(
         (Route::Pixel, &Method::GET) => ingest::pixel(api, query),
         (Route::Articles, &Method::GET) => reads::articles(api, query).await,
         (Route::Article(id), &Method::GET) => reads::article(api, id).await,
+        (Route::CounterJs, &Method::GET) => script::counter_js(headers),
         (Route::AdminArticle(id), m) if m == Method::PUT || m == Method::DELETE => {
             admin::authorize(api, headers)?;
             if m == Method::PUT {
