@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod ops;
 pub mod reads;
 pub mod routes;
+pub mod script;
 pub mod server;
 pub mod top;
 

@@ -9,7 +9,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{admin, ingest, ops, reads, text_response, top, ApiError, ApiResult, Body, SharedApi};
+use super::{admin, ingest, ops, reads, script, text_response, top, ApiError, ApiResult, Body, SharedApi};
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,7 @@ enum Route<'a> {
     Articles,
     Article(&'a str),
     Top,
+    CounterJs,
     AdminArticle(&'a str),
     Healthz,
     Readyz,
@@ -52,6 +53,7 @@ impl Route<'_> {
             "/v1/pixel.gif" => Some(Route::Pixel),
             "/v1/articles" => Some(Route::Articles),
             "/v1/top" => Some(Route::Top),
+            "/v1/counter.js" => Some(Route::CounterJs),
             _ => {
                 let segment = |prefix: &str| {
                     path.strip_prefix(prefix)
@@ -72,6 +74,7 @@ impl Route<'_> {
             Route::Articles => "/v1/articles",
             Route::Article(_) => "/v1/articles/{article}",
             Route::Top => "/v1/top",
+            Route::CounterJs => "/v1/counter.js",
             Route::AdminArticle(_) => "/v1/admin/articles/{article}",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
@@ -84,7 +87,7 @@ impl Route<'_> {
             Route::Events => "POST, OPTIONS",
             Route::AdminArticle(_) => "PUT, DELETE",
             Route::Pixel | Route::Articles | Route::Article(_) | Route::Top => "GET, OPTIONS",
-            Route::Healthz | Route::Readyz | Route::Metrics => "GET",
+            Route::CounterJs | Route::Healthz | Route::Readyz | Route::Metrics => "GET",
         }
     }
 
@@ -162,6 +165,7 @@ async fn dispatch(
         (Route::Articles, &Method::GET) => reads::articles(api, query).await,
         (Route::Article(id), &Method::GET) => reads::article(api, id).await,
         (Route::Top, &Method::GET) => top::top(api, query).await,
+        (Route::CounterJs, &Method::GET) => script::counter_js(headers),
         (Route::AdminArticle(id), m) if m == Method::PUT || m == Method::DELETE => {
             admin::authorize(api, headers)?;
             if m == Method::PUT {
