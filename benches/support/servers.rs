@@ -1,0 +1,144 @@
+//! The servers the load benchmark compares, each on its own runtime with two workers:
+//! a bare hyper server (read body, answer 204), viewcounter itself, and a server that
+//! does one Redis INCR per request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use super::redis_server::RedisServer;
+
+/// The addresses of the three targets.
+pub struct Servers {
+    pub bare: SocketAddr,
+    pub service: SocketAddr,
+    pub incr: SocketAddr,
+    _runtimes: Vec<tokio::runtime::Runtime>,
+    _data: tempfile::TempDir,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn serve<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).ok();
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
+
+impl Servers {
+    /// Starts all three; the service uses `redis_url` unless `embedded`.
+    pub fn start(redis_url: &str, embedded: bool) -> Servers {
+        let data = tempfile::tempdir().unwrap();
+        let bare_rt = runtime();
+        let bare = bare_rt.block_on(serve(|req: Request<Incoming>| async move {
+            let _ = req.into_body().collect().await;
+            status(StatusCode::NO_CONTENT)
+        }));
+
+        let incr_rt = runtime();
+        let url = redis_url.to_string();
+        let incr = incr_rt.block_on(async move {
+            let client = redis::Client::open(url).unwrap();
+            let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+            serve(move |req: Request<Incoming>| {
+                let mut conn = conn.clone();
+                async move {
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let article = v["article"].as_str().unwrap_or("none").to_string();
+                    let r: redis::RedisResult<i64> = redis::cmd("INCR")
+                        .arg(format!("incr:views:{article}"))
+                        .query_async(&mut conn)
+                        .await;
+                    status(if r.is_ok() {
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    })
+                }
+            })
+            .await
+        });
+
+        let service_rt = runtime();
+        let mut args = vec![
+            "viewcounter".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data.path().display().to_string(),
+        ];
+        if !embedded {
+            args.extend(["--redis-url".into(), redis_url.to_string()]);
+        }
+        let config = viewcounter::Config::parse_from(args);
+        let service = service_rt.block_on(async move {
+            let app = viewcounter::App::build(config).await.expect("service builds");
+            let addr = app.public_addr();
+            tokio::spawn(app.run_until(tokio_util::sync::CancellationToken::new()));
+            addr
+        });
+        Servers {
+            bare,
+            service,
+            incr,
+            _runtimes: vec![bare_rt, incr_rt, service_rt],
+            _data: data,
+        }
+    }
+}
+
+/// Total calls in INFO commandstats, minus the INFO/CONFIG calls of the benchmark itself.
+pub fn redis_calls(redis: &RedisServer) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]).unwrap_or_default();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info") && !l.starts_with("cmdstat_config"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
