@@ -55,6 +55,8 @@ impl App {
         metrics.pending_capacity.set(config.max_pending_keys as i64);
         let counter = Arc::new(CounterMap::new(config.max_pending_keys, config.share_networks.clone()));
         let store = open_store(&config).await?;
+        // The store answered its open; without this an idle instance (no flush yet) reads as down.
+        metrics.store_up.set(1);
         let in_flight = Arc::new(InFlight::default());
         let mut flusher = Flusher::new(
             counter.clone(),

@@ -1,6 +1,9 @@
 //! ApiError: every refusal the API can give, and the one place that decides its
 //! status code and JSON body. 5xx details are logged, never sent.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::{json_response, Body};
@@ -111,8 +114,14 @@ impl ApiError {
     /// The JSON error body of the contract, with `Allow`, `Retry-After` and
     /// `WWW-Authenticate` where they apply.
     pub fn into_response(self) -> Response<Body> {
-        if let ApiError::StoreUnavailable(detail) | ApiError::Internal(detail) = &self {
-            tracing::error!(code = self.code(), detail = %detail, "request failed");
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(code = self.code(), detail = %detail, "request failed"),
+            // During an outage every read fails alike: log one line per interval, not per request
+            // (the flusher logs the store's down/up changes; the 503s are counted in the metrics).
+            ApiError::StoreUnavailable(detail) if store_error_log_due() => {
+                tracing::error!(code = self.code(), detail = %detail, "request failed (further store errors within 10 s not logged)")
+            }
+            _ => {}
         }
         let mut error = serde_json::json!({ "code": self.code(), "message": self.to_string() });
         if let ApiError::Event { index: Some(i), .. } = &self {
@@ -134,4 +143,18 @@ impl ApiError {
         }
         resp
     }
+}
+
+/// Unix second of the last logged store error of a request.
+static STORE_ERROR_LOGGED_AT: AtomicU64 = AtomicU64::new(0);
+const STORE_ERROR_LOG_EVERY_SECS: u64 = 10;
+
+/// True for at most one caller every `STORE_ERROR_LOG_EVERY_SECS`.
+fn store_error_log_due() -> bool {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = STORE_ERROR_LOGGED_AT.load(Ordering::Relaxed);
+    now.saturating_sub(last) >= STORE_ERROR_LOG_EVERY_SECS
+        && STORE_ERROR_LOGGED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
