@@ -1,11 +1,13 @@
 //! The load benchmark: the same client (64 keep-alive HTTP/1.1 connections, one view a
-//! request over 10,000 articles) against, in alternating rounds,
-//!   - `bare`:    a hyper server that only reads the body and answers 204 (the ceiling
-//!                of the HTTP stack on this machine),
-//!   - `service`: viewcounter itself, on a private Redis (or `--embedded`),
-//!   - `incr`:    a hyper server doing one Redis INCR per request (the common design).
-//! It reports requests/s, p50/p99 latency, service/bare, and Redis commands per 1M events
-//! (from INFO commandstats, which counts commands run inside scripts too).
+//! request over 10,000 articles) against three targets, in alternating rounds:
+//!
+//! - `bare`: a hyper server that only reads the body and answers 204 (the ceiling of
+//!   the HTTP stack on this machine);
+//! - `service`: viewcounter itself, on a private Redis (or `--embedded`);
+//! - `incr`: a hyper server doing one Redis INCR per request (the common design).
+//!
+//! It reports requests/s, p50/p99 latency, service/bare, and Redis commands per 1M
+//! events (from INFO commandstats, which counts commands run inside scripts too).
 //!
 //! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64]`
 
@@ -145,9 +147,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--bench" || a == "--test" || a == "--list") && std::env::args().count() <= 2 {
-        // `cargo test --benches` / `cargo bench --no-run` never get here; a bare run does.
-    }
     let opts = options();
     let redis = RedisServer::start();
     let servers = servers::Servers::start(&redis.url(), opts.embedded);
