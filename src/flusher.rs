@@ -10,6 +10,7 @@ use tokio::time;
 use tokio_util::sync::CancellationToken;
 
 use crate::counter::CounterMap;
+use crate::failpoint::{self, Failpoint};
 use crate::metrics::Metrics;
 use crate::spill;
 use crate::store::{Applied, Batch, BatchId, Store};
@@ -125,6 +126,7 @@ pub struct Flusher {
     backoff: Duration,
     retry_at: Option<Instant>,
     store_up: Option<bool>,
+    failpoint: Option<Failpoint>,
 }
 
 impl Flusher {
@@ -152,7 +154,14 @@ impl Flusher {
             backoff: interval,
             retry_at: None,
             store_up: None,
+            failpoint: None,
         }
+    }
+
+    /// Arms a test-only failpoint.
+    pub fn with_failpoint(mut self, failpoint: Option<Failpoint>) -> Self {
+        self.failpoint = failpoint;
+        self
     }
 
     /// Flushes every interval until `shutdown`, then makes the final flush (or spills).
@@ -161,7 +170,13 @@ impl Flusher {
         tick.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.flush_once().await,
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            // A store call may hang up to its timeout; shutdown does not wait for it
+            // (the batch stays queued and goes to the final flush).
+            tokio::select! {
+                _ = self.flush_once() => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -228,7 +243,12 @@ impl Flusher {
             let result = self.store.apply(&u.batch).await;
             self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
             match result {
-                Ok(outcome) => self.acknowledged(&u.batch.id, outcome),
+                Ok(outcome) => {
+                    if u.spill_file.is_some() {
+                        failpoint::hit(self.failpoint, Failpoint::ExitAfterReplayApply);
+                    }
+                    self.acknowledged(&u.batch.id, outcome)
+                }
                 Err(e) => {
                     self.metrics.flush_batches.with_label_values(&["error"]).inc();
                     self.failed(&e.to_string());
@@ -242,7 +262,7 @@ impl Flusher {
     fn acknowledged(&mut self, id: &BatchId, outcome: Applied) {
         let result = match outcome {
             Applied::Applied => "ok",
-            Applied::Duplicate => "duplicate",
+            Applied::Duplicate | Applied::Partial => "duplicate",
         };
         self.metrics.flush_batches.with_label_values(&[result]).inc();
         self.metrics.last_flush.set(unix_ms() as f64 / 1000.0);
@@ -280,8 +300,12 @@ impl Flusher {
     async fn apply_until(&mut self, deadline: Instant) -> bool {
         loop {
             self.retry_at = None;
-            if self.apply_queued().await {
-                return true;
+            // The deadline also cuts a store call that hangs: a batch whose answer is
+            // lost stays queued (and spilled), and its id makes a later replay exact.
+            match time::timeout_at(deadline.into(), self.apply_queued()).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(_) => return false,
             }
             let wait = self.backoff.min(deadline.saturating_duration_since(Instant::now()));
             if wait.is_zero() {

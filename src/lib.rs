@@ -24,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod counter;
 pub mod event;
+pub mod failpoint;
 pub mod flusher;
 pub mod http;
 pub mod logging;

@@ -37,11 +37,7 @@ pub struct ArticlesResponse {
 /// Store + unacknowledged batches + pending, for each article in order.
 pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts>, ApiError> {
     let in_flight = api.in_flight.batches();
-    let stored = api
-        .store
-        .counts(ids)
-        .await
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+    let stored = stored_counts(api, ids).await?;
     Ok(ids
         .iter()
         .zip(stored)
@@ -59,6 +55,24 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
             present(id, c)
         })
         .collect())
+}
+
+/// The store's totals; while the store fails, the last totals read (if every article
+/// was read before), else `store_unavailable`.
+async fn stored_counts(api: &Api, ids: &[ArticleId]) -> Result<Vec<StoredCounts>, ApiError> {
+    match api.store.counts(ids).await {
+        Ok(stored) => {
+            api.last_known.remember(ids, &stored);
+            Ok(stored)
+        }
+        Err(e) => match api.last_known.recall(ids) {
+            Some(stored) => {
+                tracing::debug!(error = %e, "store read failed; answering from the last known totals");
+                Ok(stored)
+            }
+            None => Err(ApiError::StoreUnavailable(e.to_string())),
+        },
+    }
 }
 
 fn add<'a>(c: &mut StoredCounts, views: u64, shares: impl Iterator<Item = (&'a str, u64)>) {

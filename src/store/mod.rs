@@ -3,6 +3,8 @@
 //! checked by one test suite that runs against each.
 
 pub mod embedded;
+pub mod keys;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{ArticleId, Meta};
 
+pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 
 /// The identity of one batch: which process made it and its place in that process's
@@ -94,6 +97,9 @@ pub enum Applied {
     Applied,
     /// The id had been applied before; nothing was added.
     Duplicate,
+    /// Some parts of the batch (Redis partitions) had been applied before, by an
+    /// attempt whose answer was lost; the other parts were added now.
+    Partial,
 }
 
 /// A store operation failed; the caller keeps its batch and retries.
@@ -112,6 +118,8 @@ pub enum StoreError {
 pub enum Store {
     /// redb in `--data-dir` (the default).
     Embedded(EmbeddedStore),
+    /// Redis (`--redis-url`).
+    Redis(RedisStore),
 }
 
 impl Store {
@@ -120,10 +128,16 @@ impl Store {
         Ok(Store::Embedded(EmbeddedStore::open(dir)?))
     }
 
+    /// Connects (lazily) to Redis at `url`, every key under `prefix`.
+    pub fn open_redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Store::Redis(RedisStore::open(url, prefix)?))
+    }
+
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Embedded(_) => "embedded",
+            Store::Redis(_) => "redis",
         }
     }
 
@@ -131,6 +145,7 @@ impl Store {
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
         match self {
             Store::Embedded(s) => s.apply(batch).await,
+            Store::Redis(s) => s.apply(batch).await,
         }
     }
 
@@ -138,6 +153,7 @@ impl Store {
     pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
         match self {
             Store::Embedded(s) => s.counts(articles).await,
+            Store::Redis(s) => s.counts(articles).await,
         }
     }
 
@@ -145,6 +161,7 @@ impl Store {
     pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.set(article, counts).await,
+            Store::Redis(s) => s.set(article, counts).await,
         }
     }
 
@@ -152,6 +169,7 @@ impl Store {
     pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.delete(article).await,
+            Store::Redis(s) => s.delete(article).await,
         }
     }
 
@@ -159,6 +177,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Embedded(_) => Ok(()),
+            Store::Redis(s) => s.ping().await,
         }
     }
 }
