@@ -18,6 +18,8 @@ use crate::store::{Applied, Batch, BatchId, Store};
 /// Articles per batch chunk: a big drain is split so each store call stays small.
 pub const CHUNK_ARTICLES: usize = 2_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// With nothing to flush, how often the store is pinged so `store_up` stays true to life.
+const IDLE_PING: Duration = Duration::from_secs(5);
 
 /// A batch drained but not yet acknowledged by the store.
 #[derive(Debug, Clone)]
@@ -127,6 +129,7 @@ pub struct Flusher {
     retry_at: Option<Instant>,
     store_up: Option<bool>,
     failpoint: Option<Failpoint>,
+    last_contact: Option<Instant>,
 }
 
 impl Flusher {
@@ -155,6 +158,7 @@ impl Flusher {
             retry_at: None,
             store_up: None,
             failpoint: None,
+            last_contact: None,
         }
     }
 
@@ -209,10 +213,23 @@ impl Flusher {
         }
         if self.in_flight.is_empty() {
             self.drain_into_queue();
+            if self.in_flight.is_empty() {
+                return self.ping_when_idle().await;
+            }
         } else {
             self.metrics.flush_retries.inc();
         }
         self.apply_queued().await;
+    }
+
+    async fn ping_when_idle(&mut self) {
+        if self.last_contact.is_some_and(|t| t.elapsed() < IDLE_PING) {
+            return;
+        }
+        match self.store.ping().await {
+            Ok(()) => self.set_store_up(true, None),
+            Err(e) => self.set_store_up(false, Some(&e.to_string())),
+        }
     }
 
     fn drain_into_queue(&mut self) {
@@ -287,6 +304,7 @@ impl Flusher {
     }
 
     fn set_store_up(&mut self, up: bool, error: Option<&str>) {
+        self.last_contact = Some(Instant::now());
         self.metrics.store_up.set(i64::from(up));
         if self.store_up != Some(up) {
             match (up, error) {

@@ -124,3 +124,17 @@ async fn new_keys_beyond_the_capacity_get_503_while_redis_is_down() {
     assert_eq!(redis.cli(&["HGET", &counts_key("one"), "views"]).as_deref(), Some("2"));
     assert_eq!(redis.cli(&["EXISTS", &counts_key("three")]).as_deref(), Some("0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_up_follows_redis_even_without_traffic() {
+    let mut redis = RedisServer::start();
+    let app = app_on(&redis, &[]).await;
+    let store_up = || async { app.client.metric("viewcounter_store_up").await };
+    assert!(eventually(10, || async { store_up().await == 1.0 }).await);
+
+    redis.kill();
+    assert!(eventually(10, || async { store_up().await == 0.0 }).await);
+
+    tokio::task::block_in_place(|| redis.restart());
+    assert!(eventually(10, || async { store_up().await == 1.0 }).await);
+}

@@ -92,6 +92,46 @@ async fn sigterm_while_redis_hangs_exits_in_time_and_the_replay_counts_once() {
     assert_redis_holds(&redis.url(), &ledger);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_found_while_redis_is_still_down_is_applied_once_it_returns() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    spill::write(dir.path(), "earlier", &[crashed_batch(1)]).unwrap();
+    redis.kill();
+
+    let url = redis.url();
+    let app = TestApp::start_in(dir.path(), &["--redis-url", &url, "--final-flush-timeout", "500ms"]).await;
+    app.client.view("during-outage").await;
+    assert_eq!(spill_files(dir.path()).len(), 1, "kept until Redis acknowledges it");
+    tokio::task::block_in_place(|| redis.restart());
+
+    assert!(common::eventually(15, || async { spill_files(dir.path()).is_empty() }).await);
+    assert_eq!(app.client.views("crash-000").await, 1);
+    app.stop().await;
+    let views = |a: &str| redis.cli(&["HGET", &Keys::new("vc").counts(a), "views"]);
+    assert_eq!(views("crash-000").as_deref(), Some("1"));
+    assert_eq!(views("during-outage").as_deref(), Some("1"));
+}
+
+#[test]
+fn redis_cluster_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    for extra in [
+        &["--redis-url", "redis://127.0.0.1:1/", "--redis-cluster"][..],
+        &["--redis-url", "redis://127.0.0.1:1/,redis://127.0.0.1:2/"],
+    ] {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &data_dir];
+        args.extend_from_slice(extra);
+        let (status, stderr) = run_to_exit(&args);
+        assert!(!status.success());
+        assert!(
+            stderr.contains("Redis Cluster") && stderr.contains("not supported yet"),
+            "{stderr}"
+        );
+    }
+}
+
 /// Batch `seq` of a crashed run: `seq` views and one telegram share on each of 100 articles.
 fn crashed_batch(seq: u64) -> Batch {
     let articles = (0..100)

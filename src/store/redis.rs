@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind};
+use redis::{Client, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::keys::{self, Keys, Partition, SHARE_FIELD_PREFIX, VIEWS_FIELD};
 use super::{Applied, ArticleDelta, Batch, StoreError, StoredCounts};
@@ -67,32 +67,55 @@ impl RedisStore {
         })
     }
 
-    async fn call<T>(&self, f: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(CALL_TIMEOUT, f).await {
+    /// Runs `op` on the connection within [`CALL_TIMEOUT`]. An `op` that finds the
+    /// connection refused or dropped runs once more: that answer only described the
+    /// old connection, and the manager has just started a new one. Running twice is
+    /// safe: reads and admin writes are idempotent, a flush piece that ran is a duplicate.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempts = async {
+            match op(self.conn.clone()).await {
+                Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => op(self.conn.clone()).await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, attempts).await {
             Ok(result) => result.map_err(err),
             Err(_) => Err(StoreError::Redis(format!("no answer within {CALL_TIMEOUT:?}"))),
         }
     }
 
+    /// [`Self::call`] for one pipeline.
+    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.call(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
     /// Applies each partition's piece of `batch` at most once.
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        let pipe = self.apply_pipeline(batch);
-        let mut conn = self.conn.clone();
-        let mut results: Vec<RedisResult<i64>> = self.call(pipe.query_async(&mut conn)).await?;
-        if results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
-            // Redis restarted and lost its script cache: load it and send the same
-            // pieces again (none of them ran, and a piece that did is a duplicate).
-            self.call(APPLY.load_async(&mut conn)).await?;
-            results = self.call(pipe.query_async(&mut conn)).await?;
-        }
+        let pipe = &self.apply_pipeline(batch);
+        let results: Vec<RedisResult<i64>> = self
+            .call(|mut conn| async move {
+                let results: Vec<RedisResult<i64>> = pipe.query_async(&mut conn).await?;
+                if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
+                    return Ok(results);
+                }
+                // Redis restarted and lost its script cache: load it and send the same
+                // pieces again (none of them ran; one that did would be a duplicate).
+                APPLY.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
         let mut applied = 0;
         for r in results {
             applied += r.map_err(err)?;
         }
-        let pieces = pipe.len() as i64;
         Ok(match applied {
             0 => Applied::Duplicate,
-            n if n == pieces => Applied::Applied,
+            n if n == pipe.len() as i64 => Applied::Applied,
             _ => Applied::Partial,
         })
     }
@@ -135,8 +158,7 @@ impl RedisStore {
         for a in articles {
             pipe.hgetall(self.keys.counts(a.as_str()));
         }
-        let mut conn = self.conn.clone();
-        let hashes: Vec<HashMap<String, u64>> = self.call(pipe.query_async(&mut conn)).await?;
+        let hashes: Vec<HashMap<String, u64>> = self.query(&pipe).await?;
         Ok(hashes.into_iter().map(stored_counts).collect())
     }
 
@@ -157,8 +179,7 @@ impl RedisStore {
         if !fields.is_empty() {
             pipe.hset_multiple(&key, &fields).ignore();
         }
-        let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await
+        self.query(&pipe).await
     }
 
     /// Forgets an article's totals and metadata in one transaction.
@@ -173,8 +194,7 @@ impl RedisStore {
                 &[keys::meta_field(a, "section"), keys::meta_field(a, "lang")],
             )
             .ignore();
-        let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await
+        self.query(&pipe).await
     }
 
     /// The stored section and language of an article.
@@ -184,8 +204,10 @@ impl RedisStore {
         cmd.arg(self.keys.meta(Partition::of(a)))
             .arg(keys::meta_field(a, "section"))
             .arg(keys::meta_field(a, "lang"));
-        let mut conn = self.conn.clone();
-        let (section, lang): (Option<String>, Option<String>) = self.call(cmd.query_async(&mut conn)).await?;
+        let cmd = &cmd;
+        let (section, lang): (Option<String>, Option<String>) = self
+            .call(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await?;
         Ok(Meta {
             section: section.map(Into::into),
             lang: lang.map(Into::into),
@@ -194,8 +216,8 @@ impl RedisStore {
 
     /// `PING`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        self.call(redis::cmd("PING").query_async::<String>(&mut conn))
+        let ping = &redis::cmd("PING");
+        self.call(|mut conn| async move { ping.query_async::<String>(&mut conn).await })
             .await
             .map(drop)
     }
