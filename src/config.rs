@@ -82,7 +82,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// A view-and-share counter for news sites.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "viewcounter", version, about, max_term_width = 100)]
+#[command(
+    name = "viewcounter",
+    version,
+    about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Config {
     /// Public API address.
     #[arg(

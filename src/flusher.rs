@@ -45,6 +45,15 @@ impl InFlight {
             .collect()
     }
 
+    /// The queue and the result of `also`, computed while no drain can add to the
+    /// queue: a reader sees pending counts and queued batches of one moment, so a
+    /// count racing a drain is seen once (pending or queued), never twice or not at all.
+    pub fn batches_with<R>(&self, also: impl FnOnce() -> R) -> (Vec<Arc<Batch>>, R) {
+        let q = self.0.read().expect("lock poisoned");
+        let r = also();
+        (q.iter().map(|u| u.batch.clone()).collect(), r)
+    }
+
     fn snapshot(&self) -> Vec<Unacked> {
         self.0.read().expect("lock poisoned").clone()
     }
@@ -233,6 +242,9 @@ impl Flusher {
     }
 
     fn drain_into_queue(&mut self) {
+        let in_flight = self.in_flight.clone();
+        // std lock, never held across an await; see `InFlight::batches_with`.
+        let mut queue = in_flight.0.write().expect("lock poisoned");
         let articles = self.counter.drain();
         if articles.is_empty() {
             return;
@@ -240,7 +252,7 @@ impl Flusher {
         let flushed_at_ms = unix_ms();
         for (i, chunk) in articles.chunks(CHUNK_ARTICLES).enumerate() {
             let id = self.ids.next(i as u32);
-            self.in_flight.push(Unacked {
+            queue.push(Unacked {
                 batch: Arc::new(Batch {
                     id,
                     flushed_at_ms,
@@ -249,6 +261,7 @@ impl Flusher {
                 spill_file: None,
             });
         }
+        drop(queue);
         self.metrics.unacked_events.set(self.in_flight.events() as i64);
     }
 

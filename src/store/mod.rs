@@ -9,6 +9,7 @@ pub mod redis;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,25 @@ pub struct StoredCounts {
     pub shares: BTreeMap<String, u64>,
 }
 
+impl StoredCounts {
+    /// Adds one batch's deltas of an article.
+    pub fn add(&mut self, d: &ArticleDelta) {
+        self.views += d.views;
+        for (network, n) in &d.shares {
+            *self.shares.entry(network.to_string()).or_default() += n;
+        }
+    }
+}
+
+/// One article as a read sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Totals in the store.
+    pub stored: StoredCounts,
+    /// Deltas of unacknowledged batches that `stored` does not hold yet.
+    pub unapplied: StoredCounts,
+}
+
 /// What happened to a batch the store acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -157,6 +177,25 @@ impl Store {
         }
     }
 
+    /// Each article's stored totals and the deltas of `unacked` batches the store
+    /// does not hold yet. Redis reads both in one transaction, so a batch landing
+    /// during the read is counted once; the embedded store counts every unacked batch
+    /// as not applied (its apply and the read may race for the instant between a
+    /// commit and the acknowledgement).
+    pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
+        match self {
+            Store::Embedded(s) => {
+                let stored = s.counts(articles).await?;
+                Ok(articles
+                    .iter()
+                    .zip(stored)
+                    .map(|(a, stored)| all_unapplied(a, stored, unacked))
+                    .collect())
+            }
+            Store::Redis(s) => s.snapshot(articles, unacked).await,
+        }
+    }
+
     /// Replaces an article's totals (admin migration).
     pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
         match self {
@@ -180,4 +219,13 @@ impl Store {
             Store::Redis(s) => s.ping().await,
         }
     }
+}
+
+/// `stored` with every unacked delta of `article` counted as not applied yet.
+pub fn all_unapplied(article: &ArticleId, stored: StoredCounts, unacked: &[Arc<Batch>]) -> Snapshot {
+    let mut unapplied = StoredCounts::default();
+    for d in unacked.iter().filter_map(|b| b.get(article.as_str())) {
+        unapplied.add(d);
+    }
+    Snapshot { stored, unapplied }
 }
