@@ -138,3 +138,25 @@ async fn store_up_follows_redis_even_without_traffic() {
     tokio::task::block_in_place(|| redis.restart());
     assert!(eventually(10, || async { store_up().await == 1.0 }).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_does_not_keep_readers_waiting() {
+    let redis = RedisServer::start();
+    let app = app_on(&redis, &[]).await;
+    app.client.view("hot").await;
+    assert!(eventually(10, || async { app.client.metric(OKS).await >= 1.0 }).await);
+    assert_eq!(app.client.views("hot").await, 1);
+
+    redis.stall(3.0);
+    // redis-cli needs a moment to start and send DEBUG SLEEP.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let views = app.client.views("hot").await;
+
+    assert_eq!(views, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -18,6 +18,7 @@ use viewcounter::store::keys::Keys;
 use viewcounter::store::{ArticleDelta, Batch, BatchId};
 
 const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
+const OKS: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
 const REPLAYED: &str = r#"viewcounter_spill_files_total{action="replayed"}"#;
 const SET_ASIDE: &str = r#"viewcounter_spill_files_total{action="set_aside"}"#;
 
@@ -72,8 +73,11 @@ async fn sigterm_while_redis_hangs_exits_in_time_and_the_replay_counts_once() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let process = Process::start(dir.path(), &["--redis-url", &redis.url()]);
-    let load = Load::start(&Client::new(process.addr), 2);
+    let client = Client::new(process.addr);
+    let load = Load::start(&client, 2);
     load.wait_accepted(2_000).await;
+    // After a flush went through, Redis has the script: a hung flush can run later.
+    assert!(common::eventually(10, || async { client.metric(OKS).await >= 1.0 }).await);
 
     // A flush sent now hangs; Redis runs it after waking, once the service has
     // given up on it and spilled it: the replay must then be a duplicate.

@@ -1,4 +1,4 @@
--- Applies one partition's piece of a batch, exactly once (src/store/redis.rs).
+-- Applies one partition's piece of a batch, exactly once (src/store/redis/apply.rs).
 -- Every key shares the partition's hash tag, so the script runs in one slot.
 --
 -- KEYS[1]    <prefix>:{pN}:applied:<instance>:<epoch_ms>   last applied "<seq>:<chunk>"

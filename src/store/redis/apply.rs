@@ -24,7 +24,7 @@ impl RedisStore {
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
         let pipe = &self.apply_pipeline(batch);
         let results: Vec<RedisResult<i64>> = self
-            .call(|mut conn| async move {
+            .call(super::CALL_TIMEOUT, |mut conn| async move {
                 let results: Vec<RedisResult<i64>> = pipe.query_async(&mut conn).await?;
                 if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
                     return Ok(results);

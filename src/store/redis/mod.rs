@@ -27,6 +27,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound of one store call, reconnection included: a connect plus a response.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
+/// Bound of a read for the API: reads of up to 100 articles take a millisecond, and
+/// past this the API answers from the last known totals instead of keeping a page
+/// waiting for the whole response timeout.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// A handle to Redis; cheap to clone. Purposefully lazy: the service starts and
 /// counts in memory even when Redis is down at start.
 #[derive(Clone)]
@@ -63,11 +67,11 @@ impl RedisStore {
         })
     }
 
-    /// Runs `op` on the connection within [`CALL_TIMEOUT`]. An `op` that finds the
+    /// Runs `op` on the connection within `limit`. An `op` that finds the
     /// connection refused or dropped runs once more: that answer only described the
     /// old connection, and the manager has just started a new one. Running twice is
     /// safe: reads and admin writes are idempotent, a flush piece that ran is a duplicate.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    async fn call<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T, StoreError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -78,16 +82,28 @@ impl RedisStore {
                 other => other,
             }
         };
-        match tokio::time::timeout(CALL_TIMEOUT, attempts).await {
+        match tokio::time::timeout(limit, attempts).await {
             Ok(result) => result.map_err(err),
-            Err(_) => Err(StoreError::Redis(format!("no answer within {CALL_TIMEOUT:?}"))),
+            Err(_) => Err(StoreError::Redis(format!("no answer within {limit:?}"))),
         }
     }
 
-    /// [`Self::call`] for one pipeline.
+    /// [`Self::call`] for one pipeline that writes.
     async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        self.call(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await
+        self.call(
+            CALL_TIMEOUT,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
+    /// [`Self::call`] for one pipeline that reads for the API.
+    async fn query_read<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.call(
+            READ_TIMEOUT,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
     }
 
     /// Replaces an article's totals in one transaction (both keys share a slot).
@@ -128,8 +144,10 @@ impl RedisStore {
     /// `PING`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let ping = &redis::cmd("PING");
-        self.call(|mut conn| async move { ping.query_async::<String>(&mut conn).await })
-            .await
-            .map(drop)
+        self.call(READ_TIMEOUT, |mut conn| async move {
+            ping.query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(drop)
     }
 }

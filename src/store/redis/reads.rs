@@ -20,7 +20,7 @@ impl RedisStore {
         for a in articles {
             pipe.hgetall(self.keys.counts(a.as_str()));
         }
-        let hashes: Vec<HashMap<String, u64>> = self.query(&pipe).await?;
+        let hashes: Vec<HashMap<String, u64>> = self.query_read(&pipe).await?;
         Ok(hashes.into_iter().map(stored_counts).collect())
     }
 
@@ -44,7 +44,7 @@ impl RedisStore {
             }
             plan.push(batches);
         }
-        let mut values = self.query::<Vec<Value>>(&pipe).await?.into_iter();
+        let mut values = self.query_read::<Vec<Value>>(&pipe).await?.into_iter();
         let mut next = || values.next().ok_or_else(|| err("short transaction reply"));
         let mut out = Vec::with_capacity(plan.len());
         for batches in plan {
@@ -73,7 +73,9 @@ impl RedisStore {
             .arg(keys::meta_field(a, "lang"));
         let cmd = &cmd;
         let (section, lang): (Option<String>, Option<String>) = self
-            .call(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .call(super::READ_TIMEOUT, |mut conn| async move {
+                cmd.query_async(&mut conn).await
+            })
             .await?;
         Ok(Meta {
             section: section.map(Into::into),
