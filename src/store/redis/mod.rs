@@ -31,6 +31,7 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
 /// past this the API answers from the last known totals instead of keeping a page
 /// waiting for the whole response timeout.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A handle to Redis; cheap to clone. Purposefully lazy: the service starts and
 /// counts in memory even when Redis is down at start.
 #[derive(Clone)]
