@@ -41,11 +41,26 @@ fn instance_id() -> String {
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    if config.redis_url.is_some() {
-        anyhow::bail!("--redis-url: the Redis store is not available in this build yet");
+    if let Some(url) = &config.redis_url {
+        return open_redis(config, url).await;
     }
     Store::open_embedded(&config.data_dir)
         .with_context(|| format!("opening the embedded store in {}", config.data_dir.display()))
+}
+
+async fn open_redis(config: &Config, url: &str) -> anyhow::Result<Store> {
+    if config.redis_cluster || url.contains(',') {
+        anyhow::bail!(
+            "Redis Cluster (--redis-cluster or several --redis-url URLs) is not supported yet; \
+             the key schema is ready for it (docs/redis-keys.md)"
+        );
+    }
+    let store = Store::open_redis(url, &config.redis_prefix).context("configuring the Redis client")?;
+    // Not fatal: while Redis is away the service counts in memory and retries.
+    if let Err(e) = store.ping().await {
+        tracing::warn!(error = %e, "Redis does not answer at start; counting in memory until it does");
+    }
+    Ok(store)
 }
 
 impl App {
@@ -67,7 +82,8 @@ impl App {
             config.flush_interval,
             config.data_dir.clone(),
             config.final_flush_timeout,
-        );
+        )
+        .with_failpoint(config.failpoint);
         flusher.replay_spills().await;
         let public = TcpListener::bind(config.listen)
             .await
@@ -84,6 +100,7 @@ impl App {
             counter,
             store,
             in_flight,
+            last_known: Default::default(),
             metrics,
             origins: config.allowed_origins.clone(),
             admin_token: config.admin_token.clone(),

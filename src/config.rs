@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::event::{Networks, DEFAULT_NETWORKS};
+use crate::failpoint::Failpoint;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,6 +158,10 @@ pub struct Config {
     /// At shutdown, how long the final flush may wait for the store before spilling to disk.
     #[arg(long, env = "VIEWCOUNTER_FINAL_FLUSH_TIMEOUT", default_value = "5s", value_name = "DUR", value_parser = humantime::parse_duration)]
     pub final_flush_timeout: Duration,
+
+    /// Test only: die abruptly at a chosen moment (see failpoint.rs).
+    #[arg(long, env = "VIEWCOUNTER_FAILPOINT", value_name = "NAME", hide = true)]
+    pub failpoint: Option<Failpoint>,
 }
 
 impl Config {

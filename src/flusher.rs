@@ -10,6 +10,7 @@ use tokio::time;
 use tokio_util::sync::CancellationToken;
 
 use crate::counter::CounterMap;
+use crate::failpoint::{self, Failpoint};
 use crate::metrics::Metrics;
 use crate::spill;
 use crate::store::{Applied, Batch, BatchId, Store};
@@ -17,6 +18,8 @@ use crate::store::{Applied, Batch, BatchId, Store};
 /// Articles per batch chunk: a big drain is split so each store call stays small.
 pub const CHUNK_ARTICLES: usize = 2_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// With nothing to flush, how often the store is pinged so `store_up` stays true to life.
+const IDLE_PING: Duration = Duration::from_secs(5);
 
 /// A batch drained but not yet acknowledged by the store.
 #[derive(Debug, Clone)]
@@ -40,6 +43,15 @@ impl InFlight {
             .iter()
             .map(|u| u.batch.clone())
             .collect()
+    }
+
+    /// The queue and the result of `also`, computed while no drain can add to the
+    /// queue: a reader sees pending counts and queued batches of one moment, so a
+    /// count racing a drain is seen once (pending or queued), never twice or not at all.
+    pub fn batches_with<R>(&self, also: impl FnOnce() -> R) -> (Vec<Arc<Batch>>, R) {
+        let q = self.0.read().expect("lock poisoned");
+        let r = also();
+        (q.iter().map(|u| u.batch.clone()).collect(), r)
     }
 
     fn snapshot(&self) -> Vec<Unacked> {
@@ -125,6 +137,8 @@ pub struct Flusher {
     backoff: Duration,
     retry_at: Option<Instant>,
     store_up: Option<bool>,
+    failpoint: Option<Failpoint>,
+    last_contact: Option<Instant>,
 }
 
 impl Flusher {
@@ -152,7 +166,15 @@ impl Flusher {
             backoff: interval,
             retry_at: None,
             store_up: None,
+            failpoint: None,
+            last_contact: None,
         }
+    }
+
+    /// Arms a test-only failpoint.
+    pub fn with_failpoint(mut self, failpoint: Option<Failpoint>) -> Self {
+        self.failpoint = failpoint;
+        self
     }
 
     /// Flushes every interval until `shutdown`, then makes the final flush (or spills).
@@ -161,7 +183,13 @@ impl Flusher {
         tick.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.flush_once().await,
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            // A store call may hang up to its timeout; shutdown does not wait for it
+            // (the batch stays queued and goes to the final flush).
+            tokio::select! {
+                _ = self.flush_once() => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -194,13 +222,29 @@ impl Flusher {
         }
         if self.in_flight.is_empty() {
             self.drain_into_queue();
+            if self.in_flight.is_empty() {
+                return self.ping_when_idle().await;
+            }
         } else {
             self.metrics.flush_retries.inc();
         }
         self.apply_queued().await;
     }
 
+    async fn ping_when_idle(&mut self) {
+        if self.last_contact.is_some_and(|t| t.elapsed() < IDLE_PING) {
+            return;
+        }
+        match self.store.ping().await {
+            Ok(()) => self.set_store_up(true, None),
+            Err(e) => self.set_store_up(false, Some(&e.to_string())),
+        }
+    }
+
     fn drain_into_queue(&mut self) {
+        let in_flight = self.in_flight.clone();
+        // std lock, never held across an await; see `InFlight::batches_with`.
+        let mut queue = in_flight.0.write().expect("lock poisoned");
         let articles = self.counter.drain();
         if articles.is_empty() {
             return;
@@ -208,7 +252,7 @@ impl Flusher {
         let flushed_at_ms = unix_ms();
         for (i, chunk) in articles.chunks(CHUNK_ARTICLES).enumerate() {
             let id = self.ids.next(i as u32);
-            self.in_flight.push(Unacked {
+            queue.push(Unacked {
                 batch: Arc::new(Batch {
                     id,
                     flushed_at_ms,
@@ -217,6 +261,7 @@ impl Flusher {
                 spill_file: None,
             });
         }
+        drop(queue);
         self.metrics.unacked_events.set(self.in_flight.events() as i64);
     }
 
@@ -228,7 +273,12 @@ impl Flusher {
             let result = self.store.apply(&u.batch).await;
             self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
             match result {
-                Ok(outcome) => self.acknowledged(&u.batch.id, outcome),
+                Ok(outcome) => {
+                    if u.spill_file.is_some() {
+                        failpoint::hit(self.failpoint, Failpoint::ExitAfterReplayApply);
+                    }
+                    self.acknowledged(&u.batch.id, outcome)
+                }
                 Err(e) => {
                     self.metrics.flush_batches.with_label_values(&["error"]).inc();
                     self.failed(&e.to_string());
@@ -242,7 +292,7 @@ impl Flusher {
     fn acknowledged(&mut self, id: &BatchId, outcome: Applied) {
         let result = match outcome {
             Applied::Applied => "ok",
-            Applied::Duplicate => "duplicate",
+            Applied::Duplicate | Applied::Partial => "duplicate",
         };
         self.metrics.flush_batches.with_label_values(&[result]).inc();
         self.metrics.last_flush.set(unix_ms() as f64 / 1000.0);
@@ -267,6 +317,7 @@ impl Flusher {
     }
 
     fn set_store_up(&mut self, up: bool, error: Option<&str>) {
+        self.last_contact = Some(Instant::now());
         self.metrics.store_up.set(i64::from(up));
         if self.store_up != Some(up) {
             match (up, error) {
@@ -280,8 +331,12 @@ impl Flusher {
     async fn apply_until(&mut self, deadline: Instant) -> bool {
         loop {
             self.retry_at = None;
-            if self.apply_queued().await {
-                return true;
+            // The deadline also cuts a store call that hangs: a batch whose answer is
+            // lost stays queued (and spilled), and its id makes a later replay exact.
+            match time::timeout_at(deadline.into(), self.apply_queued()).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(_) => return false,
             }
             let wait = self.backoff.min(deadline.saturating_duration_since(Instant::now()));
             if wait.is_zero() {

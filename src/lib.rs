@@ -25,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod counter;
 pub mod event;
+pub mod failpoint;
 pub mod flusher;
 pub mod http;
 pub mod logging;

@@ -64,6 +64,7 @@ pub async fn put_article(api: &Api, id: &str, body: &Bytes) -> ApiResult {
     let id = ArticleId::parse(id)?;
     let totals = parse_totals(api, body)?;
     api.counter.forget(id.as_str());
+    api.last_known.forget(&id);
     api.store.set(&id, &totals).await.map_err(store_error)?;
     let mut counts = counts_of(api, std::slice::from_ref(&id)).await?;
     Ok(json_response(StatusCode::OK, &counts.remove(0)))
@@ -73,6 +74,7 @@ pub async fn put_article(api: &Api, id: &str, body: &Bytes) -> ApiResult {
 pub async fn delete_article(api: &Api, id: &str) -> ApiResult {
     let id = ArticleId::parse(id)?;
     api.counter.forget(id.as_str());
+    api.last_known.forget(&id);
     api.store.delete(&id).await.map_err(store_error)?;
     Ok(json_response(
         StatusCode::OK,

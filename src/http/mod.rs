@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod ingest;
+pub mod last_known;
 pub mod ops;
 pub mod reads;
 pub mod routes;
@@ -38,6 +39,8 @@ pub struct Api {
     pub store: Store,
     /// Batches not yet acknowledged, which reads add in.
     pub in_flight: Arc<InFlight>,
+    /// Last store totals read, the fallback while the store is unreachable.
+    pub last_known: last_known::LastKnown,
     /// Metrics.
     pub metrics: Metrics,
     /// CORS origins.

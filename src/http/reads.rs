@@ -3,13 +3,14 @@
 //! memory, so a reader sees their own view at once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::StatusCode;
 use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
 use crate::event::ArticleId;
-use crate::store::StoredCounts;
+use crate::store::{all_unapplied, Batch, Snapshot, StoredCounts};
 
 /// Most ids one batch read may ask for.
 pub const MAX_IDS: usize = 100;
@@ -36,29 +37,52 @@ pub struct ArticlesResponse {
 
 /// Store + unacknowledged batches + pending, for each article in order.
 pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts>, ApiError> {
-    let in_flight = api.in_flight.batches();
-    let stored = api
-        .store
-        .counts(ids)
-        .await
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+    // Queued batches and pending counts of one moment: no drain runs in between.
+    let (unacked, pending) = api.in_flight.batches_with(|| {
+        ids.iter()
+            .map(|id| api.counter.pending(id.as_str()))
+            .collect::<Vec<_>>()
+    });
+    let snapshots = snapshots(api, ids, &unacked).await?;
+    let networks = api.counter.networks();
     Ok(ids
         .iter()
-        .zip(stored)
-        .map(|(id, mut c)| {
-            for d in in_flight.iter().filter_map(|b| b.get(id.as_str())) {
-                add(&mut c, d.views, d.shares.iter().map(|(n, k)| (&**n, *k)));
-            }
-            let pending = api.counter.pending(id.as_str());
-            let networks = api.counter.networks();
+        .zip(snapshots)
+        .zip(pending)
+        .map(|((id, s), p)| {
+            let mut c = s.stored;
             add(
                 &mut c,
-                pending.views,
-                pending.shares.iter().map(|(i, k)| (networks.name(*i), *k)),
+                s.unapplied.views,
+                s.unapplied.shares.iter().map(|(n, k)| (n.as_str(), *k)),
             );
+            add(&mut c, p.views, p.shares.iter().map(|(i, k)| (networks.name(*i), *k)));
             present(id, c)
         })
         .collect())
+}
+
+/// The store's view; while the store fails, the last totals read plus every unacked
+/// batch (if every article was read before), else `store_unavailable`.
+async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, ApiError> {
+    match api.store.snapshot(ids, unacked).await {
+        Ok(snapshots) => {
+            let stored: Vec<StoredCounts> = snapshots.iter().map(|s| s.stored.clone()).collect();
+            api.last_known.remember(ids, &stored);
+            Ok(snapshots)
+        }
+        Err(e) => match api.last_known.recall(ids) {
+            Some(stored) => {
+                tracing::debug!(error = %e, "store read failed; answering from the last known totals");
+                Ok(ids
+                    .iter()
+                    .zip(stored)
+                    .map(|(id, s)| all_unapplied(id, s, unacked))
+                    .collect())
+            }
+            None => Err(ApiError::StoreUnavailable(e.to_string())),
+        },
+    }
 }
 
 fn add<'a>(c: &mut StoredCounts, views: u64, shares: impl Iterator<Item = (&'a str, u64)>) {

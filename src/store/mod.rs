@@ -3,17 +3,21 @@
 //! checked by one test suite that runs against each.
 
 pub mod embedded;
+pub mod keys;
+pub mod redis;
 pub mod windows;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ArticleId, Meta};
 use crate::top::{TopEntry, TopQuery};
 
+pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 
 /// The identity of one batch: which process made it and its place in that process's
@@ -89,6 +93,25 @@ pub struct StoredCounts {
     pub shares: BTreeMap<String, u64>,
 }
 
+impl StoredCounts {
+    /// Adds one batch's deltas of an article.
+    pub fn add(&mut self, d: &ArticleDelta) {
+        self.views += d.views;
+        for (network, n) in &d.shares {
+            *self.shares.entry(network.to_string()).or_default() += n;
+        }
+    }
+}
+
+/// One article as a read sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Totals in the store.
+    pub stored: StoredCounts,
+    /// Deltas of unacknowledged batches that `stored` does not hold yet.
+    pub unapplied: StoredCounts,
+}
+
 /// What happened to a batch the store acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -96,6 +119,9 @@ pub enum Applied {
     Applied,
     /// The id had been applied before; nothing was added.
     Duplicate,
+    /// Some parts of the batch (Redis partitions) had been applied before, by an
+    /// attempt whose answer was lost; the other parts were added now.
+    Partial,
 }
 
 /// A store operation failed; the caller keeps its batch and retries.
@@ -114,6 +140,8 @@ pub enum StoreError {
 pub enum Store {
     /// redb in `--data-dir` (the default).
     Embedded(EmbeddedStore),
+    /// Redis (`--redis-url`).
+    Redis(RedisStore),
 }
 
 impl Store {
@@ -122,10 +150,16 @@ impl Store {
         Ok(Store::Embedded(EmbeddedStore::open(dir)?))
     }
 
+    /// Connects (lazily) to Redis at `url`, every key under `prefix`.
+    pub fn open_redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Store::Redis(RedisStore::open(url, prefix)?))
+    }
+
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Embedded(_) => "embedded",
+            Store::Redis(_) => "redis",
         }
     }
 
@@ -133,6 +167,7 @@ impl Store {
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
         match self {
             Store::Embedded(s) => s.apply(batch).await,
+            Store::Redis(s) => s.apply(batch).await,
         }
     }
 
@@ -140,6 +175,26 @@ impl Store {
     pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
         match self {
             Store::Embedded(s) => s.counts(articles).await,
+            Store::Redis(s) => s.counts(articles).await,
+        }
+    }
+
+    /// Each article's stored totals and the deltas of `unacked` batches the store
+    /// does not hold yet. Redis reads both in one transaction, so a batch landing
+    /// during the read is counted once; the embedded store counts every unacked batch
+    /// as not applied (its apply and the read may race for the instant between a
+    /// commit and the acknowledgement).
+    pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
+        match self {
+            Store::Embedded(s) => {
+                let stored = s.counts(articles).await?;
+                Ok(articles
+                    .iter()
+                    .zip(stored)
+                    .map(|(a, stored)| all_unapplied(a, stored, unacked))
+                    .collect())
+            }
+            Store::Redis(s) => s.snapshot(articles, unacked).await,
         }
     }
 
@@ -147,6 +202,7 @@ impl Store {
     pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.set(article, counts).await,
+            Store::Redis(s) => s.set(article, counts).await,
         }
     }
 
@@ -154,6 +210,7 @@ impl Store {
     pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.delete(article).await,
+            Store::Redis(s) => s.delete(article).await,
         }
     }
 
@@ -161,6 +218,9 @@ impl Store {
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
         match self {
             Store::Embedded(s) => s.top(q).await,
+            Store::Redis(_) => Err(StoreError::Redis(
+                "top articles are not implemented on the Redis store yet".into(),
+            )),
         }
     }
 
@@ -168,6 +228,16 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Embedded(_) => Ok(()),
+            Store::Redis(s) => s.ping().await,
         }
     }
+}
+
+/// `stored` with every unacked delta of `article` counted as not applied yet.
+pub fn all_unapplied(article: &ArticleId, stored: StoredCounts, unacked: &[Arc<Batch>]) -> Snapshot {
+    let mut unapplied = StoredCounts::default();
+    for d in unacked.iter().filter_map(|b| b.get(article.as_str())) {
+        unapplied.add(d);
+    }
+    Snapshot { stored, unapplied }
 }

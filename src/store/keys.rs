@@ -1,0 +1,147 @@
+//! Redis key names, designed for Redis Cluster from the start: every key of an
+//! article lives under the hash tag of the article's partition, so one Lua script
+//! can touch an article's counts, its metadata and the partition's exactly-once
+//! record in one slot. docs/redis-keys.md explains the schema.
+
+use std::fmt;
+
+use crate::store::BatchId;
+
+/// Fixed number of partitions. Never change it on a live deployment: articles would
+/// move to other keys and their stored totals would no longer be found.
+pub const PARTITIONS: u32 = 64;
+
+/// Field of the views counter in an article's counts hash.
+pub const VIEWS_FIELD: &str = "views";
+/// Prefix of a share counter's field: `share:<network>`.
+pub const SHARE_FIELD_PREFIX: &str = "share:";
+
+/// One partition: a hash tag `{pN}` shared by all its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Partition(u32);
+
+impl Partition {
+    /// The partition of `article`: FNV-1a (64 bit) of its bytes, modulo [`PARTITIONS`].
+    /// FNV-1a is tiny, stable across Rust versions and platforms, and spreads short
+    /// numeric ids well; Rust's `DefaultHasher` makes no such stability promise.
+    pub fn of(article: &str) -> Partition {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in article.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Partition((h % u64::from(PARTITIONS)) as u32)
+    }
+
+    /// The partition number, `0..PARTITIONS`.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// Builds every key name from `--redis-prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Key names under `prefix` (validated by the config: no braces, no spaces).
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `<prefix>:{pN}:c:<article>`: a hash of the article's totals, fields `views`
+    /// and `share:<network>`.
+    pub fn counts(&self, article: &str) -> String {
+        format!("{}:{{{}}}:c:{article}", self.prefix, Partition::of(article))
+    }
+
+    /// `<prefix>:{pN}:meta`: one hash per partition, fields `<article>:section` and
+    /// `<article>:lang`.
+    pub fn meta(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:meta", self.prefix)
+    }
+
+    /// `<prefix>:{pN}:applied:<instance>:<epoch_ms>`: the exactly-once record of one
+    /// process run in one partition, holding the last applied `<seq>:<chunk>`.
+    pub fn applied(&self, partition: Partition, id: &BatchId) -> String {
+        format!(
+            "{}:{{{partition}}}:applied:{}:{}",
+            self.prefix, id.instance, id.epoch_ms
+        )
+    }
+}
+
+/// The meta field of `article` for `attr` (`section` or `lang`).
+pub fn meta_field(article: &str, attr: &str) -> String {
+    format!("{article}:{attr}")
+}
+
+/// The counts-hash field of a share to `network`.
+pub fn share_field(network: &str) -> String {
+    format!("{SHARE_FIELD_PREFIX}{network}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> BatchId {
+        BatchId {
+            instance: "00ff".into(),
+            epoch_ms: 1_700_000_000_000,
+            seq: 7,
+            chunk: 1,
+        }
+    }
+
+    #[test]
+    fn partitions_never_change_for_known_ids() {
+        // Golden values (checked against an independent FNV-1a): if this fails, stored totals would be looked up under other keys.
+        assert_eq!(Partition::of("12345").index(), 56);
+        assert_eq!(Partition::of("a").index(), 12);
+        assert_eq!(Partition::of("breaking-news.2026-11-28").index(), 2);
+    }
+
+    #[test]
+    fn every_partition_is_used_by_a_few_thousand_ids() {
+        let mut seen = [0u32; PARTITIONS as usize];
+        for i in 0..6_400 {
+            seen[Partition::of(&i.to_string()).index() as usize] += 1;
+        }
+        assert!(seen.iter().all(|n| (50..=150).contains(n)), "{seen:?}");
+    }
+
+    #[test]
+    fn keys_of_one_article_share_one_hash_tag() {
+        let keys = Keys::new("vc");
+        let p = Partition::of("12345");
+        assert_eq!(keys.counts("12345"), "vc:{p56}:c:12345");
+        assert_eq!(keys.meta(p), "vc:{p56}:meta");
+        assert_eq!(keys.applied(p, &id()), "vc:{p56}:applied:00ff:1700000000000");
+    }
+
+    #[test]
+    fn the_prefix_starts_every_key() {
+        let keys = Keys::new("news.staging");
+        let p = Partition::of("a");
+        for key in [keys.counts("a"), keys.meta(p), keys.applied(p, &id())] {
+            assert!(key.starts_with("news.staging:{p12}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn fields_name_the_counter() {
+        assert_eq!(meta_field("12345", "lang"), "12345:lang");
+        assert_eq!(share_field("telegram"), "share:telegram");
+    }
+}

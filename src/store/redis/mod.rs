@@ -1,0 +1,154 @@
+//! The Redis backend (`--redis-url`): the connection and its timeouts, admin writes.
+//! `apply.rs` writes batches exactly once, `reads.rs` reads totals; key names live in
+//! `../keys.rs`; docs/redis-keys.md is the full story.
+
+mod apply;
+mod reads;
+
+pub use apply::APPLIED_TTL;
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue, Pipeline, RedisResult};
+
+use super::keys::{self, Keys, Partition, VIEWS_FIELD};
+use super::{StoreError, StoredCounts};
+use crate::event::ArticleId;
+
+/// A TCP connect to Redis takes well under a millisecond on a LAN; one second means
+/// "unreachable" without stalling the flusher (the crate's default is also 1 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest call is one pipelined chunk of 2,000 articles, a few milliseconds of
+/// script time; 2 s leaves room for a slow fsync (`appendfsync always`) or a busy
+/// server, where the crate's 500 ms default would time out (and retry) needlessly,
+/// yet lets the final flush (5 s) make two attempts before it spills.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound of one store call, reconnection included: a connect plus a response.
+const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
+/// Bound of a read for the API: reads of up to 100 articles take a millisecond, and
+/// past this the API answers from the last known totals instead of keeping a page
+/// waiting for the whole response timeout.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A handle to Redis; cheap to clone. Purposefully lazy: the service starts and
+/// counts in memory even when Redis is down at start.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Redis(e.to_string())
+}
+
+impl RedisStore {
+    /// A store on `url` with every key under `prefix`. Does not wait for Redis.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // One attempt per call: the flusher's own back-off paces the retries.
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(err)?;
+        Ok(RedisStore {
+            conn,
+            keys: Keys::new(prefix),
+        })
+    }
+
+    /// Runs `op` on the connection within `limit`. An `op` that finds the
+    /// connection refused or dropped runs once more: that answer only described the
+    /// old connection, and the manager has just started a new one. Running twice is
+    /// safe: reads and admin writes are idempotent, a flush piece that ran is a duplicate.
+    async fn call<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempts = async {
+            match op(self.conn.clone()).await {
+                Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => op(self.conn.clone()).await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
+            Ok(result) => result.map_err(err),
+            Err(_) => Err(StoreError::Redis(format!("no answer within {limit:?}"))),
+        }
+    }
+
+    /// [`Self::call`] for one pipeline that writes.
+    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.call(
+            CALL_TIMEOUT,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
+    /// [`Self::call`] for one pipeline that reads for the API.
+    async fn query_read<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.call(
+            READ_TIMEOUT,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
+    /// Replaces an article's totals in one transaction (both keys share a slot).
+    pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
+        let key = self.keys.counts(article.as_str());
+        let mut fields: Vec<(String, u64)> = counts
+            .shares
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(network, n)| (keys::share_field(network), *n))
+            .collect();
+        if counts.views > 0 {
+            fields.push((VIEWS_FIELD.to_string(), counts.views));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        if !fields.is_empty() {
+            pipe.hset_multiple(&key, &fields).ignore();
+        }
+        self.query(&pipe).await
+    }
+
+    /// Forgets an article's totals and metadata in one transaction.
+    pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
+        let a = article.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(self.keys.counts(a))
+            .ignore()
+            .hdel(
+                self.keys.meta(Partition::of(a)),
+                &[keys::meta_field(a, "section"), keys::meta_field(a, "lang")],
+            )
+            .ignore();
+        self.query(&pipe).await
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let ping = &redis::cmd("PING");
+        self.call(READ_TIMEOUT, |mut conn| async move {
+            ping.query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(drop)
+    }
+}

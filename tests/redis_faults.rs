@@ -1,0 +1,162 @@
+//! Fault tests of the Redis store against a real redis-server: kills, stalls longer
+//! than the client timeout, and a load running through them. Whatever happens, Redis
+//! ends up holding exactly the events that got a 2xx.
+
+mod common;
+mod load;
+
+use common::{eventually, RedisServer, TestApp};
+use load::{assert_redis_holds, Load};
+use viewcounter::store::keys::Keys;
+
+fn counts_key(article: &str) -> String {
+    Keys::new("vc").counts(article)
+}
+
+const ERRORS: &str = r#"viewcounter_flush_batches_total{result="error"}"#;
+const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
+const OKS: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
+
+async fn app_on(redis: &RedisServer, extra: &[&str]) -> TestApp {
+    let url = redis.url();
+    let mut args = vec!["--redis-url", url.as_str()];
+    args.extend_from_slice(extra);
+    TestApp::start(&args).await
+}
+
+/// Waits until the metric `sample` exceeds `above`.
+async fn metric_exceeds(app: &TestApp, sample: &str, above: f64, secs: u64) {
+    let ok = eventually(secs, || async { app.client.metric(sample).await > above }).await;
+    assert!(ok, "{sample} stayed at or below {above} for {secs} s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_twice_under_load_ends_with_exactly_the_accepted_events() {
+    let mut redis = RedisServer::start();
+    // 2,000 articles x (views + 3 networks) is twice this capacity: during an outage
+    // the map fills and new keys get 503, which must count nothing.
+    let app = app_on(&redis, &["--max-pending-keys", "4000"]).await;
+    let load = Load::start(&app.client, 4);
+
+    for _ in 0..2 {
+        load.wait_accepted(3_000).await;
+        redis.kill();
+        load.wait_refused(20).await;
+        let errors = app.client.metric(ERRORS).await;
+        assert!(errors >= 1.0, "flushes failed while Redis was down");
+        tokio::task::block_in_place(|| redis.restart());
+        let oks = app.client.metric(OKS).await;
+        metric_exceeds(&app, OKS, oks, 15).await;
+    }
+    load.wait_accepted(3_000).await;
+    let ledger = load.stop().await;
+    app.stop().await;
+
+    assert!(ledger.accepted() > 9_000, "only {} events accepted", ledger.accepted());
+    assert!(ledger.refused_requests.load(std::sync::atomic::Ordering::Relaxed) >= 40);
+    assert_redis_holds(&redis.url(), &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls_longer_than_the_response_timeout_never_count_twice() {
+    let redis = RedisServer::start();
+    let app = app_on(&redis, &[]).await;
+    let load = Load::start(&app.client, 3);
+
+    for _ in 0..3 {
+        load.wait_accepted(1_000).await;
+        let errors = app.client.metric(ERRORS).await;
+        // Longer than the 2 s response timeout: the flush times out, is retried as it
+        // is, and Redis runs both the late original and the retry once it wakes.
+        redis.stall(3.0);
+        metric_exceeds(&app, ERRORS, errors, 10).await;
+        let oks = app.client.metric(OKS).await;
+        metric_exceeds(&app, OKS, oks, 15).await;
+    }
+    let duplicates = app.client.metric(DUPLICATES).await;
+    let ledger = load.stop().await;
+    app.stop().await;
+
+    assert!(duplicates >= 1.0, "no retry was recognised as a duplicate");
+    assert_redis_holds(&redis.url(), &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_an_outage_answer_from_the_last_known_totals() {
+    let mut redis = RedisServer::start();
+    let app = app_on(&redis, &[]).await;
+    for _ in 0..3 {
+        app.client.view("seen").await;
+    }
+    assert!(eventually(10, || async { app.client.metric(OKS).await >= 1.0 }).await);
+    assert_eq!(app.client.views("seen").await, 3);
+
+    redis.kill();
+    app.client.view("seen").await;
+    let never_read = app.client.get("/v1/articles/never-read").await;
+    let ready = app.client.get("/readyz").await;
+
+    assert_eq!(app.client.views("seen").await, 4);
+    assert_eq!(never_read.status, 503);
+    assert_eq!(never_read.error_code(), "store_unavailable");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    tokio::task::block_in_place(|| redis.restart());
+    app.stop().await;
+    assert_eq!(redis.cli(&["HGET", &counts_key("seen"), "views"]).as_deref(), Some("4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_keys_beyond_the_capacity_get_503_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let app = app_on(&redis, &["--max-pending-keys", "2"]).await;
+    redis.kill();
+
+    app.client.view("one").await;
+    app.client.view("two").await;
+    let third = app.client.post_events(r#"{"type":"view","article":"three"}"#).await;
+    app.client.view("one").await;
+
+    assert_eq!(third.status, 503);
+    assert_eq!(third.error_code(), "capacity_exhausted");
+    assert_eq!(app.client.get("/readyz").await.status, 503);
+    tokio::task::block_in_place(|| redis.restart());
+    app.stop().await;
+    assert_eq!(redis.cli(&["HGET", &counts_key("one"), "views"]).as_deref(), Some("2"));
+    assert_eq!(redis.cli(&["EXISTS", &counts_key("three")]).as_deref(), Some("0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_up_follows_redis_even_without_traffic() {
+    let mut redis = RedisServer::start();
+    let app = app_on(&redis, &[]).await;
+    let store_up = || async { app.client.metric("viewcounter_store_up").await };
+    assert!(eventually(10, || async { store_up().await == 1.0 }).await);
+
+    redis.kill();
+    assert!(eventually(10, || async { store_up().await == 0.0 }).await);
+
+    tokio::task::block_in_place(|| redis.restart());
+    assert!(eventually(10, || async { store_up().await == 1.0 }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_does_not_keep_readers_waiting() {
+    let redis = RedisServer::start();
+    let app = app_on(&redis, &[]).await;
+    app.client.view("hot").await;
+    assert!(eventually(10, || async { app.client.metric(OKS).await >= 1.0 }).await);
+    assert_eq!(app.client.views("hot").await, 1);
+
+    redis.stall(3.0);
+    // redis-cli needs a moment to start and send DEBUG SLEEP.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let views = app.client.views("hot").await;
+
+    assert_eq!(views, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
+}

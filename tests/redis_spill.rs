@@ -1,0 +1,231 @@
+//! Spill and replay on the Redis store, with the real binary where signals matter:
+//! SIGTERM while Redis is down or hung, a crash in the middle of a replay, and spill
+//! files that do not parse.
+
+mod common;
+mod load;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::process::{run_to_exit, Process};
+use common::{Client, RedisServer, TestApp};
+use load::{assert_redis_holds, Load};
+use viewcounter::event::{ArticleId, Meta};
+use viewcounter::failpoint;
+use viewcounter::spill;
+use viewcounter::store::keys::Keys;
+use viewcounter::store::{ArticleDelta, Batch, BatchId};
+
+const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
+const OKS: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
+const REPLAYED: &str = r#"viewcounter_spill_files_total{action="replayed"}"#;
+const SET_ASIDE: &str = r#"viewcounter_spill_files_total{action="set_aside"}"#;
+
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    files.sort();
+    files
+}
+
+fn spill_files(dir: &Path) -> Vec<PathBuf> {
+    files_ending(dir, ".json")
+}
+
+/// Sends SIGTERM and returns how long the process took to exit 0.
+fn terminate(mut process: Process) -> Duration {
+    let started = Instant::now();
+    process.terminate();
+    let status = process.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_redis_is_down_spills_and_the_next_start_replays_exactly() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::start(dir.path(), &["--redis-url", &redis.url()]);
+    let load = Load::start(&Client::new(process.addr), 2);
+    load.wait_accepted(2_000).await;
+
+    redis.kill();
+    load.wait_accepted(2_000).await;
+    let ledger = load.stop().await;
+    let took = terminate(process);
+
+    assert!(took < Duration::from_secs(15), "SIGTERM took {took:?}");
+    assert_eq!(spill_files(dir.path()).len(), 1, "one spill file is written");
+    tokio::task::block_in_place(|| redis.restart());
+    let app = TestApp::start_in(dir.path(), &["--redis-url", &redis.url()]).await;
+    assert_eq!(app.client.metric(REPLAYED).await, 1.0);
+    assert!(spill_files(dir.path()).is_empty(), "the replayed file is deleted");
+    app.stop().await;
+    assert_redis_holds(&redis.url(), &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_redis_hangs_exits_in_time_and_the_replay_counts_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::start(dir.path(), &["--redis-url", &redis.url()]);
+    let client = Client::new(process.addr);
+    let load = Load::start(&client, 2);
+    load.wait_accepted(2_000).await;
+    // After a flush went through, Redis has the script: a hung flush can run later.
+    assert!(common::eventually(10, || async { client.metric(OKS).await >= 1.0 }).await);
+
+    // A flush sent now hangs; Redis runs it after waking, once the service has
+    // given up on it and spilled it: the replay must then be a duplicate.
+    redis.stall(6.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ledger = load.stop().await;
+    let took = terminate(process);
+    assert!(took < Duration::from_secs(15), "SIGTERM took {took:?}");
+    assert_eq!(spill_files(dir.path()).len(), 1, "one spill file is written");
+
+    assert!(common::eventually(10, || async { redis.cli(&["PING"]).as_deref() == Some("PONG") }).await);
+    let app = TestApp::start_in(dir.path(), &["--redis-url", &redis.url()]).await;
+    assert!(spill_files(dir.path()).is_empty(), "the replayed file is deleted");
+    assert!(app.client.metric(DUPLICATES).await >= 1.0);
+    app.stop().await;
+    assert_redis_holds(&redis.url(), &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_found_while_redis_is_still_down_is_applied_once_it_returns() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    spill::write(dir.path(), "earlier", &[crashed_batch(1)]).unwrap();
+    redis.kill();
+
+    let url = redis.url();
+    let app = TestApp::start_in(dir.path(), &["--redis-url", &url, "--final-flush-timeout", "500ms"]).await;
+    app.client.view("during-outage").await;
+    assert_eq!(spill_files(dir.path()).len(), 1, "kept until Redis acknowledges it");
+    tokio::task::block_in_place(|| redis.restart());
+
+    assert!(common::eventually(15, || async { spill_files(dir.path()).is_empty() }).await);
+    assert_eq!(app.client.views("crash-000").await, 1);
+    app.stop().await;
+    let views = |a: &str| redis.cli(&["HGET", &Keys::new("vc").counts(a), "views"]);
+    assert_eq!(views("crash-000").as_deref(), Some("1"));
+    assert_eq!(views("during-outage").as_deref(), Some("1"));
+}
+
+#[test]
+fn redis_cluster_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    for extra in [
+        &["--redis-url", "redis://127.0.0.1:1/", "--redis-cluster"][..],
+        &["--redis-url", "redis://127.0.0.1:1/,redis://127.0.0.1:2/"],
+    ] {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &data_dir];
+        args.extend_from_slice(extra);
+        let (status, stderr) = run_to_exit(&args);
+        assert!(!status.success());
+        assert!(
+            stderr.contains("Redis Cluster") && stderr.contains("not supported yet"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Batch `seq` of a crashed run: `seq` views and one telegram share on each of 100 articles.
+fn crashed_batch(seq: u64) -> Batch {
+    let articles = (0..100)
+        .map(|i| ArticleDelta {
+            article: ArticleId::parse(&format!("crash-{i:03}")).unwrap(),
+            views: seq,
+            shares: vec![("telegram".into(), 1)],
+            meta: Meta::default(),
+        })
+        .collect();
+    Batch {
+        id: BatchId {
+            instance: "crashed".into(),
+            epoch_ms: 1_700_000_000_000,
+            seq,
+            chunk: 0,
+        },
+        flushed_at_ms: 1_700_000_000_000,
+        articles,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_applying_a_replayed_batch_and_deleting_its_file_counts_it_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let batches: Vec<Batch> = (1..=3).map(crashed_batch).collect();
+    spill::write(dir.path(), "crashed", &batches).unwrap();
+    let views_of = |article: &str| redis.cli(&["HGET", &Keys::new("vc").counts(article), "views"]);
+
+    let data_dir = dir.path().display().to_string();
+    let url = redis.url();
+    let (status, stderr) = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--redis-url",
+        &url,
+        "--failpoint",
+        "exit-after-replay-apply",
+    ]);
+    assert_eq!(status.code(), Some(failpoint::EXIT_CODE), "{stderr}");
+    assert_eq!(spill_files(dir.path()).len(), 1, "the file outlives the crash");
+    assert_eq!(
+        views_of("crash-000").as_deref(),
+        Some("1"),
+        "the first batch was applied"
+    );
+
+    let app = TestApp::start_in(dir.path(), &["--redis-url", &url]).await;
+    assert!(spill_files(dir.path()).is_empty());
+    assert_eq!(app.client.metric(DUPLICATES).await, 1.0);
+    app.stop().await;
+    for i in 0..100 {
+        let key = Keys::new("vc").counts(&format!("crash-{i:03}"));
+        assert_eq!(redis.cli(&["HGET", &key, "views"]).as_deref(), Some("6"), "{key}");
+        assert_eq!(
+            redis.cli(&["HGET", &key, "share:telegram"]).as_deref(),
+            Some("3"),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_truncated_spill_files_are_set_aside_and_the_service_counts() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("spill-garbage.json"), b"\x00not json at all{").unwrap();
+    let valid = spill::write(dir.path(), "truncated", &[crashed_batch(1)]).unwrap();
+    let bytes = std::fs::read(&valid).unwrap();
+    std::fs::write(&valid, &bytes[..bytes.len() / 2]).unwrap();
+
+    let app = TestApp::start_in(dir.path(), &["--redis-url", &redis.url()]).await;
+    app.client.view("after-garbage").await;
+
+    assert_eq!(app.client.metric(SET_ASIDE).await, 2.0);
+    assert_eq!(app.client.views("after-garbage").await, 1);
+    app.stop().await;
+    assert!(spill_files(dir.path()).is_empty());
+    let aside: Vec<String> = files_ending(dir.path(), ".corrupt")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(aside, ["spill-garbage.corrupt", "spill-truncated.corrupt"]);
+    let key = Keys::new("vc").counts("after-garbage");
+    assert_eq!(redis.cli(&["HGET", &key, "views"]).as_deref(), Some("1"));
+    assert_eq!(
+        redis.cli(&["EXISTS", &Keys::new("vc").counts("crash-000")]).as_deref(),
+        Some("0")
+    );
+}
