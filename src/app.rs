@@ -13,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::counter::CounterMap;
-use crate::flusher::{Flusher, InFlight};
+use crate::flusher::Flusher;
 use crate::http::routes::Surface;
 use crate::http::server::{serve, ServerLimits};
 use crate::http::top::TopCache;
 use crate::http::{Api, SharedApi};
+use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::shutdown::Lifecycle;
 use crate::store::Store;

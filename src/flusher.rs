@@ -3,7 +3,7 @@
 //! as it is, with the same id, while new events accumulate for the next one.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::time;
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::counter::CounterMap;
 use crate::failpoint::{self, Failpoint};
+use crate::in_flight::{InFlight, Unacked};
 use crate::metrics::Metrics;
 use crate::spill;
 use crate::store::{Applied, Batch, BatchId, Store};
@@ -20,69 +21,6 @@ pub const CHUNK_ARTICLES: usize = 2_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// With nothing to flush, how often the store is pinged so `store_up` stays true to life.
 const IDLE_PING: Duration = Duration::from_secs(5);
-
-/// A batch drained but not yet acknowledged by the store.
-#[derive(Debug, Clone)]
-pub struct Unacked {
-    /// The batch, retried as it is.
-    pub batch: Arc<Batch>,
-    /// The spill file it came from, deleted once none of its batches is left.
-    pub spill_file: Option<PathBuf>,
-}
-
-/// The queue of unacknowledged batches, shared with the reads (which add them in).
-#[derive(Debug, Default)]
-pub struct InFlight(RwLock<Vec<Unacked>>);
-
-impl InFlight {
-    /// A snapshot of the queue.
-    pub fn batches(&self) -> Vec<Arc<Batch>> {
-        self.0
-            .read()
-            .expect("lock poisoned")
-            .iter()
-            .map(|u| u.batch.clone())
-            .collect()
-    }
-
-    /// The queue and the result of `also`, computed while no drain can add to the
-    /// queue: a reader sees pending counts and queued batches of one moment, so a
-    /// count racing a drain is seen once (pending or queued), never twice or not at all.
-    pub fn batches_with<R>(&self, also: impl FnOnce() -> R) -> (Vec<Arc<Batch>>, R) {
-        let q = self.0.read().expect("lock poisoned");
-        let r = also();
-        (q.iter().map(|u| u.batch.clone()).collect(), r)
-    }
-
-    fn snapshot(&self) -> Vec<Unacked> {
-        self.0.read().expect("lock poisoned").clone()
-    }
-
-    fn push(&self, u: Unacked) {
-        self.0.write().expect("lock poisoned").push(u);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.read().expect("lock poisoned").is_empty()
-    }
-
-    /// Removes `id`; returns its spill file if no other batch still needs it.
-    fn remove(&self, id: &BatchId) -> Option<PathBuf> {
-        let mut q = self.0.write().expect("lock poisoned");
-        let pos = q.iter().position(|u| &u.batch.id == id)?;
-        let file = q.remove(pos).spill_file?;
-        (!q.iter().any(|u| u.spill_file.as_ref() == Some(&file))).then_some(file)
-    }
-
-    fn events(&self) -> u64 {
-        self.0
-            .read()
-            .expect("lock poisoned")
-            .iter()
-            .map(|u| u.batch.events())
-            .sum()
-    }
-}
 
 /// Makes batch ids: instance id + process start + sequence.
 #[derive(Debug)]
@@ -242,26 +180,23 @@ impl Flusher {
     }
 
     fn drain_into_queue(&mut self) {
-        let in_flight = self.in_flight.clone();
-        // std lock, never held across an await; see `InFlight::batches_with`.
-        let mut queue = in_flight.0.write().expect("lock poisoned");
-        let articles = self.counter.drain();
-        if articles.is_empty() {
-            return;
-        }
-        let flushed_at_ms = unix_ms();
-        for (i, chunk) in articles.chunks(CHUNK_ARTICLES).enumerate() {
-            let id = self.ids.next(i as u32);
-            queue.push(Unacked {
-                batch: Arc::new(Batch {
-                    id,
-                    flushed_at_ms,
-                    articles: chunk.to_vec(),
-                }),
-                spill_file: None,
-            });
-        }
-        drop(queue);
+        let (counter, ids) = (&self.counter, &mut self.ids);
+        self.in_flight.push_drained(|| {
+            let articles = counter.drain();
+            let flushed_at_ms = unix_ms();
+            articles
+                .chunks(CHUNK_ARTICLES)
+                .enumerate()
+                .map(|(i, chunk)| Unacked {
+                    batch: Arc::new(Batch {
+                        id: ids.next(i as u32),
+                        flushed_at_ms,
+                        articles: chunk.to_vec(),
+                    }),
+                    spill_file: None,
+                })
+                .collect()
+        });
         self.metrics.unacked_events.set(self.in_flight.events() as i64);
     }
 

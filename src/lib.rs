@@ -28,6 +28,7 @@ pub mod event;
 pub mod failpoint;
 pub mod flusher;
 pub mod http;
+pub mod in_flight;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;

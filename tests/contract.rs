@@ -287,6 +287,16 @@ mod cases {
         assert_eq!(app.client.views("f").await, 8);
     }
 
+    /// One writer, reads in between: with a flush every 10 ms many reads meet a batch
+    /// being drained or landing, and each must see every accepted view exactly once.
+    pub async fn reads_stay_exact_while_batches_land(fx: Fixture) {
+        let app = app(&fx, &["--flush-interval", "10ms"]).await;
+        for n in 1..=300u64 {
+            app.client.view("landing").await;
+            assert_eq!(app.client.views("landing").await, n, "read {n}");
+        }
+    }
+
     pub async fn the_admin_api_is_absent_without_a_token(fx: Fixture) {
         let app = app(&fx, &[]).await;
         let r = app
@@ -573,6 +583,7 @@ on_every_backend!(
     shares_are_counted_per_network,
     the_batch_read_answers_in_the_order_asked,
     counts_survive_flushes_and_include_pending,
+    reads_stay_exact_while_batches_land,
     the_admin_api_is_absent_without_a_token,
     the_admin_api_needs_the_bearer_token,
     admin_put_sets_totals_and_delete_forgets,

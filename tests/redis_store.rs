@@ -242,20 +242,3 @@ async fn a_flush_costs_one_hincrby_per_changed_counter() {
         .sum();
     assert!(events / total >= 20, "{events} events cost {total} commands: {calls:?}");
 }
-
-/// One writer, reads in between: with a flush every 10 ms many reads meet a batch
-/// landing, and each must see every accepted view exactly once.
-async fn reads_stay_exact_while_batches_land(app: &common::TestApp) {
-    for n in 1..=300u64 {
-        app.client.view("landing").await;
-        assert_eq!(app.client.views("landing").await, n, "read {n}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_landing_during_a_read_is_counted_once() {
-    let redis = RedisServer::start();
-    let app = common::TestApp::start(&["--redis-url", &redis.url(), "--flush-interval", "10ms"]).await;
-    reads_stay_exact_while_batches_land(&app).await;
-    app.stop().await;
-}

@@ -20,7 +20,7 @@ use http_body_util::Full;
 
 use crate::config::AllowedOrigins;
 use crate::counter::CounterMap;
-use crate::flusher::InFlight;
+use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::shutdown::Lifecycle;
 use crate::store::Store;

@@ -35,31 +35,40 @@ pub struct ArticlesResponse {
     pub articles: Vec<ArticleCounts>,
 }
 
+/// A read whose queue changed under it is tried again this many times at most.
+const READ_ATTEMPTS: usize = 3;
+
 /// Store + unacknowledged batches + pending, for each article in order.
 pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts>, ApiError> {
-    // Queued batches and pending counts of one moment: no drain runs in between.
-    let (unacked, pending) = api.in_flight.batches_with(|| {
-        ids.iter()
-            .map(|id| api.counter.pending(id.as_str()))
-            .collect::<Vec<_>>()
-    });
-    let snapshots = snapshots(api, ids, &unacked).await?;
-    let networks = api.counter.networks();
-    Ok(ids
-        .iter()
-        .zip(snapshots)
-        .zip(pending)
-        .map(|((id, s), p)| {
-            let mut c = s.stored;
-            add(
-                &mut c,
-                s.unapplied.views,
-                s.unapplied.shares.iter().map(|(n, k)| (n.as_str(), *k)),
-            );
-            add(&mut c, p.views, p.shares.iter().map(|(i, k)| (networks.name(*i), *k)));
-            present(id, c)
-        })
-        .collect())
+    let mut attempt = 1;
+    loop {
+        // Queued batches and pending counts of one moment: no drain runs in between.
+        let view = api.in_flight.view_with(|| {
+            ids.iter()
+                .map(|id| api.counter.pending(id.as_str()))
+                .collect::<Vec<_>>()
+        });
+        let snapshots = snapshots(api, ids, &view.batches).await?;
+        // A batch drained and applied during the store read would be counted twice
+        // (pending, then stored): read again if the queue moved.
+        if api.in_flight.generation() != view.generation && attempt < READ_ATTEMPTS {
+            attempt += 1;
+            continue;
+        }
+        let networks = api.counter.networks();
+        return Ok(ids
+            .iter()
+            .zip(snapshots)
+            .zip(view.also)
+            .map(|((id, s), p)| {
+                let mut c = s.stored;
+                let unapplied = s.unapplied.shares.iter().map(|(n, k)| (n.as_str(), *k));
+                add(&mut c, s.unapplied.views, unapplied);
+                add(&mut c, p.views, p.shares.iter().map(|(i, k)| (networks.name(*i), *k)));
+                present(id, c)
+            })
+            .collect());
+    }
 }
 
 /// The store's view; while the store fails, the last totals read plus every unacked

@@ -4,9 +4,9 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{admin, ingest, ops, reads, script, text_response, top, ApiError, ApiResult, Body, SharedApi};
@@ -183,25 +183,38 @@ async fn dispatch(
     }
 }
 
-/// Reads the whole body, refusing it (413) as soon as it passes `limit`.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// A refused body is still read (and dropped) up to this size, so the client finishes
+/// sending and reads the 413 instead of a reset connection.
+const DISCARD_LIMIT: usize = 1 << 20;
+
+/// Reads the whole body, at most `limit` bytes of it kept in memory; a larger one is
+/// refused (413) once it passes the limit.
+async fn read_body(mut body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let mut kept = BytesMut::new();
+    let mut seen = 0usize;
+    let too_large = |seen: usize| seen > limit || declared.is_some_and(|n| n > limit as u64);
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request("body_read_error", format!("could not read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if too_large(seen) {
+            kept.clear();
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        } else {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if too_large(seen) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit })
-        }
-        Err(e) => Err(ApiError::bad_request(
-            "body_read_error",
-            format!("could not read the body: {e}"),
-        )),
-    }
+    Ok(kept.freeze())
 }
 
 fn preflight(route: Route<'_>) -> Response<Body> {

@@ -180,20 +180,11 @@ impl Store {
     }
 
     /// Each article's stored totals and the deltas of `unacked` batches the store
-    /// does not hold yet. Redis reads both in one transaction, so a batch landing
-    /// during the read is counted once; the embedded store counts every unacked batch
-    /// as not applied (its apply and the read may race for the instant between a
-    /// commit and the acknowledgement).
+    /// does not hold yet, read together (one transaction) so a batch landing during
+    /// the read is counted once.
     pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
         match self {
-            Store::Embedded(s) => {
-                let stored = s.counts(articles).await?;
-                Ok(articles
-                    .iter()
-                    .zip(stored)
-                    .map(|(a, stored)| all_unapplied(a, stored, unacked))
-                    .collect())
-            }
+            Store::Embedded(s) => s.snapshot(articles, unacked).await,
             Store::Redis(s) => s.snapshot(articles, unacked).await,
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::windows::Windows;
-use super::{Applied, Batch, StoreError, StoredCounts};
+use super::{all_unapplied, Applied, Batch, Snapshot, StoreError, StoredCounts};
 use crate::clock::{Clock, SystemClock};
 use crate::event::{ArticleId, Meta};
 use crate::top::{Tally, TopEntry, TopQuery};
@@ -140,6 +140,29 @@ impl EmbeddedStore {
             let txn = s.db.begin_read().map_err(err)?;
             let table = txn.open_table(COUNTS).map_err(err)?;
             articles.iter().map(|a| read_counts(&table, a.as_str())).collect()
+        })
+        .await
+    }
+
+    /// Each article's totals and the deltas of `unacked` batches not in them yet, read
+    /// in one transaction with the applied-batch table, so a batch committed during the
+    /// read is counted once.
+    pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
+        let (articles, unacked) = (articles.to_vec(), unacked.to_vec());
+        self.blocking(move |s| {
+            let txn = s.db.begin_read().map_err(err)?;
+            let counts = txn.open_table(COUNTS).map_err(err)?;
+            let applied = txn.open_table(APPLIED).map_err(err)?;
+            let mut pending = Vec::with_capacity(unacked.len());
+            for b in unacked {
+                if applied.get(b.id.to_string().as_str()).map_err(err)?.is_none() {
+                    pending.push(b);
+                }
+            }
+            articles
+                .iter()
+                .map(|a| Ok(all_unapplied(a, read_counts(&counts, a.as_str())?, &pending)))
+                .collect()
         })
         .await
     }
