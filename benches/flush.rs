@@ -21,7 +21,11 @@ use viewcounter::store::{Batch, BatchId, Store};
 /// Resident set size of this process, bytes (Linux).
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -34,7 +38,11 @@ fn commands(redis: &RedisServer) -> u64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let redis = RedisServer::start();
     let store = Store::open_redis(&redis.url(), "vc").expect("redis store");
     println!("| pending keys | fill RSS delta | bytes per key | drain | apply to Redis | Redis commands | commands per key |");
@@ -44,7 +52,12 @@ fn main() {
         let before = rss_bytes();
         let map = Arc::new(CounterMap::new(n + 1, Networks::default()));
         for id in &ids {
-            map.record(&Event { article: id, counter: Counter::View, section: None, lang: None });
+            map.record(&Event {
+                article: id,
+                counter: Counter::View,
+                section: None,
+                lang: None,
+            });
         }
         let per_key = rss_bytes().saturating_sub(before) as f64 / n as f64;
         let drained_at = Instant::now();
@@ -54,7 +67,12 @@ fn main() {
         let applied_at = Instant::now();
         for (i, chunk) in articles.chunks(CHUNK_ARTICLES).enumerate() {
             let batch = Batch {
-                id: BatchId { instance: "bench".into(), epoch_ms: run as u64 + 1, seq: 1, chunk: i as u32 },
+                id: BatchId {
+                    instance: "bench".into(),
+                    epoch_ms: run as u64 + 1,
+                    seq: 1,
+                    chunk: i as u32,
+                },
                 flushed_at_ms: 0,
                 articles: chunk.to_vec(),
             };

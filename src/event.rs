@@ -107,6 +107,14 @@ impl ArticleId {
     }
 }
 
+// Hash and Eq of the Arc<str> are those of the str, so maps keyed by ArticleId can be
+// searched with a borrowed &str.
+impl std::borrow::Borrow<str> for ArticleId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ArticleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

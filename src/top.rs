@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
 
 use serde::Serialize;
 
@@ -264,13 +265,19 @@ fn matches(meta: Option<&Meta>, q: &TopQuery) -> bool {
 }
 
 /// The top `q.limit` articles of `tallies` (count descending, id ascending), keeping a
-/// bounded heap so a window of 100,000 articles costs one pass.
-pub fn rank(tallies: &HashMap<ArticleId, Tally>, meta: &HashMap<ArticleId, Meta>, q: &TopQuery) -> Vec<TopEntry> {
+/// bounded heap so a window of 100,000 articles costs one pass. Metadata is looked up
+/// only for an article that would enter the heap, so filters cost little.
+pub fn rank<S: BuildHasher>(
+    tallies: &HashMap<ArticleId, Tally, S>,
+    meta: &HashMap<ArticleId, Meta, S>,
+    q: &TopQuery,
+) -> Vec<TopEntry> {
+    let filtered = q.section.is_some() || q.lang.is_some();
     // Heap of the best so far, worst on top: (Reverse(count), id) orders so.
     let mut heap: BinaryHeap<(Reverse<u64>, &ArticleId)> = BinaryHeap::with_capacity(q.limit + 1);
     for (id, tally) in tallies {
         let count = tally.count(&q.metric);
-        if count == 0 || !matches(meta.get(id), q) {
+        if count == 0 {
             continue;
         }
         if heap.len() == q.limit {
@@ -278,6 +285,9 @@ pub fn rank(tallies: &HashMap<ArticleId, Tally>, meta: &HashMap<ArticleId, Meta>
             if count < *worst || (count == *worst && id > *worst_id) {
                 continue;
             }
+        }
+        if filtered && !matches(meta.get(id), q) {
+            continue;
         }
         heap.push((Reverse(count), id));
         if heap.len() > q.limit {
