@@ -3,7 +3,7 @@
 //! 2,000 articles, one at a time), with the time, the Redis commands (INFO
 //! commandstats) and the resident memory the pending keys took.
 //!
-//! Run: `cargo bench --bench flush` (figures in BENCHMARKS.md).
+//! Run: `cargo bench --bench flush [-- --fsync-always]` (figures in BENCHMARKS.md).
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)]
@@ -43,8 +43,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let redis = RedisServer::start();
-    let store = Store::open_redis(&redis.url(), "vc").expect("redis store");
+    // AOF on, fsync once a second (production); `--fsync-always` for the durable setting.
+    let always = std::env::args().any(|a| a == "--fsync-always");
+    let policy = if always { "always" } else { "everysec" };
+    let redis = RedisServer::start_with_fsync(policy);
+    println!("redis-server with appendonly yes, appendfsync {policy}\n");
+    let store = rt
+        .block_on(async { Store::open_redis(&redis.url(), "vc") })
+        .expect("redis store");
     println!("| pending keys | fill RSS delta | bytes per key | drain | apply to Redis | Redis commands | commands per key |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (run, n) in [100_000usize, 1_000_000].into_iter().enumerate() {
@@ -80,6 +86,7 @@ fn main() {
         }
         let apply = applied_at.elapsed();
         let cmds = commands(&redis);
+
         println!(
             "| {n} | {:.1} MiB | {per_key:.0} | {:.0} ms | {:.0} ms | {cmds} | {:.2} |",
             (per_key * n as f64) / 1048576.0,

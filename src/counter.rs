@@ -3,8 +3,7 @@
 //! for the flusher without losing an increment that races it.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -14,9 +13,6 @@ use crate::store::ArticleDelta;
 /// A seeded fast hasher: article ids come from the internet, so the seed is random per
 /// process (no crafted collisions), but hashing costs a few ns instead of SipHash's ~20.
 type Hasher = foldhash::fast::RandomState;
-
-/// The deltas of one drain, by article.
-type ByArticle = HashMap<ArticleId, ArticleDelta, Hasher>;
 
 /// Set on a slot by `drain`; a slot still equal to it at the next drain was idle for a
 /// whole interval and is removed, so the map holds only recently active keys.
@@ -65,6 +61,25 @@ fn with_key<R>(counter: Counter, article: &str, f: impl FnOnce(&str) -> R) -> R 
     f(std::str::from_utf8(&buf[..=len]).unwrap_or_default())
 }
 
+/// An article's latest section and language, and whether the store has heard of them.
+#[derive(Debug, Default)]
+struct MetaSlot {
+    meta: Meta,
+    /// Changed since the last drain.
+    dirty: AtomicBool,
+    /// Seen since the last drain.
+    touched: AtomicBool,
+}
+
+impl MetaSlot {
+    fn touch(&self) {
+        // Read first: a store on every event would bounce the cache line between cores.
+        if !self.touched.load(Ordering::Relaxed) {
+            self.touched.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// New keys were refused: the map holds `--max-pending-keys` already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("pending-counter capacity exhausted")]
@@ -83,7 +98,7 @@ pub struct PendingCounts {
 #[derive(Debug)]
 pub struct CounterMap {
     counts: DashMap<CounterKey, AtomicU64, Hasher>,
-    meta: DashMap<Box<str>, Meta, Hasher>,
+    meta: DashMap<Box<str>, MetaSlot, Hasher>,
     keys: AtomicUsize,
     capacity: usize,
     networks: Networks,
@@ -172,16 +187,21 @@ impl CounterMap {
             m.section.as_deref() == event.section.or(m.section.as_deref())
                 && m.lang.as_deref() == event.lang.or(m.lang.as_deref())
         };
-        if self.meta.get(event.article).is_some_and(|m| same(&m)) {
-            return;
+        if let Some(slot) = self.meta.get(event.article) {
+            if same(&slot.meta) {
+                slot.touch();
+                return;
+            }
         }
-        let mut entry = self.meta.entry(event.article.into()).or_default();
+        let mut slot = self.meta.entry(event.article.into()).or_default();
         if let Some(s) = event.section {
-            entry.section = Some(s.into());
+            slot.meta.section = Some(s.into());
         }
         if let Some(l) = event.lang {
-            entry.lang = Some(l.into());
+            slot.meta.lang = Some(l.into());
         }
+        *slot.dirty.get_mut() = true;
+        slot.touch();
     }
 
     /// What this instance holds for `article` and has not handed to the flusher.
@@ -216,51 +236,81 @@ impl CounterMap {
     /// that races the drain lands in the next one) and removes keys idle for a whole
     /// interval. The result is sorted by article.
     pub fn drain(&self) -> Vec<ArticleDelta> {
-        let mut by_article: ByArticle = HashMap::with_capacity_and_hasher(self.len(), Hasher::default());
+        let mut rows: Vec<(ArticleId, Counter, u64)> = Vec::with_capacity(self.len());
         let mut idle = 0usize;
         for entry in self.counts.iter() {
             let old = entry.value().swap(IDLE, Ordering::Relaxed);
+            idle += usize::from(old == IDLE);
             let delta = old & !IDLE;
-            if old == IDLE {
-                idle += 1;
+            if delta > 0 {
+                let (counter, article) = entry.key().decode();
+                rows.push((
+                    ArticleId::parse(article).expect("keys hold validated ids"),
+                    counter,
+                    delta,
+                ));
             }
-            if delta == 0 {
-                continue;
+        }
+        if idle > 0 {
+            self.remove_idle();
+        }
+        // Sorting small rows and grouping runs beats hashing a million articles.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<ArticleDelta> = Vec::with_capacity(rows.len());
+        for (article, counter, delta) in rows {
+            if out.last().is_none_or(|d| d.article != article) {
+                out.push(ArticleDelta::new(article));
             }
-            let (counter, article) = entry.key().decode();
-            let d = match by_article.get_mut(article) {
-                Some(d) => d,
-                None => {
-                    let d = ArticleDelta::new(article);
-                    by_article.entry(d.article.clone()).or_insert(d)
-                }
-            };
+            let d = out.last_mut().expect("pushed above");
             match counter {
                 Counter::View => d.views += delta,
                 Counter::Share(i) => d.shares.push((self.networks.name(i).into(), delta)),
             }
         }
-        self.attach_meta(&mut by_article);
-        if idle > 0 {
-            self.remove_idle();
-        }
-        let mut out: Vec<ArticleDelta> = by_article.into_values().collect();
-        out.sort_unstable_by(|a, b| a.article.cmp(&b.article));
-        for d in &mut out {
+        for d in out.iter_mut().filter(|d| d.shares.len() > 1) {
             d.shares.sort_unstable();
         }
+        self.attach_meta(&mut out);
         out
     }
 
-    fn attach_meta(&self, by_article: &mut ByArticle) {
-        // retain holds each shard's write lock: a meta update races no removal.
-        self.meta.retain(|article, meta| {
-            if let Some(d) = by_article.get_mut(&**article) {
-                d.meta = std::mem::take(meta);
-                return false;
+    /// Gives each drained article the metadata that changed since the last drain (so
+    /// the store hears of a section once, not every flush) and forgets metadata of
+    /// articles idle for a whole interval.
+    fn attach_meta(&self, sorted: &mut [ArticleDelta]) {
+        let mut idle = false;
+        let mut changed: Vec<(Box<str>, Meta)> = Vec::new();
+        for entry in self.meta.iter() {
+            let slot = entry.value();
+            let touched = slot.touched.swap(false, Ordering::Relaxed);
+            // The shard's read lock is held: a change (under its write lock) cannot
+            // fall between this copy of the metadata and the reset of `dirty`.
+            if slot.dirty.swap(false, Ordering::Relaxed) {
+                changed.push((entry.key().clone(), slot.meta.clone()));
+            } else if !touched {
+                idle = true;
             }
-            true
-        });
+        }
+        changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut deltas = sorted.iter_mut().peekable();
+        for (article, meta) in changed {
+            while deltas.next_if(|d| d.article.as_str() < &*article).is_some() {}
+            match deltas.next_if(|d| d.article.as_str() == &*article) {
+                Some(d) => d.meta = meta,
+                // Its count is not in this drain yet (it raced it): keep it for the next.
+                None => self.mark_dirty(&article),
+            }
+        }
+        if idle {
+            self.meta
+                .retain(|_, slot| *slot.touched.get_mut() || *slot.dirty.get_mut());
+        }
+    }
+
+    fn mark_dirty(&self, article: &str) {
+        if let Some(slot) = self.meta.get(article) {
+            slot.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     fn remove_idle(&self) {
@@ -276,9 +326,9 @@ impl CounterMap {
 }
 
 impl ArticleDelta {
-    fn new(article: &str) -> Self {
+    fn new(article: ArticleId) -> Self {
         ArticleDelta {
-            article: ArticleId::parse(article).expect("keys hold validated ids"),
+            article,
             views: 0,
             shares: Vec::new(),
             meta: Meta::default(),

@@ -17,7 +17,7 @@ use crate::spill;
 use crate::store::{Applied, Batch, BatchId, Store};
 
 /// Articles per batch chunk: a big drain is split so each store call stays small.
-pub const CHUNK_ARTICLES: usize = 2_000;
+pub const CHUNK_ARTICLES: usize = 10_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// With nothing to flush, how often the store is pinged so `store_up` stays true to life.
 const IDLE_PING: Duration = Duration::from_secs(5);

@@ -183,3 +183,22 @@ fn threads_recording_while_the_flusher_drains_lose_nothing() {
     assert!(drains > 10, "the flusher drained repeatedly ({drains})");
     assert_eq!(drained + rest, THREADS as u64 * PER_THREAD);
 }
+
+#[test]
+fn metadata_reaches_a_batch_when_it_changes_not_every_flush() {
+    let map = CounterMap::new(10, Networks::default());
+    let with_section = |s: &'static str| Event {
+        article: "m",
+        counter: Counter::View,
+        section: Some(s),
+        lang: None,
+    };
+    map.record(&with_section("news"));
+    assert_eq!(map.drain()[0].meta.section.as_deref(), Some("news"));
+    map.record(&with_section("news"));
+    let d = map.drain();
+    assert_eq!(d[0].views, 1);
+    assert!(d[0].meta.is_empty(), "unchanged metadata is not sent again");
+    map.record(&with_section("sport"));
+    assert_eq!(map.drain()[0].meta.section.as_deref(), Some("sport"));
+}

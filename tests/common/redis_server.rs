@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// A redis-server owned by one test; killed on drop.
 pub struct RedisServer {
     pub port: u16,
+    /// `always` for the fault tests; benchmarks may ask for `everysec`.
+    fsync: &'static str,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -35,7 +37,13 @@ fn redis_server_binary() -> PathBuf {
 impl RedisServer {
     /// Starts a fresh server and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with_fsync("always")
+    }
+
+    /// Starts a fresh server with `appendfsync <policy>` (`always`, `everysec`).
+    pub fn start_with_fsync(policy: &'static str) -> RedisServer {
         let mut server = RedisServer {
+            fsync: policy,
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -61,7 +69,7 @@ impl RedisServer {
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.fsync,
                 "--save",
                 "",
                 "--enable-debug-command",
