@@ -9,7 +9,7 @@
 //! It reports requests/s, p50/p99 latency, service/bare, and Redis commands per 1M
 //! events (from INFO commandstats, which counts commands run inside scripts too).
 //!
-//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64]`
+//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded]`
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)]
@@ -27,13 +27,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use redis_server::RedisServer;
 
-const ARTICLES: u64 = 10_000;
-
 struct Options {
     seconds: u64,
     rounds: usize,
     connections: usize,
     embedded: bool,
+    articles: u64,
 }
 
 fn options() -> Options {
@@ -50,6 +49,7 @@ fn options() -> Options {
         rounds: value("--rounds", 3) as usize,
         connections: value("--connections", 64) as usize,
         embedded: args.iter().any(|a| a == "--embedded"),
+        articles: value("--articles", 10_000),
     }
 }
 
@@ -75,7 +75,7 @@ impl RoundResult {
     }
 }
 
-async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64) -> (u64, u64, Vec<u32>) {
+async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64, articles: u64) -> (u64, u64, Vec<u32>) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).ok();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -88,7 +88,7 @@ async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64) -> 
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let body = format!(
             r#"{{"type":"view","article":"a{}","section":"news","lang":"en"}}"#,
-            (x >> 33) % ARTICLES
+            (x >> 33) % articles
         );
         let req = http::Request::post("/v1/events")
             .header("host", "bench")
@@ -119,7 +119,7 @@ async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64) -> 
 async fn round(addr: SocketAddr, opts: &Options) -> RoundResult {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..opts.connections)
-        .map(|i| tokio::spawn(connection_loop(addr, stop.clone(), i as u64 + 1)))
+        .map(|i| tokio::spawn(connection_loop(addr, stop.clone(), i as u64 + 1, opts.articles)))
         .collect();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
@@ -148,7 +148,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let opts = options();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_with_fsync("everysec");
     let servers = servers::Servers::start(&redis.url(), opts.embedded);
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
