@@ -9,7 +9,7 @@
 //! It reports requests/s, p50/p99 latency, service/bare, and Redis commands per 1M
 //! events (from INFO commandstats, which counts commands run inside scripts too).
 //!
-//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded]`
+//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded] [--only bare|service|incr]`
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)]
@@ -160,10 +160,10 @@ fn main() {
         ("service", servers.service),
         ("incr", servers.incr),
     ];
-    let mut rates = vec![Vec::new(); 3];
-    let mut p50 = vec![Vec::new(); 3];
-    let mut p99 = vec![Vec::new(); 3];
-    let mut commands = vec![Vec::new(); 3];
+    let mut rates = vec![Vec::new(); targets.len()];
+    let mut p50 = vec![Vec::new(); targets.len()];
+    let mut p99 = vec![Vec::new(); targets.len()];
+    let mut commands = vec![Vec::new(); targets.len()];
     for r in 0..opts.rounds {
         for (i, (name, addr)) in targets.iter().enumerate() {
             redis.cli(&["CONFIG", "RESETSTAT"]);
@@ -173,6 +173,9 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(1500));
             }
             let calls = servers::redis_calls(&redis);
+            if *name == "service" {
+                println!("         service Redis commands: {}", servers::redis_breakdown(&redis));
+            }
             let per_million = calls as f64 * 1e6 / res.requests.max(1) as f64;
             println!(
                 "round {} {:8} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  redis cmds/1M events {:>10.0}",
@@ -205,7 +208,9 @@ fn main() {
             median(commands[i].clone())
         );
     }
-    let ratio = median(rates[1].clone()) / median(rates[0].clone());
-    let fewer = median(commands[2].clone()) / median(commands[1].clone()).max(1.0);
-    println!("\nservice/bare = {ratio:.2}; incr sends {fewer:.1}x the Redis commands of the service");
+    if targets.len() == 3 {
+        let ratio = median(rates[1].clone()) / median(rates[0].clone());
+        let fewer = median(commands[2].clone()) / median(commands[1].clone()).max(1.0);
+        println!("\nservice/bare = {ratio:.2}; incr sends {fewer:.1}x the Redis commands of the service");
+    }
 }

@@ -237,10 +237,12 @@ impl CounterMap {
     /// interval. The result is sorted by article.
     pub fn drain(&self) -> Vec<ArticleDelta> {
         let mut rows: Vec<(ArticleId, Counter, u64)> = Vec::with_capacity(self.len());
-        let mut idle = 0usize;
+        let mut idle: Vec<CounterKey> = Vec::new();
         for entry in self.counts.iter() {
             let old = entry.value().swap(IDLE, Ordering::Relaxed);
-            idle += usize::from(old == IDLE);
+            if old == IDLE {
+                idle.push(entry.key().clone());
+            }
             let delta = old & !IDLE;
             if delta > 0 {
                 let (counter, article) = entry.key().decode();
@@ -251,9 +253,7 @@ impl CounterMap {
                 ));
             }
         }
-        if idle > 0 {
-            self.remove_idle();
-        }
+        self.remove_idle(idle);
         // Sorting small rows and grouping runs beats hashing a million articles.
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut out: Vec<ArticleDelta> = Vec::with_capacity(rows.len());
@@ -278,7 +278,7 @@ impl CounterMap {
     /// the store hears of a section once, not every flush) and forgets metadata of
     /// articles idle for a whole interval.
     fn attach_meta(&self, sorted: &mut [ArticleDelta]) {
-        let mut idle = false;
+        let mut idle: Vec<Box<str>> = Vec::new();
         let mut changed: Vec<(Box<str>, Meta)> = Vec::new();
         for entry in self.meta.iter() {
             let slot = entry.value();
@@ -288,7 +288,7 @@ impl CounterMap {
             if slot.dirty.swap(false, Ordering::Relaxed) {
                 changed.push((entry.key().clone(), slot.meta.clone()));
             } else if !touched {
-                idle = true;
+                idle.push(entry.key().clone());
             }
         }
         changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -301,9 +301,10 @@ impl CounterMap {
                 None => self.mark_dirty(&article),
             }
         }
-        if idle {
-            self.meta
-                .retain(|_, slot| *slot.touched.get_mut() || *slot.dirty.get_mut());
+        for article in idle {
+            let unused =
+                |_: &Box<str>, s: &MetaSlot| !s.touched.load(Ordering::Relaxed) && !s.dirty.load(Ordering::Relaxed);
+            self.meta.remove_if(&*article, unused);
         }
     }
 
@@ -313,15 +314,20 @@ impl CounterMap {
         }
     }
 
-    fn remove_idle(&self) {
-        let mut removed = 0usize;
-        // The write lock excludes recorders, so a slot equal to IDLE has no add in flight.
-        self.counts.retain(|_, v| {
-            let keep = *v.get_mut() != IDLE;
-            removed += usize::from(!keep);
-            keep
-        });
-        self.keys.fetch_sub(removed, Ordering::Relaxed);
+    /// Removes the keys that were idle for the whole interval before this drain,
+    /// unless an event arrived since. Keys drained just now stay one more interval.
+    fn remove_idle(&self, idle: Vec<CounterKey>) {
+        for key in idle {
+            // remove_if holds the shard's write lock: no add is in flight on a slot
+            // that still equals IDLE.
+            if self
+                .counts
+                .remove_if(&key, |_, v| v.load(Ordering::Relaxed) == IDLE)
+                .is_some()
+            {
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -142,3 +142,21 @@ pub fn redis_calls(redis: &RedisServer) -> u64 {
         .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// `name=calls` of every command run, most first.
+pub fn redis_breakdown(redis: &RedisServer) -> String {
+    let info = redis.cli(&["INFO", "commandstats"]).unwrap_or_default();
+    let mut rows: Vec<(u64, String)> = info
+        .lines()
+        .filter_map(|l| {
+            let name = l.strip_prefix("cmdstat_")?.split(':').next()?.to_string();
+            let calls = l.split("calls=").nth(1)?.split(',').next()?.parse().ok()?;
+            Some((calls, name))
+        })
+        .collect();
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    rows.iter()
+        .map(|(c, n)| format!("{n}={c}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
