@@ -77,15 +77,21 @@ impl Keys {
         format!("{}:{{{partition}}}:meta", self.prefix)
     }
 
-    /// `<prefix>:{pN}:m:<minute>` or `<prefix>:{pN}:h:<hour>`: one time bucket of the
-    /// partition (minute or hour since the Unix epoch), a hash with fields
-    /// `<article>:views` and `<article>:share:<network>` (see [`bucket_field`]).
+    /// `<prefix>:{pN}:m:<minute>`: the minute's log, a list with one entry per applied
+    /// flush piece (lines `<article>:<counter> <n>`); or `<prefix>:{pN}:h:<hour>`: the
+    /// hour bucket, a hash with fields `<article>:<counter>` (see [`bucket_field`]),
+    /// filled by folding the hour's closed minute logs. Minutes and hours since the epoch.
     pub fn bucket(&self, partition: Partition, g: Granularity, bucket: u64) -> String {
         let tag = match g {
             Granularity::Minute => "m",
             Granularity::Hour => "h",
         };
         format!("{}:{{{partition}}}:{tag}:{bucket}", self.prefix)
+    }
+
+    /// `<prefix>:{pN}:folded`: the last minute whose log was folded into its hour.
+    pub fn folded(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:folded", self.prefix)
     }
 
     /// `<prefix>:{pN}:`, the start of every key of the partition.

@@ -3,13 +3,13 @@
 --
 -- KEYS[1]    <prefix>:{pN}:applied:<instance>:<epoch_ms>   last applied "<seq>:<chunk>"
 -- KEYS[2]    <prefix>:{pN}:meta                             fields <article>:section|lang
--- KEYS[3]    <prefix>:{pN}:m:<minute>                       the piece's minute bucket
--- KEYS[4]    <prefix>:{pN}:h:<hour>                         the piece's hour bucket
--- KEYS[5..]  <prefix>:{pN}:c:<article>                      one per article of the piece
+-- KEYS[3]    <prefix>:{pN}:m:<minute>                       the minute's log of pieces
+-- KEYS[4..]  <prefix>:{pN}:c:<article>                      one per article of the piece
 -- ARGV[1]    TTL of the applied record, seconds
 -- ARGV[2..3] seq, chunk of this batch
--- ARGV[4..5] TTL of the minute bucket, of the hour bucket, seconds
--- then, per article in KEYS order: article id, n, n x (field, delta), m, m x (meta field, value)
+-- ARGV[4]    TTL of the minute log, seconds
+-- ARGV[5]    the piece's deltas as one entry of the minute log: "<article>:<counter> <n>\n"...
+-- then, per article in KEYS order: n, n x (field, delta), m, m x (meta field, value)
 --
 -- Returns 1 when applied now, 0 when this id (or a later one of the same run) was
 -- applied before. A run applies its batches in order, one at a time, so "not after
@@ -24,19 +24,16 @@ if last then
   end
 end
 redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[1])
+if ARGV[5] ~= '' then
+  -- One command per piece, whatever its size: the top windows' time buckets.
+  redis.call('RPUSH', KEYS[3], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
 local a = 6
-local wrote = false
-for k = 5, #KEYS do
-  local article = ARGV[a]
-  local n = tonumber(ARGV[a + 1])
-  a = a + 1
+for k = 4, #KEYS do
+  local n = tonumber(ARGV[a])
   for i = 1, n do
-    local field, delta = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
-    local bucket_field = article .. ':' .. field
-    redis.call('HINCRBY', KEYS[k], field, delta)
-    redis.call('HINCRBY', KEYS[3], bucket_field, delta)
-    redis.call('HINCRBY', KEYS[4], bucket_field, delta)
-    wrote = true
+    redis.call('HINCRBY', KEYS[k], ARGV[a + 2 * i - 1], ARGV[a + 2 * i])
   end
   a = a + 1 + 2 * n
   local m = tonumber(ARGV[a])
@@ -44,9 +41,5 @@ for k = 5, #KEYS do
     redis.call('HSET', KEYS[2], unpack(ARGV, a + 1, a + 2 * m))
   end
   a = a + 1 + 2 * m
-end
-if wrote then
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[5])
 end
 return 1

@@ -1,6 +1,6 @@
-//! The time buckets as the top windows read them back: a bucket hash (fields
-//! `<article>:views`, `<article>:share:<network>`) becomes per-article tallies, and
-//! two reads of a still-open bucket become the deltas between them.
+//! The time buckets as flushes write them and the top windows read them back: a
+//! minute log entry (lines `<article>:<counter> <n>`, one entry per applied piece) or
+//! an hour hash (fields `<article>:<counter>`) becomes per-article tallies.
 
 use std::collections::HashMap;
 
@@ -22,7 +22,40 @@ pub fn add_counter(t: &mut Tally, counter: &str, n: u64) {
     }
 }
 
-/// Adds a bucket hash read from Redis to `into`.
+/// Appends one line per counter (`<article>:<counter> <n>`) to a minute log entry.
+pub fn log_lines(entry: &mut String, article: &str, counters: &[(String, String)]) {
+    for (counter, n) in counters {
+        entry.push_str(article);
+        entry.push(':');
+        entry.push_str(counter);
+        entry.push(' ');
+        entry.push_str(n);
+        entry.push('\n');
+    }
+}
+
+/// Adds one minute log entry read from Redis to `into`.
+pub fn add_log_entry(into: &mut Content, entry: &str) {
+    for line in entry.lines() {
+        let Some((field, n)) = line.split_once(' ') else {
+            continue;
+        };
+        let (Some((article, counter)), Ok(n)) = (field.split_once(':'), n.parse::<u64>()) else {
+            continue;
+        };
+        let Ok(id) = ArticleId::parse(article) else { continue };
+        add_counter(into.entry(id).or_default(), counter, n);
+    }
+}
+
+/// Adds every tally of `what` to `into`.
+pub fn merge(into: &mut Content, what: &Content) {
+    for (id, t) in what {
+        into.entry(id.clone()).or_default().add(t.views, &t.shares, false);
+    }
+}
+
+/// Adds an hour bucket hash read from Redis to `into`.
 pub fn add_bucket(into: &mut Content, hash: HashMap<String, u64>) {
     for (field, n) in hash {
         let Some((article, counter)) = field.split_once(':') else {
@@ -134,6 +167,24 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert_eq!((d[0].views, d[0].shares.clone()), (2, vec![("y".into(), 2)]));
         assert_eq!(d[1].views, 1);
+    }
+
+    #[test]
+    fn a_log_entry_reads_back_as_written() {
+        let mut entry = String::new();
+        log_lines(
+            &mut entry,
+            "a-1.x",
+            &[("views".into(), "3".into()), ("share:telegram".into(), "2".into())],
+        );
+        log_lines(&mut entry, "b", &[("views".into(), "1".into())]);
+        assert_eq!(entry, "a-1.x:views 3\na-1.x:share:telegram 2\nb:views 1\n");
+        let mut c = Content::new();
+        add_log_entry(&mut c, &entry);
+        add_log_entry(&mut c, "b:views 4\ngarbage\n");
+        let a = &c[&ArticleId::parse("a-1.x").unwrap()];
+        assert_eq!((a.views, a.shares.clone()), (3, vec![("telegram".into(), 2)]));
+        assert_eq!(c[&ArticleId::parse("b").unwrap()].views, 5);
     }
 
     #[test]

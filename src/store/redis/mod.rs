@@ -1,9 +1,12 @@
 //! The Redis backend (`--redis-url`): the connection and its timeouts, admin writes.
-//! `apply.rs` writes batches exactly once, `reads.rs` reads totals; key names live in
+//! `apply.rs` writes batches exactly once, `reads.rs` reads totals, `top.rs` (with
+//! `load.rs`, `fold.rs`, `buckets.rs`) serves `/v1/top`; key names live in
 //! `../keys.rs`; docs/redis-keys.md is the full story.
 
 mod apply;
 mod buckets;
+mod fold;
+mod load;
 mod reads;
 mod top;
 

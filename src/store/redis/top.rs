@@ -1,42 +1,42 @@
 //! `/v1/top` on Redis: every instance keeps the windows in memory (`Windows`, as the
-//! embedded store does) and brings them up to date from the bucket hashes that the
-//! flush script writes, reading only the few minute buckets still open, each closed
-//! bucket once, and a bucket leaving a window once more to subtract it. The ranking
-//! itself never waits for Redis beyond that refresh. docs/redis-keys.md has the costs.
+//! embedded store does) and brings them up to date from the minute logs that flushes
+//! append to: a refresh reads only the log entries it has not read yet, of the few
+//! minutes still open, and reads a bucket leaving a window once more to subtract it.
+//! `load.rs` builds the windows at start; `fold.rs` folds closed minutes into hours.
+//! docs/redis-keys.md has the costs.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use redis::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::buckets::{add_bucket, add_counter, diff, minute_batch, subtract, Content, Fetched};
+use super::buckets::{add_bucket, add_log_entry, diff, minute_batch, Content, Fetched};
 use super::{err, RedisStore};
 use crate::event::{ArticleId, Meta};
-use crate::store::keys::{Partition, PARTITIONS};
+use crate::store::keys::{meta_field, Partition, PARTITIONS};
 use crate::store::windows::Windows;
 use crate::store::StoreError;
 use crate::top::{Granularity, Tally, TopEntry, TopQuery};
 
-/// A minute bucket lives this long after its last write: past the 1 h window plus a margin.
+/// A minute log lives this long after its last write: past the 1 h window, and time
+/// for some instance to fold it into its hour.
 pub const MINUTE_TTL: Duration = Duration::from_secs(3 * 3600);
-/// An hour bucket lives this long after its last write: past the 30 d window plus a day.
+/// An hour bucket lives this long after its fold: past the 30 d window plus a day.
 pub const HOUR_TTL: Duration = Duration::from_secs(31 * 24 * 3600);
 /// A batch applied when its minute ended longer ago than this is counted at its apply
-/// time instead (a retry after an outage, a replayed spill file), so that a bucket
+/// time instead (a retry after an outage, a replayed spill file), so that a minute
 /// readers consider closed never changes.
 pub const LATE_AFTER_MS: u64 = 60_000;
 /// Clock difference tolerated between instances sharing one Redis.
 pub const SKEW_MS: u64 = 30_000;
-/// Without a refresh for this long the windows are reloaded: minute buckets written
-/// before the gap may have expired (`MINUTE_TTL`), and reading every minute of a long
-/// gap costs more than a reload.
+/// Without a refresh for this long the windows are reloaded: reading every minute of
+/// a long gap costs more than a reload, and its logs may have expired.
 const MAX_GAP_MS: u64 = 2 * 60 * 60_000;
-/// How often the background task refreshes (a request refreshes too, see `top`).
+/// How often the background task refreshes and folds (a request refreshes too).
 pub const BACKGROUND_EVERY: Duration = Duration::from_secs(10);
 
-const MINUTE: Granularity = Granularity::Minute;
-const HOUR: Granularity = Granularity::Hour;
+pub(super) const MINUTE: Granularity = Granularity::Minute;
+pub(super) const HOUR: Granularity = Granularity::Hour;
 
 /// The time whose buckets a batch flushed at `flushed_at_ms` goes to, applied at `now_ms`.
 pub fn bucket_time(flushed_at_ms: u64, now_ms: u64) -> u64 {
@@ -49,25 +49,25 @@ pub fn bucket_time(flushed_at_ms: u64, now_ms: u64) -> u64 {
 }
 
 /// The first minute that may still be written at `now_ms` (by any instance's clock).
-fn open_from(now_ms: u64) -> u64 {
+pub(super) fn open_from(now_ms: u64) -> u64 {
     MINUTE.bucket(now_ms.saturating_sub(LATE_AFTER_MS + SKEW_MS))
 }
 
-/// The windows of one instance and the minute buckets it will read again.
+/// The windows of one instance and how far it has read each open minute log.
 #[derive(Debug)]
 pub struct TopState {
-    windows: Windows,
-    /// The last read content of each minute from `open_from` on.
-    open: HashMap<u64, Content>,
-    open_from: u64,
-    refreshed_at_ms: u64,
-    refreshed: Instant,
+    pub(super) windows: Windows,
+    /// Entries read so far of each (partition, minute) log from `open_from` on.
+    pub(super) read: HashMap<(u32, u64), usize>,
+    pub(super) open_from: u64,
+    pub(super) refreshed_at_ms: u64,
+    pub(super) refreshed: Instant,
 }
 
 impl RedisStore {
     /// The ranking of `q`. A request that finds the windows refreshed before it arrived
-    /// refreshes them (a few open minute buckets, one round trip); concurrent requests
-    /// share one refresh. Never scans: loading is the background task's job.
+    /// refreshes them (the new entries of a few minute logs, one round trip); concurrent
+    /// requests share one refresh. Never scans: loading is the background task's job.
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
         let asked = Instant::now();
         let mut guard = self.top.lock().await;
@@ -84,8 +84,10 @@ impl RedisStore {
         Ok(state.windows.top(q))
     }
 
-    /// Loads the windows if they are not (or no longer) loaded, else refreshes them.
-    pub async fn refresh_top(&self) -> Result<(), StoreError> {
+    /// The background task's step: folds closed minutes into hours, then refreshes the
+    /// windows, or loads them if they are not (or no longer) loaded.
+    pub async fn maintain_top(&self) -> Result<(), StoreError> {
+        self.fold_closed_minutes().await?;
         let mut guard = self.top.lock().await;
         let now = self.clock.now_ms();
         match guard.as_mut() {
@@ -104,16 +106,17 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Keeps the windows loaded and fresh until `shutdown`: loads them after Redis was
-    /// unreachable at start, and keeps the gap between refreshes short on a quiet server.
+    /// Runs [`Self::maintain_top`] every `every` until `shutdown`: loads the windows
+    /// when Redis was unreachable at start, and keeps closed minutes folded and the
+    /// gap between refreshes short on a quiet server.
     pub async fn run_top_refresher(self, every: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = self.refresh_top().await {
-                        tracing::warn!(error = %e, "refreshing the top-articles windows failed");
+                    if let Err(e) = self.maintain_top().await {
+                        tracing::warn!(error = %e, "maintaining the top-articles windows failed");
                     }
                 }
                 _ = shutdown.cancelled() => break,
@@ -132,34 +135,44 @@ impl RedisStore {
     }
 
     async fn refresh(&self, state: &mut TopState, now: u64) -> Result<(), StoreError> {
-        let (lo, hi) = (state.open_from, MINUTE.bucket(now + SKEW_MS));
-        let read = self.read_buckets((lo..=hi).map(|m| (MINUTE, m)).collect()).await?;
-        let mut changed: Vec<(u64, Vec<crate::store::ArticleDelta>)> = Vec::new();
-        for (&(_, m), content) in &read {
-            let d = diff(content, state.open.get(&m));
-            if !d.is_empty() {
-                changed.push((m, d));
+        let minutes: Vec<u64> = (state.open_from..=MINUTE.bucket(now + SKEW_MS)).collect();
+        let mut pipe = redis::pipe();
+        for &m in &minutes {
+            for p in 0..PARTITIONS {
+                let from = state.read.get(&(p, m)).copied().unwrap_or(0);
+                pipe.lrange(self.keys.bucket(Partition::from_index(p), MINUTE, m), from as isize, -1);
             }
         }
-        let ids: Vec<&ArticleId> = changed.iter().flat_map(|(_, d)| d.iter().map(|d| &d.article)).collect();
+        let replies: Vec<Vec<String>> = self.query_read(&pipe).await?;
+        let mut read = state.read.clone();
+        let mut added: Vec<(u64, Content)> = Vec::new();
+        for (i, entries) in replies.into_iter().enumerate() {
+            let (m, p) = (minutes[i / PARTITIONS as usize], (i % PARTITIONS as usize) as u32);
+            if entries.is_empty() {
+                continue;
+            }
+            *read.entry((p, m)).or_default() += entries.len();
+            if added.last().is_none_or(|(last, _)| *last != m) {
+                added.push((m, Content::new()));
+            }
+            let content = &mut added.last_mut().expect("pushed above").1;
+            entries.iter().for_each(|e| add_log_entry(content, e));
+        }
+        let ids: Vec<&ArticleId> = added.iter().flat_map(|(_, c)| c.keys()).collect();
         let meta = self.read_meta(&ids).await?;
-        changed.sort_by_key(|(m, _)| *m);
-        for (m, mut deltas) in changed {
+        for (m, content) in &added {
+            let mut deltas = diff(content, None);
             for d in &mut deltas {
                 d.meta = meta.get(&d.article).cloned().unwrap_or_default();
             }
-            state.windows.apply(&minute_batch(m, deltas));
+            state.windows.apply(&minute_batch(*m, deltas));
         }
-        let new_from = state.open_from.max(open_from(now));
-        state.open = read
-            .into_iter()
-            .filter(|((_, m), _)| *m >= new_from)
-            .map(|((_, m), c)| (m, c))
-            .collect();
-        state.open_from = new_from;
+        state.open_from = state.open_from.max(open_from(now));
+        read.retain(|(_, m), _| *m >= state.open_from);
+        state.read = read;
         let leaving = state.windows.leaving(now);
         if !leaving.is_empty() {
-            let fetched = Fetched(self.read_buckets(leaving.into_iter().collect()).await?);
+            let fetched = self.read_buckets(leaving.into_iter().collect()).await?;
             state.windows.roll(&fetched, now).map_err(err)?;
         }
         state.refreshed_at_ms = now;
@@ -167,22 +180,30 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Every partition's hash of each bucket, merged per bucket (one pipeline).
-    async fn read_buckets(
-        &self,
-        wanted: Vec<(Granularity, u64)>,
-    ) -> Result<HashMap<(Granularity, u64), Content>, StoreError> {
+    /// Whole buckets, merged over the partitions (one pipeline): minute logs, hour hashes.
+    async fn read_buckets(&self, wanted: Vec<(Granularity, u64)>) -> Result<Fetched, StoreError> {
         let mut pipe = redis::pipe();
         for &(g, b) in &wanted {
             for p in 0..PARTITIONS {
-                pipe.hgetall(self.keys.bucket(Partition::from_index(p), g, b));
+                let key = self.keys.bucket(Partition::from_index(p), g, b);
+                match g {
+                    Granularity::Minute => pipe.lrange(key, 0, -1),
+                    Granularity::Hour => pipe.hgetall(key),
+                };
             }
         }
-        let hashes: Vec<HashMap<String, u64>> = self.query_read(&pipe).await?;
-        let mut out: HashMap<(Granularity, u64), Content> = wanted.iter().map(|w| (*w, Content::new())).collect();
-        for (i, hash) in hashes.into_iter().enumerate() {
+        let replies: Vec<redis::Value> = self.query_read(&pipe).await?;
+        let mut out = Fetched::default();
+        for (i, value) in replies.into_iter().enumerate() {
             let w = wanted[i / PARTITIONS as usize];
-            add_bucket(out.get_mut(&w).expect("every wanted bucket"), hash);
+            let content = out.0.entry(w).or_default();
+            match w.0 {
+                Granularity::Minute => {
+                    let entries: Vec<String> = redis::from_redis_value(value).map_err(err)?;
+                    entries.iter().for_each(|e| add_log_entry(content, e));
+                }
+                Granularity::Hour => add_bucket(content, redis::from_redis_value(value).map_err(err)?),
+            }
         }
         Ok(out)
     }
@@ -201,136 +222,18 @@ impl RedisStore {
         for (p, ids) in &by_partition {
             let fields: Vec<String> = ids
                 .iter()
-                .flat_map(|a| ["section", "lang"].map(|attr| crate::store::keys::meta_field(a.as_str(), attr)))
+                .flat_map(|a| ["section", "lang"].map(|attr| meta_field(a.as_str(), attr)))
                 .collect();
             pipe.cmd("HMGET").arg(self.keys.meta(*p)).arg(fields);
             order.extend(ids.iter().map(|id| (*id).clone()));
         }
         let replies: Vec<Vec<Option<String>>> = self.query_read(&pipe).await?;
-        let values = replies.into_iter().flatten().collect::<Vec<_>>();
-        Ok(order
-            .into_iter()
-            .zip(values.chunks(2))
-            .map(|(id, v)| {
-                let meta = Meta {
-                    section: v[0].as_deref().map(Into::into),
-                    lang: v.get(1).and_then(|l| l.as_deref()).map(Into::into),
-                };
-                (id, meta)
-            })
-            .collect())
-    }
-
-    /// Reads everything the windows need at `now`: per partition, in one transaction,
-    /// the totals, every bucket of the windows and the metadata, so that the totals
-    /// and the open buckets agree. The totals' keys come from one `SCAN`.
-    async fn load(&self, now: u64) -> Result<TopState, StoreError> {
-        let articles = self.scan_articles().await?;
-        let minutes = (MINUTE.bucket(now) + 1 - MINUTE.retention())..=MINUTE.bucket(now + SKEW_MS);
-        let hours = (HOUR.bucket(now) + 1 - HOUR.retention())..=HOUR.bucket(now + SKEW_MS);
-        let wanted: Vec<(Granularity, u64)> = minutes.map(|m| (MINUTE, m)).chain(hours.map(|h| (HOUR, h))).collect();
-        let mut fetched = Fetched(wanted.iter().map(|w| (*w, Content::new())).collect());
-        let (mut all, mut meta) = (HashMap::new(), HashMap::new());
-        for p in 0..PARTITIONS {
-            let partition = Partition::from_index(p);
-            let ids = articles.get(&partition).map_or(&[][..], |v| &v[..]);
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for a in ids {
-                pipe.hgetall(self.keys.counts(a.as_str()));
-            }
-            for &(g, b) in &wanted {
-                pipe.hgetall(self.keys.bucket(partition, g, b));
-            }
-            pipe.hgetall(self.keys.meta(partition));
-            let mut values: Vec<Value> = self.query(&pipe).await?;
-            let meta_hash: HashMap<String, String> =
-                redis::from_redis_value(values.pop().ok_or_else(|| err("short reply"))?).map_err(err)?;
-            add_meta(&mut meta, meta_hash);
-            let mut values = values.into_iter();
-            for id in ids {
-                let hash: HashMap<String, u64> =
-                    redis::from_redis_value(values.next().ok_or_else(|| err("short reply"))?).map_err(err)?;
-                let t: &mut Tally = all.entry(id.clone()).or_default();
-                hash.into_iter().for_each(|(f, n)| add_counter(t, &f, n));
-            }
-            for w in &wanted {
-                let hash: HashMap<String, u64> =
-                    redis::from_redis_value(values.next().ok_or_else(|| err("short reply"))?).map_err(err)?;
-                add_bucket(fetched.0.get_mut(w).expect("every wanted bucket"), hash);
-            }
-        }
-        all.retain(|_, t: &mut Tally| !t.is_zero());
-        // Minutes past `now` (a clock ahead of ours) are already in the totals and in
-        // their hour: take them out there and add them the way later refreshes will.
-        let future: Vec<(u64, Content)> = (MINUTE.bucket(now) + 1..=MINUTE.bucket(now + SKEW_MS))
-            .filter_map(|m| fetched.0.get(&(MINUTE, m)).map(|c| (m, c.clone())))
-            .collect();
-        for (m, c) in &future {
-            subtract(&mut all, c);
-            if let Some(h) = fetched.0.get_mut(&(HOUR, HOUR.bucket(m * MINUTE.millis()))) {
-                subtract(h, c);
-            }
-        }
-        let mut windows = Windows::load(&fetched, now, all, meta).map_err(err)?;
-        for (m, c) in &future {
-            windows.apply(&minute_batch(*m, diff(c, None)));
-        }
-        let from = open_from(now);
-        let open = fetched
-            .0
-            .into_iter()
-            .filter(|((g, m), _)| *g == MINUTE && *m >= from)
-            .map(|((_, m), c)| (m, c))
-            .collect();
-        Ok(TopState {
-            windows,
-            open,
-            open_from: from,
-            refreshed_at_ms: now,
-            refreshed: Instant::now(),
-        })
-    }
-
-    /// Every article with a counts hash, by partition (`SCAN`, startup only).
-    async fn scan_articles(&self) -> Result<HashMap<Partition, Vec<ArticleId>>, StoreError> {
-        let pattern = self.keys.counts_pattern();
-        let mut out: HashMap<Partition, Vec<ArticleId>> = HashMap::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let cmd = &cmd;
-            let (next, keys): (u64, Vec<String>) = self
-                .call(super::CALL_TIMEOUT, |mut conn| async move {
-                    cmd.query_async(&mut conn).await
-                })
-                .await?;
-            for key in keys {
-                if let Some(id) = self.keys.parse_counts_key(&key).and_then(|a| ArticleId::parse(a).ok()) {
-                    out.entry(Partition::of(id.as_str())).or_default().push(id);
-                }
-            }
-            if next == 0 {
-                return Ok(out);
-            }
-            cursor = next;
-        }
-    }
-}
-
-fn add_meta(meta: &mut HashMap<ArticleId, Meta>, hash: HashMap<String, String>) {
-    for (field, value) in hash {
-        let Some((article, attr)) = field.split_once(':') else {
-            continue;
-        };
-        let Ok(id) = ArticleId::parse(article) else { continue };
-        let m = meta.entry(id).or_default();
-        match attr {
-            "section" => m.section = Some(value.into()),
-            "lang" => m.lang = Some(value.into()),
-            _ => {}
-        }
+        let values: Vec<Option<String>> = replies.into_iter().flatten().collect();
+        let meta = values.chunks(2).map(|v| Meta {
+            section: v[0].as_deref().map(Into::into),
+            lang: v.get(1).and_then(|l| l.as_deref()).map(Into::into),
+        });
+        Ok(order.into_iter().zip(meta).collect())
     }
 }
 
