@@ -25,9 +25,11 @@ if last then
 end
 redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[1])
 if ARGV[5] ~= '' then
-  -- One command per piece, whatever its size: the top windows' time buckets.
-  redis.call('RPUSH', KEYS[3], ARGV[5])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  -- One command per piece, whatever its size: the top windows' time buckets. The TTL
+  -- is set when the log is created: its last write follows within two minutes.
+  if redis.call('RPUSH', KEYS[3], ARGV[5]) == 1 then
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+  end
 end
 local a = 6
 for k = 4, #KEYS do
