@@ -21,6 +21,7 @@ use crate::http::{Api, SharedApi};
 use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::shutdown::Lifecycle;
+use crate::store::redis::TOP_REFRESH_EVERY;
 use crate::store::Store;
 
 /// A built service, listeners bound, spill files replayed, ready to serve.
@@ -60,6 +61,12 @@ async fn open_redis(config: &Config, url: &str) -> anyhow::Result<Store> {
     // Not fatal: while Redis is away the service counts in memory and retries.
     if let Err(e) = store.ping().await {
         tracing::warn!(error = %e, "Redis does not answer at start; counting in memory until it does");
+    } else if let Store::Redis(redis) = &store {
+        // The one SCAN of the top windows, before serving; on failure the background
+        // refresher loads them once Redis answers.
+        if let Err(e) = redis.load_top().await {
+            tracing::warn!(error = %e, "loading the top-articles windows failed; retrying in the background");
+        }
     }
     Ok(store)
 }
@@ -158,6 +165,14 @@ impl App {
             ));
         }
         let flush_task = tokio::spawn(flusher.run(stop_flushing.clone()));
+        let top_task = match &api.store {
+            Store::Redis(redis) => Some(tokio::spawn(
+                redis
+                    .clone()
+                    .run_top_refresher(TOP_REFRESH_EVERY, stop_flushing.clone()),
+            )),
+            Store::Embedded(_) => None,
+        };
         tracing::info!(store = api.store.kind(), "serving");
 
         let early_exit = tokio::select! {
@@ -170,6 +185,9 @@ impl App {
         api.lifecycle.close_ingest();
         stop_flushing.cancel();
         flush_task.await.context("the flusher task failed")?;
+        if let Some(task) = top_task {
+            task.await.context("the top-articles refresher failed")?;
+        }
         match early_exit {
             Some(Err(e)) => Err(e).context("a listener task failed"),
             Some(Ok(())) => anyhow::bail!("a listener stopped unexpectedly"),

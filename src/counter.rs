@@ -302,9 +302,9 @@ impl CounterMap {
             }
         }
         for article in idle {
-            let unused =
-                |_: &Box<str>, s: &MetaSlot| !s.touched.load(Ordering::Relaxed) && !s.dirty.load(Ordering::Relaxed);
-            self.meta.remove_if(&*article, unused);
+            self.meta.remove_if(&*article, |_, s| {
+                !s.touched.load(Ordering::Relaxed) && !s.dirty.load(Ordering::Relaxed)
+            });
         }
     }
 

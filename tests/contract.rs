@@ -591,16 +591,6 @@ on_every_backend!(
     new_keys_beyond_capacity_get_503_while_held_keys_count,
     operations_endpoints_answer,
     metrics_can_move_to_an_internal_address,
+    top_ranks_by_count_then_id_with_filters,
+    top_refuses_every_bad_parameter,
 );
-
-// The Redis store's top windows are not built yet; these run on the embedded store.
-mod top_on_embedded {
-    use super::cases;
-    fn embedded_top() -> super::Fixture {
-        super::embedded()
-    }
-    contract_tests!(
-        embedded_top,
-        [top_ranks_by_count_then_id_with_filters, top_refuses_every_bad_parameter]
-    );
-}

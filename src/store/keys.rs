@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::store::BatchId;
+use crate::top::Granularity;
 
 /// Fixed number of partitions. Never change it on a live deployment: articles would
 /// move to other keys and their stored totals would no longer be found.
@@ -31,6 +32,11 @@ impl Partition {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
         Partition((h % u64::from(PARTITIONS)) as u32)
+    }
+
+    /// Partition number `index` (taken modulo [`PARTITIONS`]).
+    pub fn from_index(index: u32) -> Partition {
+        Partition(index % PARTITIONS)
     }
 
     /// The partition number, `0..PARTITIONS`.
@@ -71,6 +77,40 @@ impl Keys {
         format!("{}:{{{partition}}}:meta", self.prefix)
     }
 
+    /// `<prefix>:{pN}:m:<minute>`: the minute's log, a list with one entry per applied
+    /// flush piece (lines `<article>:<counter> <n>`); or `<prefix>:{pN}:h:<hour>`: the
+    /// hour bucket, a hash with fields `<article>:<counter>` (see [`bucket_field`]),
+    /// filled by folding the hour's closed minute logs. Minutes and hours since the epoch.
+    pub fn bucket(&self, partition: Partition, g: Granularity, bucket: u64) -> String {
+        let tag = match g {
+            Granularity::Minute => "m",
+            Granularity::Hour => "h",
+        };
+        format!("{}:{{{partition}}}:{tag}:{bucket}", self.prefix)
+    }
+
+    /// `<prefix>:{pN}:folded`: the last minute whose log was folded into its hour.
+    pub fn folded(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:folded", self.prefix)
+    }
+
+    /// `<prefix>:{pN}:`, the start of every key of the partition.
+    pub fn partition_prefix(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:", self.prefix)
+    }
+
+    /// The `SCAN` pattern of every counts hash (startup of the top windows only).
+    pub fn counts_pattern(&self) -> String {
+        format!("{}:{{p*}}:c:*", self.prefix)
+    }
+
+    /// The article of a counts-hash key (`None` for any other key).
+    pub fn parse_counts_key<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix(":{p")?;
+        let (_, rest) = rest.split_once("}:c:")?;
+        Some(rest)
+    }
+
     /// `<prefix>:{pN}:applied:<instance>:<epoch_ms>`: the exactly-once record of one
     /// process run in one partition, holding the last applied `<seq>:<chunk>`.
     pub fn applied(&self, partition: Partition, id: &BatchId) -> String {
@@ -84,6 +124,12 @@ impl Keys {
 /// The meta field of `article` for `attr` (`section` or `lang`).
 pub fn meta_field(article: &str, attr: &str) -> String {
     format!("{article}:{attr}")
+}
+
+/// The field of a bucket hash for an article's counter (`views` or `share:<network>`):
+/// `<article>:<counter>`. Article ids hold no `:`, so the first `:` splits it.
+pub fn bucket_field(article: &str, counter: &str) -> String {
+    format!("{article}:{counter}")
 }
 
 /// The counts-hash field of a share to `network`.
@@ -137,6 +183,17 @@ mod tests {
         for key in [keys.counts("a"), keys.meta(p), keys.applied(p, &id())] {
             assert!(key.starts_with("news.staging:{p12}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn bucket_keys_carry_the_partition_tag() {
+        let keys = Keys::new("vc");
+        let p = Partition::of("12345");
+        assert_eq!(keys.bucket(p, Granularity::Minute, 7), "vc:{p56}:m:7");
+        assert_eq!(keys.bucket(p, Granularity::Hour, 9), "vc:{p56}:h:9");
+        assert_eq!(keys.parse_counts_key(&keys.counts("12345")), Some("12345"));
+        assert_eq!(keys.parse_counts_key("vc:{p56}:meta"), None);
+        assert_eq!(bucket_field("12345", "share:x"), "12345:share:x");
     }
 
     #[test]

@@ -209,9 +209,7 @@ impl Store {
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
         match self {
             Store::Embedded(s) => s.top(q).await,
-            Store::Redis(_) => Err(StoreError::Redis(
-                "top articles are not implemented on the Redis store yet".into(),
-            )),
+            Store::Redis(s) => s.top(q).await,
         }
     }
 

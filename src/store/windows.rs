@@ -2,7 +2,7 @@
 //! and as buckets roll out (their rows are read back from the bucket source and
 //! subtracted), so a ranking is one pass over one map: no scan of the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::event::{ArticleId, Meta};
 use crate::store::{ArticleDelta, Batch};
@@ -118,6 +118,23 @@ impl Windows {
             }
         }
         Ok(())
+    }
+
+    /// The buckets the next `roll(.., now_ms)` reads back, so a source that must fetch
+    /// them first (the Redis store) can do so in one round trip.
+    pub fn leaving(&self, now_ms: u64) -> HashSet<(Granularity, u64)> {
+        let mut out = HashSet::new();
+        for (win, r) in &self.rolling {
+            let Some((g, new_first)) = first_bucket(*win, now_ms) else {
+                continue;
+            };
+            if r.newest < new_first {
+                continue;
+            }
+            let first = r.first.max(g.bucket(now_ms).saturating_sub(g.retention()));
+            out.extend((first..new_first).map(|b| (g, b)));
+        }
+        out
     }
 
     /// Adds an applied batch to every window that still holds its bucket.

@@ -3,9 +3,12 @@
 --
 -- KEYS[1]    <prefix>:{pN}:applied:<instance>:<epoch_ms>   last applied "<seq>:<chunk>"
 -- KEYS[2]    <prefix>:{pN}:meta                             fields <article>:section|lang
--- KEYS[3..]  <prefix>:{pN}:c:<article>                      one per article of the piece
+-- KEYS[3]    <prefix>:{pN}:m:<minute>                       the minute's log of pieces
+-- KEYS[4..]  <prefix>:{pN}:c:<article>                      one per article of the piece
 -- ARGV[1]    TTL of the applied record, seconds
 -- ARGV[2..3] seq, chunk of this batch
+-- ARGV[4]    TTL of the minute log, seconds
+-- ARGV[5]    the piece's deltas as one entry of the minute log: "<article>:<counter> <n>\n"...
 -- then, per article in KEYS order: n, n x (field, delta), m, m x (meta field, value)
 --
 -- Returns 1 when applied now, 0 when this id (or a later one of the same run) was
@@ -21,8 +24,15 @@ if last then
   end
 end
 redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[1])
-local a = 4
-for k = 3, #KEYS do
+if ARGV[5] ~= '' then
+  -- One command per piece, whatever its size: the top windows' time buckets. The TTL
+  -- is set when the log is created: its last write follows within two minutes.
+  if redis.call('RPUSH', KEYS[3], ARGV[5]) == 1 then
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+  end
+end
+local a = 6
+for k = 4, #KEYS do
   local n = tonumber(ARGV[a])
   for i = 1, n do
     redis.call('HINCRBY', KEYS[k], ARGV[a + 2 * i - 1], ARGV[a + 2 * i])

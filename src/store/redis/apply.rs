@@ -1,6 +1,7 @@
 //! Applying a batch: split by partition, one `apply.lua` call per piece, all pieces
-//! of a batch in one pipeline. The script advances the run's exactly-once record and
-//! adds the deltas atomically; `landed` is its comparison, mirrored for reads.
+//! of a batch in one pipeline. The script advances the run's exactly-once record, adds
+//! the deltas to the totals and appends the piece to its minute's log, atomically;
+//! `landed` is its comparison, mirrored for reads.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -8,10 +9,13 @@ use std::time::Duration;
 
 use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind};
 
+use super::buckets::log_lines;
+use super::top::{bucket_time, MINUTE_TTL};
 use super::{err, RedisStore};
 use crate::event::Meta;
 use crate::store::keys::{self, Partition, VIEWS_FIELD};
 use crate::store::{Applied, ArticleDelta, Batch, BatchId, StoreError};
+use crate::top::Granularity;
 
 /// How long a run's exactly-once record outlives its last batch: a batch (in memory
 /// or in a spill file) older than this may be applied twice.
@@ -54,20 +58,31 @@ impl RedisStore {
                 .or_default()
                 .push(d);
         }
+        let minute = Granularity::Minute.bucket(bucket_time(batch.flushed_at_ms, self.clock.now_ms()));
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for (partition, deltas) in by_partition {
-            let mut keys = vec![self.keys.applied(partition, &batch.id), self.keys.meta(partition)];
+            let mut keys = vec![
+                self.keys.applied(partition, &batch.id),
+                self.keys.meta(partition),
+                self.keys.bucket(partition, Granularity::Minute, minute),
+            ];
             let mut args = vec![
                 APPLIED_TTL.as_secs().to_string(),
                 batch.id.seq.to_string(),
                 batch.id.chunk.to_string(),
+                MINUTE_TTL.as_secs().to_string(),
+                String::new(),
             ];
+            let mut entry = String::new();
             for d in deltas {
                 keys.push(self.keys.counts(d.article.as_str()));
-                push_pairs(&mut args, increments(d));
+                let counters = increments(d);
+                log_lines(&mut entry, d.article.as_str(), &counters);
+                push_pairs(&mut args, counters);
                 push_pairs(&mut args, meta_fields(d.article.as_str(), &d.meta));
             }
+            args[4] = entry;
             // EVALSHA by hand: the crate's script invocation cannot join a pipeline.
             pipe.cmd("EVALSHA")
                 .arg(APPLY.get_hash())

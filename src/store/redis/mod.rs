@@ -1,21 +1,32 @@
 //! The Redis backend (`--redis-url`): the connection and its timeouts, admin writes.
-//! `apply.rs` writes batches exactly once, `reads.rs` reads totals; key names live in
+//! `apply.rs` writes batches exactly once, `reads.rs` reads totals, `top.rs` (with
+//! `load.rs`, `fold.rs`, `buckets.rs`) serves `/v1/top`; key names live in
 //! `../keys.rs`; docs/redis-keys.md is the full story.
 
 mod apply;
+mod buckets;
+mod fold;
+mod load;
 mod reads;
+mod top;
 
 pub use apply::APPLIED_TTL;
+pub use top::BACKGROUND_EVERY as TOP_REFRESH_EVERY;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, Pipeline, RedisResult};
+use redis::{Client, FromRedisValue, Pipeline, RedisResult, Script};
 
 use super::keys::{self, Keys, Partition, VIEWS_FIELD};
 use super::{StoreError, StoredCounts};
+use crate::clock::{Clock, SystemClock};
 use crate::event::ArticleId;
+use crate::top::{Granularity, Tally};
+
+static DELETE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(include_str!("delete.lua")));
 
 /// A TCP connect to Redis takes well under a millisecond on a LAN; one second means
 /// "unreachable" without stalling the flusher (the crate's default is also 1 s).
@@ -38,6 +49,11 @@ const READ_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
+    /// The time buckets of flushes and the top windows follow.
+    clock: Arc<dyn Clock>,
+    /// This instance's top windows (`None` until loaded). A tokio Mutex: a refresh
+    /// holds it across its reads, so concurrent requests share one refresh.
+    top: Arc<tokio::sync::Mutex<Option<top::TopState>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -55,6 +71,11 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 impl RedisStore {
     /// A store on `url` with every key under `prefix`. Does not wait for Redis.
     pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Self::open_with_clock(url, prefix, Arc::new(SystemClock))
+    }
+
+    /// Like [`RedisStore::open`], with the clock that dates buckets and moves the windows.
+    pub fn open_with_clock(url: &str, prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(err)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -65,6 +86,8 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             keys: Keys::new(prefix),
+            clock,
+            top: Arc::default(),
         })
     }
 
@@ -124,22 +147,37 @@ impl RedisStore {
         if !fields.is_empty() {
             pipe.hset_multiple(&key, &fields).ignore();
         }
-        self.query(&pipe).await
+        self.query::<()>(&pipe).await?;
+        let mut total = Tally::default();
+        let shares: Vec<(Box<str>, u64)> = counts.shares.iter().map(|(n, c)| (n.as_str().into(), *c)).collect();
+        total.add(counts.views, &shares, false);
+        self.top_admin(article, Some(total)).await;
+        Ok(())
     }
 
-    /// Forgets an article's totals and metadata in one transaction.
+    /// Forgets an article's totals, metadata and bucket fields in one script.
     pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
         let a = article.as_str();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .del(self.keys.counts(a))
-            .ignore()
-            .hdel(
-                self.keys.meta(Partition::of(a)),
-                &[keys::meta_field(a, "section"), keys::meta_field(a, "lang")],
-            )
-            .ignore();
-        self.query(&pipe).await
+        let partition = Partition::of(a);
+        let now = self.clock.now_ms();
+        let (minute, hour) = (Granularity::Minute, Granularity::Hour);
+        let mut invocation = DELETE.prepare_invoke();
+        invocation
+            .key(self.keys.counts(a))
+            .key(self.keys.meta(partition))
+            .arg(a)
+            .arg(self.keys.partition_prefix(partition))
+            .arg(minute.bucket(now).saturating_sub(minute.retention() + 1))
+            .arg(minute.bucket(now + top::SKEW_MS) + 1)
+            .arg(hour.bucket(now).saturating_sub(hour.retention() + 1))
+            .arg(hour.bucket(now + top::SKEW_MS) + 1);
+        let invocation = &invocation;
+        self.call(CALL_TIMEOUT, |mut conn| async move {
+            invocation.invoke_async::<i64>(&mut conn).await
+        })
+        .await?;
+        self.top_admin(article, None).await;
+        Ok(())
     }
 
     /// `PING`.

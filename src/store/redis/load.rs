@@ -1,0 +1,170 @@
+//! Building the top windows at start (or after a long gap): one `SCAN` for the
+//! articles' totals, then per partition one transaction that reads the totals, the
+//! fold record, the minute logs and the hour buckets together, so they agree.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use redis::Value;
+
+use super::buckets::{add_bucket, add_counter, add_log_entry, diff, merge, minute_batch, subtract, Content, Fetched};
+use super::top::{open_from, TopState, HOUR, MINUTE, MINUTE_TTL, SKEW_MS};
+use super::{err, RedisStore};
+use crate::event::{ArticleId, Meta};
+use crate::store::keys::{Partition, PARTITIONS};
+use crate::store::windows::Windows;
+use crate::store::StoreError;
+use crate::top::Tally;
+
+/// What one partition's transaction read, merged into the instance-wide picture.
+#[derive(Default)]
+struct Loaded {
+    all: HashMap<ArticleId, Tally>,
+    meta: HashMap<ArticleId, Meta>,
+    buckets: Fetched,
+    read: HashMap<(u32, u64), usize>,
+}
+
+fn next<T: redis::FromRedisValue>(values: &mut impl Iterator<Item = Value>) -> Result<T, StoreError> {
+    redis::from_redis_value(values.next().ok_or_else(|| err("short transaction reply"))?).map_err(err)
+}
+
+impl RedisStore {
+    /// Reads everything the windows need at `now` and builds them.
+    pub(super) async fn load(&self, now: u64) -> Result<TopState, StoreError> {
+        let articles = self.scan_articles().await?;
+        let log_minutes = MINUTE_TTL.as_secs() / 60;
+        let minutes: Vec<u64> =
+            (MINUTE.bucket(now).saturating_sub(log_minutes)..=MINUTE.bucket(now + SKEW_MS)).collect();
+        let hours: Vec<u64> = (HOUR.bucket(now) + 1 - HOUR.retention()..=HOUR.bucket(now)).collect();
+        let mut loaded = Loaded::default();
+        for p in 0..PARTITIONS {
+            let ids = articles.get(&p).map_or(&[][..], |v| &v[..]);
+            self.load_partition(p, ids, &minutes, &hours, now, &mut loaded).await?;
+        }
+        let Loaded {
+            mut all,
+            meta,
+            buckets,
+            read,
+        } = loaded;
+        all.retain(|_, t| !t.is_zero());
+        // Minutes past `now` (an instance whose clock is ahead) are in the totals
+        // already: take them out there and add them the way refreshes will.
+        let future: Vec<(u64, &Content)> = (MINUTE.bucket(now) + 1..=MINUTE.bucket(now + SKEW_MS))
+            .filter_map(|m| buckets.0.get(&(MINUTE, m)).map(|c| (m, c)))
+            .collect();
+        future.iter().for_each(|(_, c)| subtract(&mut all, c));
+        let mut windows = Windows::load(&buckets, now, all, meta).map_err(err)?;
+        for (m, c) in future {
+            windows.apply(&minute_batch(m, diff(c, None)));
+        }
+        let from = open_from(now);
+        Ok(TopState {
+            windows,
+            read: read.into_iter().filter(|((_, m), _)| *m >= from).collect(),
+            open_from: from,
+            refreshed_at_ms: now,
+            refreshed: Instant::now(),
+        })
+    }
+
+    async fn load_partition(
+        &self,
+        p: u32,
+        ids: &[ArticleId],
+        minutes: &[u64],
+        hours: &[u64],
+        now: u64,
+        into: &mut Loaded,
+    ) -> Result<(), StoreError> {
+        let partition = Partition::from_index(p);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for a in ids {
+            pipe.hgetall(self.keys.counts(a.as_str()));
+        }
+        pipe.get(self.keys.folded(partition));
+        for &m in minutes {
+            pipe.lrange(self.keys.bucket(partition, MINUTE, m), 0, -1);
+        }
+        for &h in hours {
+            pipe.hgetall(self.keys.bucket(partition, HOUR, h));
+        }
+        pipe.hgetall(self.keys.meta(partition));
+        let values: Vec<Value> = self.query(&pipe).await?;
+        let mut values = values.into_iter();
+        for id in ids {
+            let hash: HashMap<String, u64> = next(&mut values)?;
+            let t = into.all.entry(id.clone()).or_default();
+            hash.into_iter().for_each(|(f, n)| add_counter(t, &f, n));
+        }
+        let folded: Option<u64> = next(&mut values)?;
+        let mut unfolded: HashMap<u64, Content> = HashMap::new();
+        for &m in minutes {
+            let entries: Vec<String> = next(&mut values)?;
+            let mut content = Content::new();
+            entries.iter().for_each(|e| add_log_entry(&mut content, e));
+            if !entries.is_empty() {
+                into.read.insert((p, m), entries.len());
+            }
+            // Minutes not folded yet are not in their hour: add them (not the future).
+            if folded.is_none_or(|f| m > f) && m <= MINUTE.bucket(now) {
+                merge(unfolded.entry(HOUR.bucket(m * MINUTE.millis())).or_default(), &content);
+            }
+            merge(into.buckets.0.entry((MINUTE, m)).or_default(), &content);
+        }
+        for &h in hours {
+            let hash: HashMap<String, u64> = next(&mut values)?;
+            let bucket = into.buckets.0.entry((HOUR, h)).or_default();
+            add_bucket(bucket, hash);
+            if let Some(c) = unfolded.get(&h) {
+                merge(bucket, c);
+            }
+        }
+        let meta: HashMap<String, String> = next(&mut values)?;
+        add_meta(&mut into.meta, meta);
+        Ok(())
+    }
+
+    /// Every article with a counts hash, by partition (`SCAN`, at load only).
+    async fn scan_articles(&self) -> Result<HashMap<u32, Vec<ArticleId>>, StoreError> {
+        let pattern = self.keys.counts_pattern();
+        let mut out: HashMap<u32, Vec<ArticleId>> = HashMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let cmd = &cmd;
+            let (next, keys): (u64, Vec<String>) = self
+                .call(super::CALL_TIMEOUT, |mut conn| async move {
+                    cmd.query_async(&mut conn).await
+                })
+                .await?;
+            for key in keys {
+                if let Some(id) = self.keys.parse_counts_key(&key).and_then(|a| ArticleId::parse(a).ok()) {
+                    out.entry(Partition::of(id.as_str()).index()).or_default().push(id);
+                }
+            }
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn add_meta(meta: &mut HashMap<ArticleId, Meta>, hash: HashMap<String, String>) {
+    for (field, value) in hash {
+        let Some((article, attr)) = field.split_once(':') else {
+            continue;
+        };
+        let Ok(id) = ArticleId::parse(article) else { continue };
+        let m = meta.entry(id).or_default();
+        match attr {
+            "section" => m.section = Some(value.into()),
+            "lang" => m.lang = Some(value.into()),
+            _ => {}
+        }
+    }
+}

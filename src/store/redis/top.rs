@@ -1,0 +1,262 @@
+//! `/v1/top` on Redis: every instance keeps the windows in memory (`Windows`, as the
+//! embedded store does) and brings them up to date from the minute logs that flushes
+//! append to: a refresh reads only the log entries it has not read yet, of the few
+//! minutes still open, and reads a bucket leaving a window once more to subtract it.
+//! `load.rs` builds the windows at start; `fold.rs` folds closed minutes into hours.
+//! docs/redis-keys.md has the costs.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::buckets::{add_bucket, add_log_entry, diff, minute_batch, Content, Fetched};
+use super::{err, RedisStore};
+use crate::event::{ArticleId, Meta};
+use crate::store::keys::{meta_field, Partition, PARTITIONS};
+use crate::store::windows::Windows;
+use crate::store::StoreError;
+use crate::top::{Granularity, Tally, TopEntry, TopQuery};
+
+/// A minute log lives this long after its last write: past the 1 h window, and time
+/// for some instance to fold it into its hour.
+pub const MINUTE_TTL: Duration = Duration::from_secs(3 * 3600);
+/// An hour bucket lives this long after its fold: past the 30 d window plus a day.
+pub const HOUR_TTL: Duration = Duration::from_secs(31 * 24 * 3600);
+/// A batch applied when its minute ended longer ago than this is counted at its apply
+/// time instead (a retry after an outage, a replayed spill file), so that a minute
+/// readers consider closed never changes.
+pub const LATE_AFTER_MS: u64 = 60_000;
+/// Clock difference tolerated between instances sharing one Redis.
+pub const SKEW_MS: u64 = 30_000;
+/// Without a refresh for this long the windows are reloaded: reading every minute of
+/// a long gap costs more than a reload, and its logs may have expired.
+const MAX_GAP_MS: u64 = 2 * 60 * 60_000;
+/// How often the background task refreshes and folds (a request refreshes too).
+pub const BACKGROUND_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) const MINUTE: Granularity = Granularity::Minute;
+pub(super) const HOUR: Granularity = Granularity::Hour;
+
+/// The time whose buckets a batch flushed at `flushed_at_ms` goes to, applied at `now_ms`.
+pub fn bucket_time(flushed_at_ms: u64, now_ms: u64) -> u64 {
+    let minute_end = (MINUTE.bucket(flushed_at_ms) + 1) * MINUTE.millis();
+    if minute_end + LATE_AFTER_MS <= now_ms {
+        now_ms
+    } else {
+        flushed_at_ms
+    }
+}
+
+/// The first minute that may still be written at `now_ms` (by any instance's clock).
+pub(super) fn open_from(now_ms: u64) -> u64 {
+    MINUTE.bucket(now_ms.saturating_sub(LATE_AFTER_MS + SKEW_MS))
+}
+
+/// The windows of one instance and how far it has read each open minute log.
+#[derive(Debug)]
+pub struct TopState {
+    pub(super) windows: Windows,
+    /// Entries read so far of each (partition, minute) log from `open_from` on.
+    pub(super) read: HashMap<(u32, u64), usize>,
+    pub(super) open_from: u64,
+    pub(super) refreshed_at_ms: u64,
+    pub(super) refreshed: Instant,
+}
+
+impl RedisStore {
+    /// The ranking of `q`. A request that finds the windows refreshed before it arrived
+    /// refreshes them (the new entries of a few minute logs, one round trip); concurrent
+    /// requests share one refresh. Never scans: loading is the background task's job.
+    pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
+        let asked = Instant::now();
+        let mut guard = self.top.lock().await;
+        let state = guard
+            .as_mut()
+            .ok_or_else(|| err("top-articles windows not loaded yet (Redis unreachable since start)"))?;
+        if state.refreshed < asked {
+            let now = self.clock.now_ms();
+            if now.saturating_sub(state.refreshed_at_ms) > MAX_GAP_MS {
+                return Err(err("top-articles windows are being reloaded"));
+            }
+            self.refresh(state, now).await?;
+        }
+        Ok(state.windows.top(q))
+    }
+
+    /// The background task's step: folds closed minutes into hours, then refreshes the
+    /// windows, or loads them if they are not (or no longer) loaded.
+    pub async fn maintain_top(&self) -> Result<(), StoreError> {
+        self.fold_closed_minutes().await?;
+        let mut guard = self.top.lock().await;
+        let now = self.clock.now_ms();
+        match guard.as_mut() {
+            Some(state) if now.saturating_sub(state.refreshed_at_ms) <= MAX_GAP_MS => self.refresh(state, now).await,
+            _ => {
+                *guard = Some(self.load(now).await?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Loads the windows from scratch (startup; the only place that `SCAN`s).
+    pub async fn load_top(&self) -> Result<(), StoreError> {
+        let state = self.load(self.clock.now_ms()).await?;
+        *self.top.lock().await = Some(state);
+        Ok(())
+    }
+
+    /// Runs [`Self::maintain_top`] every `every` until `shutdown`: loads the windows
+    /// when Redis was unreachable at start, and keeps closed minutes folded and the
+    /// gap between refreshes short on a quiet server.
+    pub async fn run_top_refresher(self, every: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.maintain_top().await {
+                        tracing::warn!(error = %e, "maintaining the top-articles windows failed");
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Applies an admin change to this instance's windows (`None`: forget the article).
+    pub(super) async fn top_admin(&self, article: &ArticleId, total: Option<Tally>) {
+        if let Some(state) = self.top.lock().await.as_mut() {
+            match total {
+                Some(t) => state.windows.set_total(article, t),
+                None => state.windows.forget(article),
+            }
+        }
+    }
+
+    async fn refresh(&self, state: &mut TopState, now: u64) -> Result<(), StoreError> {
+        let minutes: Vec<u64> = (state.open_from..=MINUTE.bucket(now + SKEW_MS)).collect();
+        let mut pipe = redis::pipe();
+        for &m in &minutes {
+            for p in 0..PARTITIONS {
+                let from = state.read.get(&(p, m)).copied().unwrap_or(0);
+                pipe.lrange(self.keys.bucket(Partition::from_index(p), MINUTE, m), from as isize, -1);
+            }
+        }
+        let replies: Vec<Vec<String>> = self.query_read(&pipe).await?;
+        let mut read = state.read.clone();
+        let mut added: Vec<(u64, Content)> = Vec::new();
+        for (i, entries) in replies.into_iter().enumerate() {
+            let (m, p) = (minutes[i / PARTITIONS as usize], (i % PARTITIONS as usize) as u32);
+            if entries.is_empty() {
+                continue;
+            }
+            *read.entry((p, m)).or_default() += entries.len();
+            if added.last().is_none_or(|(last, _)| *last != m) {
+                added.push((m, Content::new()));
+            }
+            let content = &mut added.last_mut().expect("pushed above").1;
+            entries.iter().for_each(|e| add_log_entry(content, e));
+        }
+        let ids: Vec<&ArticleId> = added.iter().flat_map(|(_, c)| c.keys()).collect();
+        let meta = self.read_meta(&ids).await?;
+        for (m, content) in &added {
+            let mut deltas = diff(content, None);
+            for d in &mut deltas {
+                d.meta = meta.get(&d.article).cloned().unwrap_or_default();
+            }
+            state.windows.apply(&minute_batch(*m, deltas));
+        }
+        state.open_from = state.open_from.max(open_from(now));
+        read.retain(|(_, m), _| *m >= state.open_from);
+        state.read = read;
+        let leaving = state.windows.leaving(now);
+        if !leaving.is_empty() {
+            let fetched = self.read_buckets(leaving.into_iter().collect()).await?;
+            state.windows.roll(&fetched, now).map_err(err)?;
+        }
+        state.refreshed_at_ms = now;
+        state.refreshed = Instant::now();
+        Ok(())
+    }
+
+    /// Whole buckets, merged over the partitions (one pipeline): minute logs, hour hashes.
+    async fn read_buckets(&self, wanted: Vec<(Granularity, u64)>) -> Result<Fetched, StoreError> {
+        let mut pipe = redis::pipe();
+        for &(g, b) in &wanted {
+            for p in 0..PARTITIONS {
+                let key = self.keys.bucket(Partition::from_index(p), g, b);
+                match g {
+                    Granularity::Minute => pipe.lrange(key, 0, -1),
+                    Granularity::Hour => pipe.hgetall(key),
+                };
+            }
+        }
+        let replies: Vec<redis::Value> = self.query_read(&pipe).await?;
+        let mut out = Fetched::default();
+        for (i, value) in replies.into_iter().enumerate() {
+            let w = wanted[i / PARTITIONS as usize];
+            let content = out.0.entry(w).or_default();
+            match w.0 {
+                Granularity::Minute => {
+                    let entries: Vec<String> = redis::from_redis_value(value).map_err(err)?;
+                    entries.iter().for_each(|e| add_log_entry(content, e));
+                }
+                Granularity::Hour => add_bucket(content, redis::from_redis_value(value).map_err(err)?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Section and language of each article (one `HMGET` per partition).
+    async fn read_meta(&self, ids: &[&ArticleId]) -> Result<HashMap<ArticleId, Meta>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut by_partition: HashMap<Partition, Vec<&ArticleId>> = HashMap::new();
+        for id in ids {
+            by_partition.entry(Partition::of(id.as_str())).or_default().push(id);
+        }
+        let mut pipe = redis::pipe();
+        let mut order = Vec::new();
+        for (p, ids) in &by_partition {
+            let fields: Vec<String> = ids
+                .iter()
+                .flat_map(|a| ["section", "lang"].map(|attr| meta_field(a.as_str(), attr)))
+                .collect();
+            pipe.cmd("HMGET").arg(self.keys.meta(*p)).arg(fields);
+            order.extend(ids.iter().map(|id| (*id).clone()));
+        }
+        let replies: Vec<Vec<Option<String>>> = self.query_read(&pipe).await?;
+        let values: Vec<Option<String>> = replies.into_iter().flatten().collect();
+        let meta = values.chunks(2).map(|v| Meta {
+            section: v[0].as_deref().map(Into::into),
+            lang: v.get(1).and_then(|l| l.as_deref()).map(Into::into),
+        });
+        Ok(order.into_iter().zip(meta).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_batch_counts_at_its_apply_time() {
+        let t = 100 * 60_000 + 30_000;
+        assert_eq!(bucket_time(t, t + 5_000), t, "on time");
+        assert_eq!(bucket_time(t, 101 * 60_000 + LATE_AFTER_MS - 1), t, "just in time");
+        assert_eq!(
+            bucket_time(t, 101 * 60_000 + LATE_AFTER_MS),
+            101 * 60_000 + LATE_AFTER_MS
+        );
+    }
+
+    #[test]
+    fn readers_keep_a_minute_open_longer_than_writers_may_write_it() {
+        let now = 500 * 60_000;
+        let first_open = open_from(now);
+        assert!((first_open + 1) * 60_000 + LATE_AFTER_MS + SKEW_MS > now);
+        assert!(first_open * 60_000 + LATE_AFTER_MS + SKEW_MS <= now);
+    }
+}
