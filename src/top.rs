@@ -363,4 +363,35 @@ mod tests {
         let all = rank(&t, &HashMap::new(), &q("limit=100").unwrap());
         assert_eq!(all.len(), 4, "zero counts are left out");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn ranking_equals_sorting_everything(
+            rows in proptest::collection::vec((0u32..300, 0u64..6, 0u8..3), 0..200),
+            limit in 1usize..20,
+            section in proptest::option::of(0u8..3),
+        ) {
+            let mut tallies = HashMap::new();
+            let mut meta = HashMap::new();
+            for (a, views, s) in &rows {
+                let id = ArticleId::parse(&format!("a{a}")).unwrap();
+                tallies.insert(id.clone(), Tally { views: *views, shares: vec![] });
+                meta.insert(id, Meta { section: Some(format!("s{s}").into()), lang: None });
+            }
+            let query = match section {
+                Some(s) => format!("limit={limit}&section=s{s}"),
+                None => format!("limit={limit}"),
+            };
+            let q = q(&query).unwrap();
+            let mut expected: Vec<(u64, String)> = tallies
+                .iter()
+                .filter(|(id, t)| t.views > 0 && section.is_none_or(|s| meta[*id].section.as_deref() == Some(&*format!("s{s}"))))
+                .map(|(id, t)| (t.views, id.to_string()))
+                .collect();
+            expected.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            expected.truncate(limit);
+            let got: Vec<(u64, String)> = rank(&tallies, &meta, &q).into_iter().map(|e| (e.count, e.article)).collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
 }
