@@ -22,7 +22,7 @@ use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::shutdown::Lifecycle;
 use crate::store::redis::TOP_REFRESH_EVERY;
-use crate::store::Store;
+use crate::store::{RedisStore, Store};
 
 /// A built service, listeners bound, spill files replayed, ready to serve.
 #[derive(Debug)]
@@ -57,7 +57,8 @@ async fn open_redis(config: &Config, url: &str) -> anyhow::Result<Store> {
              the key schema is ready for it (docs/redis-keys.md)"
         );
     }
-    let store = Store::open_redis(url, &config.redis_prefix).context("configuring the Redis client")?;
+    let redis = RedisStore::open(url, &config.redis_prefix).context("configuring the Redis client")?;
+    let store = Store::Redis(redis.with_read_timeout(config.redis_read_timeout));
     // Not fatal: while Redis is away the service counts in memory and retries.
     if let Err(e) = store.ping().await {
         tracing::warn!(error = %e, "Redis does not answer at start; counting in memory until it does");

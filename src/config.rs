@@ -115,6 +115,10 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_REDIS_PREFIX", default_value = "vc", value_name = "PREFIX")]
     pub redis_prefix: String,
 
+    /// How long an API read waits for Redis before answering from the last known totals (or 503).
+    #[arg(long, env = "VIEWCOUNTER_REDIS_READ_TIMEOUT", default_value = "500ms", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub redis_read_timeout: Duration,
+
     /// Directory of the embedded store and of spill files.
     #[arg(long, env = "VIEWCOUNTER_DATA_DIR", default_value = "./data", value_name = "DIR")]
     pub data_dir: PathBuf,

@@ -6,12 +6,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{RedisServer, TestApp};
+use common::{batches, RedisServer, TestApp};
 use http::StatusCode;
 use serde_json::{json, Value};
 use viewcounter::clock::{Clock, ManualClock};
 use viewcounter::event::{ArticleId, Meta, Networks};
-use viewcounter::store::{ArticleDelta, Batch, BatchId, RedisStore};
+use viewcounter::store::{ArticleDelta, RedisStore};
 use viewcounter::top::TopQuery;
 
 const MIN: u64 = 60_000;
@@ -55,44 +55,17 @@ impl Harness {
     }
 
     async fn views(&mut self, rows: &[(&str, u64, &str)]) {
-        let articles = rows
-            .iter()
-            .map(|(a, n, section)| ArticleDelta {
-                article: ArticleId::parse(a).unwrap(),
-                views: *n,
-                shares: vec![],
-                meta: Meta {
-                    section: Some((*section).into()),
-                    lang: Some("en".into()),
-                },
-            })
-            .collect();
-        self.apply(articles, self.clock.now_ms()).await;
+        self.apply(batches::views(rows), self.clock.now_ms()).await;
     }
 
     async fn shares(&mut self, article: &str, shares: &[(&str, u64)]) {
-        let d = ArticleDelta {
-            article: ArticleId::parse(article).unwrap(),
-            views: 0,
-            shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
-            meta: Meta::default(),
-        };
-        self.apply(vec![d], self.clock.now_ms()).await;
+        self.apply(vec![batches::shares(article, shares)], self.clock.now_ms())
+            .await;
     }
 
-    async fn apply(&mut self, mut articles: Vec<ArticleDelta>, flushed_at_ms: u64) {
-        articles.sort_by(|a, b| a.article.cmp(&b.article));
+    async fn apply(&mut self, articles: Vec<ArticleDelta>, flushed_at_ms: u64) {
         self.seq += 1;
-        let batch = Batch {
-            id: BatchId {
-                instance: "t".into(),
-                epoch_ms: 1,
-                seq: self.seq,
-                chunk: 0,
-            },
-            flushed_at_ms,
-            articles,
-        };
+        let batch = batches::batch(self.seq, flushed_at_ms, articles);
         viewcounter::store::Store::Redis(self.store.clone())
             .apply(&batch)
             .await

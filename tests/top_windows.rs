@@ -1,11 +1,15 @@
 //! Top windows on the embedded store with a controllable clock: buckets roll out of
 //! each window without waiting, rankings survive a restart, admin delete forgets.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::batches;
+
 use viewcounter::clock::ManualClock;
-use viewcounter::event::{ArticleId, Meta, Networks};
-use viewcounter::store::{ArticleDelta, Batch, BatchId, EmbeddedStore};
+use viewcounter::event::{ArticleId, Networks};
+use viewcounter::store::{ArticleDelta, EmbeddedStore};
 use viewcounter::top::{TopEntry, TopQuery};
 
 const MIN: u64 = 60_000;
@@ -51,44 +55,16 @@ impl Harness {
 
     /// Applies views (article, n, section) flushed now.
     fn views(&mut self, rows: &[(&str, u64, &str)]) {
-        let mut articles: Vec<ArticleDelta> = rows
-            .iter()
-            .map(|(a, n, section)| ArticleDelta {
-                article: ArticleId::parse(a).unwrap(),
-                views: *n,
-                shares: vec![],
-                meta: Meta {
-                    section: Some((*section).into()),
-                    lang: Some("en".into()),
-                },
-            })
-            .collect();
-        articles.sort_by(|a, b| a.article.cmp(&b.article));
-        self.apply(articles);
+        self.apply(batches::views(rows));
     }
 
     fn shares(&mut self, article: &str, shares: &[(&str, u64)]) {
-        let d = ArticleDelta {
-            article: ArticleId::parse(article).unwrap(),
-            views: 0,
-            shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
-            meta: Meta::default(),
-        };
-        self.apply(vec![d]);
+        self.apply(vec![batches::shares(article, shares)]);
     }
 
     fn apply(&mut self, articles: Vec<ArticleDelta>) {
         self.seq += 1;
-        let batch = Batch {
-            id: BatchId {
-                instance: "t".into(),
-                epoch_ms: 1,
-                seq: self.seq,
-                chunk: 0,
-            },
-            flushed_at_ms: self.clock.now_ms_pub(),
-            articles,
-        };
+        let batch = batches::batch(self.seq, self.clock.now_ms_pub(), articles);
         self.rt.block_on(self.store().apply(&batch)).unwrap();
     }
 

@@ -38,10 +38,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound of one store call, reconnection included: a connect plus a response.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
-/// Bound of a read for the API: reads of up to 100 articles take a millisecond, and
-/// past this the API answers from the last known totals instead of keeping a page
-/// waiting for the whole response timeout.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default bound of a read for the API (`--redis-read-timeout`): reads of up to 100
+/// articles take a millisecond, and past this the API answers from the last known
+/// totals instead of keeping a page waiting for the whole response timeout.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A handle to Redis; cheap to clone. Purposefully lazy: the service starts and
 /// counts in memory even when Redis is down at start.
@@ -54,6 +54,8 @@ pub struct RedisStore {
     /// This instance's top windows (`None` until loaded). A tokio Mutex: a refresh
     /// holds it across its reads, so concurrent requests share one refresh.
     top: Arc<tokio::sync::Mutex<Option<top::TopState>>>,
+    /// Bound of an API read and of a ping.
+    read_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -88,7 +90,14 @@ impl RedisStore {
             keys: Keys::new(prefix),
             clock,
             top: Arc::default(),
+            read_timeout: READ_TIMEOUT,
         })
+    }
+
+    /// Sets the bound of an API read (`--redis-read-timeout`).
+    pub fn with_read_timeout(mut self, limit: Duration) -> Self {
+        self.read_timeout = limit;
+        self
     }
 
     /// Runs `op` on the connection within `limit`. An `op` that finds the
@@ -123,10 +132,9 @@ impl RedisStore {
 
     /// [`Self::call`] for one pipeline that reads for the API.
     async fn query_read<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        self.call(
-            READ_TIMEOUT,
-            |mut conn| async move { pipe.query_async(&mut conn).await },
-        )
+        self.call(self.read_timeout, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
         .await
     }
 
@@ -183,7 +191,7 @@ impl RedisStore {
     /// `PING`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let ping = &redis::cmd("PING");
-        self.call(READ_TIMEOUT, |mut conn| async move {
+        self.call(self.read_timeout, |mut conn| async move {
             ping.query_async::<String>(&mut conn).await
         })
         .await

@@ -73,9 +73,10 @@ impl RedisStore {
             .arg(keys::meta_field(a, "lang"));
         let cmd = &cmd;
         let (section, lang): (Option<String>, Option<String>) = self
-            .call(super::READ_TIMEOUT, |mut conn| async move {
-                cmd.query_async(&mut conn).await
-            })
+            .call(
+                self.read_timeout,
+                |mut conn| async move { cmd.query_async(&mut conn).await },
+            )
             .await?;
         Ok(Meta {
             section: section.map(Into::into),

@@ -1,0 +1,44 @@
+//! Batches built by hand, for tests that apply them to a store directly.
+
+use viewcounter::event::{ArticleId, Meta};
+use viewcounter::store::{ArticleDelta, Batch, BatchId};
+
+/// Views (article, n, section), language `en`.
+pub fn views(rows: &[(&str, u64, &str)]) -> Vec<ArticleDelta> {
+    rows.iter()
+        .map(|(a, n, section)| ArticleDelta {
+            article: ArticleId::parse(a).unwrap(),
+            views: *n,
+            shares: vec![],
+            meta: Meta {
+                section: Some((*section).into()),
+                lang: Some("en".into()),
+            },
+        })
+        .collect()
+}
+
+/// Shares of one article by network.
+pub fn shares(article: &str, shares: &[(&str, u64)]) -> ArticleDelta {
+    ArticleDelta {
+        article: ArticleId::parse(article).unwrap(),
+        views: 0,
+        shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
+        meta: Meta::default(),
+    }
+}
+
+/// Batch `seq` of a test run, flushed at `flushed_at_ms`, articles sorted as a drain sorts them.
+pub fn batch(seq: u64, flushed_at_ms: u64, mut articles: Vec<ArticleDelta>) -> Batch {
+    articles.sort_by(|a, b| a.article.cmp(&b.article));
+    Batch {
+        id: BatchId {
+            instance: "t".into(),
+            epoch_ms: 1,
+            seq,
+            chunk: 0,
+        },
+        flushed_at_ms,
+        articles,
+    }
+}
