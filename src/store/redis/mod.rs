@@ -31,7 +31,7 @@ static DELETE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script:
 /// A TCP connect to Redis takes well under a millisecond on a LAN; one second means
 /// "unreachable" without stalling the flusher (the crate's default is also 1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest call is one pipelined chunk of 2,000 articles, a few milliseconds of
+/// The longest call is one pipelined chunk of 10,000 articles, some tens of milliseconds of
 /// script time; 2 s leaves room for a slow fsync (`appendfsync always`) or a busy
 /// server, where the crate's 500 ms default would time out (and retry) needlessly,
 /// yet lets the final flush (5 s) make two attempts before it spills.
