@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind};
+use redis::{Pipeline, Script};
 
 use super::buckets::log_lines;
 use super::top::{bucket_time, MINUTE_TTL};
-use super::{err, RedisStore};
+use super::RedisStore;
 use crate::event::Meta;
 use crate::store::keys::{self, Partition, VIEWS_FIELD};
 use crate::store::{Applied, ArticleDelta, Batch, BatchId, StoreError};
@@ -26,23 +26,8 @@ static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("appl
 impl RedisStore {
     /// Applies each partition's piece of `batch` at most once.
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        let pipe = &self.apply_pipeline(batch);
-        let results: Vec<RedisResult<i64>> = self
-            .call(super::CALL_TIMEOUT, |mut conn| async move {
-                let results: Vec<RedisResult<i64>> = pipe.query_async(&mut conn).await?;
-                if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
-                    return Ok(results);
-                }
-                // Redis restarted and lost its script cache: load it and send the same
-                // pieces again (none of them ran; one that did would be a duplicate).
-                APPLY.load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await
-            })
-            .await?;
-        let mut applied = 0;
-        for r in results {
-            applied += r.map_err(err)?;
-        }
+        let pipe = self.apply_pipeline(batch);
+        let applied: i64 = self.run_script_pipeline(&APPLY, &pipe).await?.into_iter().sum();
         Ok(match applied {
             0 => Applied::Duplicate,
             n if n == pipe.len() as i64 => Applied::Applied,
@@ -111,10 +96,6 @@ fn push_pairs(args: &mut Vec<String>, pairs: Vec<(String, String)>) {
         args.push(field);
         args.push(value);
     }
-}
-
-fn is_noscript(e: &RedisError) -> bool {
-    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
 /// One `(field, delta)` per counter that changed: the only writes a flush makes.

@@ -5,18 +5,14 @@
 
 use std::sync::LazyLock;
 
-use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+use redis::Script;
 
 use super::top::{open_from, HOUR_TTL, MINUTE_TTL};
-use super::{err, RedisStore, CALL_TIMEOUT};
+use super::RedisStore;
 use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::StoreError;
 
 static FOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("fold.lua")));
-
-fn is_noscript(e: &RedisError) -> bool {
-    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
-}
 
 impl RedisStore {
     /// Folds every partition's closed minutes into their hours (one pipeline); returns
@@ -39,21 +35,6 @@ impl RedisStore {
                 .arg(oldest)
                 .arg(HOUR_TTL.as_secs());
         }
-        let pipe = &pipe;
-        let results: Vec<RedisResult<i64>> = self
-            .call(CALL_TIMEOUT, |mut conn| async move {
-                let results: Vec<RedisResult<i64>> = pipe.query_async(&mut conn).await?;
-                if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
-                    return Ok(results);
-                }
-                FOLD.load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await
-            })
-            .await?;
-        let mut folded = 0;
-        for r in results {
-            folded += r.map_err(err)?;
-        }
-        Ok(folded)
+        Ok(self.run_script_pipeline(&FOLD, &pipe).await?.into_iter().sum())
     }
 }

@@ -66,6 +66,10 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Redis(e.to_string())
 }
@@ -119,6 +123,24 @@ impl RedisStore {
             Ok(result) => result.map_err(err),
             Err(_) => Err(StoreError::Redis(format!("no answer within {limit:?}"))),
         }
+    }
+
+    /// Runs a pipeline of `script` calls (one `EVALSHA` each) and returns each call's
+    /// integer answer. When Redis restarted and lost its script cache, the script is
+    /// loaded and the same pipeline sent again: none of its calls ran (one that did
+    /// would answer as a duplicate).
+    async fn run_script_pipeline(&self, script: &Script, pipe: &Pipeline) -> Result<Vec<i64>, StoreError> {
+        let results: Vec<RedisResult<i64>> = self
+            .call(CALL_TIMEOUT, |mut conn| async move {
+                let results: Vec<RedisResult<i64>> = pipe.query_async(&mut conn).await?;
+                if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
+                    return Ok(results);
+                }
+                script.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        results.into_iter().map(|r| r.map_err(err)).collect()
     }
 
     /// [`Self::call`] for one pipeline that writes.
