@@ -309,20 +309,8 @@ fn read_counts(
 }
 
 fn remove_counts(table: &mut redb::Table<(&'static str, &'static str), u64>, article: &str) -> Result<(), StoreError> {
-    let keys: Vec<String> = {
-        let mut keys = Vec::new();
-        for row in table.range((article, "")..).map_err(err)? {
-            let (k, _) = row.map_err(err)?;
-            let (a, counter) = k.value();
-            if a != article {
-                break;
-            }
-            keys.push(counter.to_string());
-        }
-        keys
-    };
-    for counter in keys {
-        table.remove((article, counter.as_str())).map_err(err)?;
-    }
-    Ok(())
+    // Counter names are ASCII ("views", "share:<network>"), all below \x7f.
+    table
+        .retain_in((article, "")..(article, "\u{7f}"), |_, _| false)
+        .map_err(err)
 }
