@@ -165,7 +165,7 @@ impl App {
                 stop_serving.clone(),
             ));
         }
-        let flush_task = tokio::spawn(flusher.run(stop_flushing.clone()));
+        let mut flush_task = tokio::spawn(flusher.run(stop_flushing.clone()));
         let top_task = match &api.store {
             Store::Redis(redis) => Some(tokio::spawn(
                 redis
@@ -179,6 +179,16 @@ impl App {
         let early_exit = tokio::select! {
             _ = shutdown.cancelled() => None,
             done = servers.join_next() => done,
+            // The flusher only returns when told to: anything else is a bug, and a
+            // service that counts without flushing must not look healthy.
+            died = &mut flush_task => {
+                api.lifecycle.close_ingest();
+                stop_serving.cancel();
+                stop_flushing.cancel();
+                while servers.join_next().await.is_some() {}
+                died.context("the flusher task failed")?;
+                anyhow::bail!("the flusher stopped unexpectedly");
+            }
         };
         api.lifecycle.begin_stop();
         stop_serving.cancel();
