@@ -86,9 +86,16 @@ impl Route<'_> {
         match self {
             Route::Events => "POST, OPTIONS",
             Route::AdminArticle(_) => "PUT, DELETE",
-            Route::Pixel | Route::Articles | Route::Article(_) | Route::Top => "GET, OPTIONS",
-            Route::CounterJs | Route::Healthz | Route::Readyz | Route::Metrics => "GET",
+            // The pixel counts a view: a HEAD (a link checker, a prefetch) must not.
+            Route::Pixel => "GET, OPTIONS",
+            Route::Articles | Route::Article(_) | Route::Top => "GET, HEAD, OPTIONS",
+            Route::CounterJs | Route::Healthz | Route::Readyz | Route::Metrics => "GET, HEAD",
         }
+    }
+
+    /// HEAD is GET without the body (hyper leaves the body out), where GET changes nothing.
+    fn answers_head(&self) -> bool {
+        self.allow().contains("HEAD")
     }
 
     fn is_browser_facing(&self) -> bool {
@@ -155,6 +162,11 @@ async fn dispatch(
     if method == Method::OPTIONS && route.is_browser_facing() {
         return Ok(preflight(route));
     }
+    let method = if method == Method::HEAD && route.answers_head() {
+        &Method::GET
+    } else {
+        method
+    };
     match (route, method) {
         (Route::Events, &Method::POST) => {
             ingest::check_content_type(headers)?;
