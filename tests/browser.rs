@@ -68,7 +68,7 @@ mod served {
         let app = TestApp::start(&[]).await;
         let r = app.client.send(Method::POST, "/v1/counter.js", &[], "x").await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(r.header("allow"), "GET");
+        assert_eq!(r.header("allow"), "GET, HEAD");
         assert_eq!(r.error_code(), "method_not_allowed");
     }
 }
