@@ -64,6 +64,37 @@ mod served {
     }
 
     #[tokio::test]
+    async fn browsers_that_accept_gzip_get_it_under_2_kb() {
+        use std::io::Read;
+        let app = TestApp::start(&[]).await;
+        let plain = app.client.get("/v1/counter.js").await;
+        let gz = app
+            .client
+            .send(
+                Method::GET,
+                "/v1/counter.js",
+                &[("accept-encoding", "gzip, deflate, br")],
+                "",
+            )
+            .await;
+        assert_eq!(gz.status, StatusCode::OK);
+        assert_eq!(gz.header("content-encoding"), "gzip");
+        assert_eq!(gz.header("vary"), "Accept-Encoding");
+        assert_ne!(
+            gz.header("etag"),
+            plain.header("etag"),
+            "one validator per representation"
+        );
+        assert!(gz.body.len() < 2048, "{} bytes on the wire", gz.body.len());
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&gz.body[..])
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, plain.body);
+        assert_eq!(plain.header("content-encoding"), "");
+    }
+
+    #[tokio::test]
     async fn posting_to_counter_js_is_405() {
         let app = TestApp::start(&[]).await;
         let r = app.client.send(Method::POST, "/v1/counter.js", &[], "x").await;
