@@ -10,6 +10,9 @@
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
+#[path = "support/servers.rs"]
+#[allow(dead_code)]
+mod servers;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use redis_server::RedisServer;
@@ -153,24 +155,8 @@ fn run(store: &str, redis_url: Option<&str>, n: usize) {
     let filled = Instant::now();
     rt.block_on(fill(redis_url, data.path()));
     eprintln!("{store}: filled {ARTICLES} articles in {:.1?}", filled.elapsed());
-    let mut args = vec![
-        "viewcounter".to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        data.path().display().to_string(),
-    ];
-    if let Some(url) = redis_url {
-        args.extend(["--redis-url".into(), url.to_string()]);
-    }
-    let config = viewcounter::Config::parse_from(args);
     let started = Instant::now();
-    let addr = rt.block_on(async move {
-        let app = viewcounter::App::build(config).await.expect("service builds");
-        let addr = app.public_addr();
-        tokio::spawn(app.run_until(tokio_util::sync::CancellationToken::new()));
-        addr
-    });
+    let addr = servers::start_service(&rt, data.path(), redis_url);
     eprintln!("{store}: service started (windows loaded) in {:.1?}", started.elapsed());
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -53,11 +53,6 @@ impl InFlight {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// The queued batches.
-    pub fn batches(&self) -> Vec<Arc<Batch>> {
-        self.read().iter().map(|u| u.batch.clone()).collect()
-    }
-
     /// The queue and the result of `also`, computed while no drain can add to the
     /// queue: pending counts and queued batches of one moment, so a count racing a
     /// drain is seen once (pending or queued), never twice or not at all.

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -107,23 +108,7 @@ impl Servers {
         });
 
         let service_rt = runtime();
-        let mut args = vec![
-            "viewcounter".to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            data.path().display().to_string(),
-        ];
-        if !embedded {
-            args.extend(["--redis-url".into(), redis_url.to_string()]);
-        }
-        let config = viewcounter::Config::parse_from(args);
-        let service = service_rt.block_on(async move {
-            let app = viewcounter::App::build(config).await.expect("service builds");
-            let addr = app.public_addr();
-            tokio::spawn(app.run_until(tokio_util::sync::CancellationToken::new()));
-            addr
-        });
+        let service = start_service(&service_rt, data.path(), (!embedded).then_some(redis_url));
         Servers {
             bare,
             service,
@@ -132,6 +117,28 @@ impl Servers {
             _data: data,
         }
     }
+}
+
+/// Starts viewcounter in process on `rt` (port 0, `data_dir`, Redis if `redis_url`)
+/// and returns its address once it serves.
+pub fn start_service(rt: &tokio::runtime::Runtime, data_dir: &Path, redis_url: Option<&str>) -> SocketAddr {
+    let mut args = vec![
+        "viewcounter".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ];
+    if let Some(url) = redis_url {
+        args.extend(["--redis-url".into(), url.to_string()]);
+    }
+    let config = viewcounter::Config::parse_from(args);
+    rt.block_on(async move {
+        let app = viewcounter::App::build(config).await.expect("service builds");
+        let addr = app.public_addr();
+        tokio::spawn(app.run_until(tokio_util::sync::CancellationToken::new()));
+        addr
+    })
 }
 
 /// Total calls in INFO commandstats, minus the INFO/CONFIG calls of the benchmark itself.

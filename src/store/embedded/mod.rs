@@ -220,24 +220,6 @@ impl EmbeddedStore {
         })
         .await
     }
-
-    /// The stored section and language of an article.
-    pub async fn meta(&self, article: &ArticleId) -> Result<Meta, StoreError> {
-        let article = article.clone();
-        self.blocking(move |s| {
-            let txn = s.db.begin_read().map_err(err)?;
-            let table = txn.open_table(META).map_err(err)?;
-            let meta = table.get(article.as_str()).map_err(err)?.map(|g| {
-                let (section, lang) = g.value();
-                Meta {
-                    section: section.map(Into::into),
-                    lang: lang.map(Into::into),
-                }
-            });
-            Ok(meta.unwrap_or_default())
-        })
-        .await
-    }
 }
 
 fn load_windows(db: &Database, now_ms: u64) -> Result<Windows, StoreError> {
