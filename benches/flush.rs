@@ -1,7 +1,7 @@
-//! Flush throughput and memory: N distinct pending keys (100k and 1M) drained from the
-//! counter map and applied to a private Redis exactly as the flusher does it (chunks of
-//! 2,000 articles, one at a time), with the time, the Redis commands (INFO
-//! commandstats) and the resident memory the pending keys took.
+//! Flush throughput and memory: N distinct pending keys (100k and 1M) flushed to a
+//! private Redis by the service's own `Flusher` (one `flush_once`: drain, chunks, the
+//! pipelined applies), with the time, the Redis commands (INFO commandstats) and the
+//! resident memory the pending keys took. The drain alone is timed on a second map.
 //!
 //! Run: `cargo bench --bench flush [-- --fsync-always]` (figures in BENCHMARKS.md).
 
@@ -10,13 +10,15 @@
 mod redis_server;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
 use viewcounter::counter::CounterMap;
 use viewcounter::event::{Counter, Event, Networks};
-use viewcounter::flusher::CHUNK_ARTICLES;
-use viewcounter::store::{Batch, BatchId, Store};
+use viewcounter::flusher::Flusher;
+use viewcounter::in_flight::InFlight;
+use viewcounter::metrics::Metrics;
+use viewcounter::store::Store;
 
 /// Resident set size of this process, bytes (Linux).
 fn rss_bytes() -> u64 {
@@ -68,48 +70,58 @@ fn main() {
     let store = rt
         .block_on(async { Store::open_redis(&redis.url(), "vc") })
         .expect("redis store");
-    println!("| pending keys | fill RSS delta | bytes per key | drain | apply to Redis | of which Redis CPU | Redis commands | commands per key |");
+    println!("| pending keys | fill RSS delta | bytes per key | drain alone | flush (drain + apply) | Redis script CPU | Redis commands | commands per key |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (run, n) in [100_000usize, 1_000_000].into_iter().enumerate() {
+    for n in [100_000usize, 1_000_000] {
         let ids: Vec<String> = (0..n).map(|i| format!("article-{i:07}")).collect();
         let before = rss_bytes();
-        let map = Arc::new(CounterMap::new(n + 1, Networks::default()));
-        for id in &ids {
-            map.record(&Event {
-                article: id,
-                counter: Counter::View,
-                section: None,
-                lang: None,
-            });
-        }
+        let map = filled(&ids);
         let per_key = rss_bytes().saturating_sub(before) as f64 / n as f64;
         let drained_at = Instant::now();
-        let articles = map.drain();
+        drop(map.drain());
         let drain = drained_at.elapsed();
+        drop(map);
+
+        let map = filled(&ids);
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let in_flight = Arc::new(InFlight::default());
+        let mut flusher = Flusher::new(
+            map.clone(),
+            store.clone(),
+            Metrics::new(),
+            in_flight.clone(),
+            format!("bench-{n}"),
+            Duration::from_secs(1),
+            data_dir.path().to_path_buf(),
+            Duration::from_secs(30),
+        );
         redis.cli(&["CONFIG", "RESETSTAT"]);
-        let applied_at = Instant::now();
-        for (i, chunk) in articles.chunks(CHUNK_ARTICLES).enumerate() {
-            let batch = Batch {
-                id: BatchId {
-                    instance: "bench".into(),
-                    epoch_ms: run as u64 + 1,
-                    seq: 1,
-                    chunk: i as u32,
-                },
-                flushed_at_ms: 0,
-                articles: chunk.to_vec(),
-            };
-            rt.block_on(store.apply(&batch)).expect("apply");
-        }
-        let apply = applied_at.elapsed();
+        let flushed_at = Instant::now();
+        rt.block_on(flusher.flush_once());
+        let flush = flushed_at.elapsed();
+        assert!(in_flight.is_empty(), "Redis acknowledged every batch");
         let (cmds, redis_usec) = commands(&redis);
         println!(
             "| {n} | {:.1} MiB | {per_key:.0} | {:.0} ms | {:.0} ms | {:.0} ms | {cmds} | {:.2} |",
             (per_key * n as f64) / 1048576.0,
             drain.as_secs_f64() * 1000.0,
-            apply.as_secs_f64() * 1000.0,
+            flush.as_secs_f64() * 1000.0,
             redis_usec as f64 / 1000.0,
             cmds as f64 / n as f64
         );
     }
+}
+
+/// A counter map with one view pending for each of `ids`.
+fn filled(ids: &[String]) -> Arc<CounterMap> {
+    let map = Arc::new(CounterMap::new(ids.len() + 1, Networks::default()));
+    for id in ids {
+        map.record(&Event {
+            article: id,
+            counter: Counter::View,
+            section: None,
+            lang: None,
+        });
+    }
+    map
 }

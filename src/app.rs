@@ -58,12 +58,15 @@ async fn open_redis(config: &Config, url: &str) -> anyhow::Result<Store> {
         );
     }
     let redis = RedisStore::open(url, &config.redis_prefix).context("configuring the Redis client")?;
-    let store = Store::Redis(redis.with_read_timeout(config.redis_read_timeout));
+    let redis = redis
+        .with_read_timeout(config.redis_read_timeout)
+        .with_networks(config.share_networks.clone());
+    let store = Store::Redis(redis);
     // Not fatal: while Redis is away the service counts in memory and retries.
     if let Err(e) = store.ping().await {
         tracing::warn!(error = %e, "Redis does not answer at start; counting in memory until it does");
     } else if let Store::Redis(redis) = &store {
-        // The one SCAN of the top windows, before serving; on failure the background
+        // The top windows are loaded before serving; on failure the background
         // refresher loads them once Redis answers.
         if let Err(e) = redis.load_top().await {
             tracing::warn!(error = %e, "loading the top-articles windows failed; retrying in the background");

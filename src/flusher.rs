@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::task::JoinSet;
 use tokio::time;
 use tokio_util::sync::CancellationToken;
 
@@ -48,10 +49,9 @@ impl BatchIds {
         }
     }
 
+    /// The next id: every batch, each chunk of a drain too, has its own `seq`.
     fn next(&mut self, chunk: u32) -> BatchId {
-        if chunk == 0 {
-            self.seq += 1;
-        }
+        self.seq += 1;
         BatchId {
             instance: self.instance.clone(),
             epoch_ms: self.epoch_ms,
@@ -200,28 +200,54 @@ impl Flusher {
         self.metrics.unacked_events.set(self.in_flight.events() as i64);
     }
 
-    /// Applies queued batches in order; stops at the first failure. Returns true
-    /// when the queue is empty.
+    /// Applies the queued batches, [`Store::batches_at_once`] at a time; starts no
+    /// more after a failure. Returns true when all of them were acknowledged.
     async fn apply_queued(&mut self) -> bool {
-        for u in self.in_flight.snapshot() {
-            let started = Instant::now();
-            let result = self.store.apply(&u.batch).await;
-            self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
-            match result {
-                Ok(outcome) => {
-                    if u.spill_file.is_some() {
-                        failpoint::hit(self.failpoint, Failpoint::ExitAfterReplayApply);
+        let mut queue = self.in_flight.snapshot().into_iter();
+        let mut running = JoinSet::new();
+        let mut error = None;
+        loop {
+            while error.is_none() && running.len() < self.store.batches_at_once() {
+                let Some(u) = queue.next() else { break };
+                let store = self.store.clone();
+                running.spawn(async move {
+                    let started = Instant::now();
+                    let result = store.apply(&u.batch).await;
+                    (u, started.elapsed(), result)
+                });
+            }
+            let Some(joined) = running.join_next().await else { break };
+            match joined {
+                Ok((u, took, result)) => {
+                    self.metrics.flush_duration.observe(took.as_secs_f64());
+                    match result {
+                        Ok(outcome) => self.applied(&u, outcome),
+                        Err(e) => {
+                            self.metrics.flush_batches.with_label_values(&["error"]).inc();
+                            error.get_or_insert(e.to_string());
+                        }
                     }
-                    self.acknowledged(&u.batch.id, outcome)
                 }
+                // A panic in the store's code: the batch stays queued.
                 Err(e) => {
-                    self.metrics.flush_batches.with_label_values(&["error"]).inc();
-                    self.failed(&e.to_string());
-                    return false;
+                    error.get_or_insert(format!("flush task failed: {e}"));
                 }
             }
         }
-        true
+        match error {
+            Some(e) => {
+                self.failed(&e);
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn applied(&mut self, u: &Unacked, outcome: Applied) {
+        if u.spill_file.is_some() {
+            failpoint::hit(self.failpoint, Failpoint::ExitAfterReplayApply);
+        }
+        self.acknowledged(&u.batch.id, outcome);
     }
 
     fn acknowledged(&mut self, id: &BatchId, outcome: Applied) {

@@ -13,7 +13,9 @@ use crate::store::Batch;
 
 const PREFIX: &str = "spill-";
 const SUFFIX: &str = ".json";
-const FORMAT_VERSION: u32 = 1;
+/// 2: every chunk of a drain has its own batch `seq` (in 1, chunks shared one), which
+/// the Redis store's exactly-once record relies on; a file of format 1 is set aside.
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SpillFile {

@@ -5,13 +5,19 @@
 mod common;
 mod load;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use common::{eventually, RedisServer, TestApp};
 use load::{assert_redis_holds, Load};
-use viewcounter::store::keys::Keys;
-
-fn counts_key(article: &str) -> String {
-    Keys::new("vc").counts(article)
-}
+use viewcounter::counter::CounterMap;
+use viewcounter::event::{Counter, Event, Networks};
+use viewcounter::flusher::{Flusher, CHUNK_ARTICLES};
+use viewcounter::in_flight::InFlight;
+use viewcounter::metrics::Metrics;
+use viewcounter::store::keys::{Keys, Partition, PARTITIONS};
+use viewcounter::store::Store;
 
 const ERRORS: &str = r#"viewcounter_flush_batches_total{result="error"}"#;
 const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
@@ -102,7 +108,7 @@ async fn reads_during_an_outage_answer_from_the_last_known_totals() {
     assert_eq!(ready.status, 200, "{}", ready.text());
     tokio::task::block_in_place(|| redis.restart());
     app.stop().await;
-    assert_eq!(redis.cli(&["HGET", &counts_key("seen"), "views"]).as_deref(), Some("4"));
+    assert_eq!(redis.stored("seen", "views").as_deref(), Some("4"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,8 +127,8 @@ async fn new_keys_beyond_the_capacity_get_503_while_redis_is_down() {
     assert_eq!(app.client.get("/readyz").await.status, 503);
     tokio::task::block_in_place(|| redis.restart());
     app.stop().await;
-    assert_eq!(redis.cli(&["HGET", &counts_key("one"), "views"]).as_deref(), Some("2"));
-    assert_eq!(redis.cli(&["EXISTS", &counts_key("three")]).as_deref(), Some("0"));
+    assert_eq!(redis.stored("one", "views").as_deref(), Some("2"));
+    assert_eq!(redis.stored("three", "views"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,4 +165,80 @@ async fn a_stalled_redis_does_not_keep_readers_waiting() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_of_several_chunks_applied_through_a_stall_lands_exactly_once() {
+    let redis = RedisServer::start();
+    let store = Store::open_redis(&redis.url(), "vc").unwrap();
+    // Three chunks and a bit: the batches are in flight together.
+    let n = 3 * CHUNK_ARTICLES + 7;
+    let map = Arc::new(CounterMap::new(2 * n, Networks::default()));
+    let metrics = Metrics::new();
+    let in_flight = Arc::new(InFlight::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut flusher = Flusher::new(
+        map.clone(),
+        store,
+        metrics.clone(),
+        in_flight.clone(),
+        "stalled".into(),
+        Duration::from_millis(100),
+        dir.path().to_path_buf(),
+        Duration::from_secs(5),
+    );
+
+    // A first flush loads the script, so the stalled commands can run.
+    record_view_and_share(&map, "warm-up");
+    flusher.flush_once().await;
+    assert!(in_flight.is_empty());
+    (0..n).for_each(|i| record_view_and_share(&map, &format!("chunked-{i}")));
+
+    // Longer than the client's response timeout: the answers are lost, yet Redis
+    // runs every command queued behind the sleep once it wakes.
+    let port = redis.port;
+    let stall = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "3"])
+            .output()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    flusher.flush_once().await;
+    while !in_flight.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        flusher.flush_once().await;
+    }
+    stall.join().unwrap().unwrap();
+
+    assert!(in_flight.is_empty(), "every batch acknowledged in the end");
+    let failed = metrics.flush_batches.with_label_values(&["error"]).get();
+    let duplicates = metrics.flush_batches.with_label_values(&["duplicate"]).get();
+    assert!(
+        failed >= 1 && duplicates >= 1,
+        "the stall lost answers: {failed} failed, {duplicates} duplicates"
+    );
+    let keys = Keys::new("vc");
+    let mut fields = 0;
+    for p in 0..PARTITIONS {
+        let counts: BTreeMap<String, u64> = redis::cmd("HGETALL")
+            .arg(keys.counts(Partition::from_index(p)))
+            .query(&mut redis::Client::open(redis.url()).unwrap().get_connection().unwrap())
+            .unwrap();
+        assert!(counts.values().all(|v| *v == 1), "partition {p}: {counts:?}");
+        fields += counts.len();
+    }
+    assert_eq!(fields, 2 * n + 2, "one view and one share of every article");
+}
+
+fn record_view_and_share(map: &CounterMap, article: &str) {
+    let share = Counter::Share(Networks::default().find("telegram").unwrap());
+    for counter in [Counter::View, share] {
+        map.record(&Event {
+            article,
+            counter,
+            section: None,
+            lang: None,
+        });
+    }
 }

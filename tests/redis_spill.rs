@@ -14,7 +14,6 @@ use load::{assert_redis_holds, Load};
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::failpoint;
 use viewcounter::spill;
-use viewcounter::store::keys::Keys;
 use viewcounter::store::{ArticleDelta, Batch, BatchId};
 
 const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
@@ -112,7 +111,7 @@ async fn a_spill_found_while_redis_is_still_down_is_applied_once_it_returns() {
     assert!(common::eventually(15, || async { spill_files(dir.path()).is_empty() }).await);
     assert_eq!(app.client.views("crash-000").await, 1);
     app.stop().await;
-    let views = |a: &str| redis.cli(&["HGET", &Keys::new("vc").counts(a), "views"]);
+    let views = |a: &str| redis.stored(a, "views");
     assert_eq!(views("crash-000").as_deref(), Some("1"));
     assert_eq!(views("during-outage").as_deref(), Some("1"));
 }
@@ -164,7 +163,6 @@ async fn a_crash_between_applying_a_replayed_batch_and_deleting_its_file_counts_
     let dir = tempfile::tempdir().unwrap();
     let batches: Vec<Batch> = (1..=3).map(crashed_batch).collect();
     spill::write(dir.path(), "crashed", &batches).unwrap();
-    let views_of = |article: &str| redis.cli(&["HGET", &Keys::new("vc").counts(article), "views"]);
 
     let data_dir = dir.path().display().to_string();
     let url = redis.url();
@@ -180,24 +178,20 @@ async fn a_crash_between_applying_a_replayed_batch_and_deleting_its_file_counts_
     ]);
     assert_eq!(status.code(), Some(failpoint::EXIT_CODE), "{stderr}");
     assert_eq!(spill_files(dir.path()).len(), 1, "the file outlives the crash");
-    assert_eq!(
-        views_of("crash-000").as_deref(),
-        Some("1"),
-        "the first batch was applied"
-    );
+    // Batches are applied a few at a time, so the crash may follow more than one.
+    let applied_before: u64 = redis
+        .stored("crash-000", "share:telegram")
+        .map_or(0, |n| n.parse().unwrap());
+    assert!(applied_before >= 1, "a batch was applied before the crash");
 
     let app = TestApp::start_in(dir.path(), &["--redis-url", &url]).await;
     assert!(spill_files(dir.path()).is_empty());
-    assert_eq!(app.client.metric(DUPLICATES).await, 1.0);
+    assert!(app.client.metric(DUPLICATES).await >= applied_before as f64);
     app.stop().await;
     for i in 0..100 {
-        let key = Keys::new("vc").counts(&format!("crash-{i:03}"));
-        assert_eq!(redis.cli(&["HGET", &key, "views"]).as_deref(), Some("6"), "{key}");
-        assert_eq!(
-            redis.cli(&["HGET", &key, "share:telegram"]).as_deref(),
-            Some("3"),
-            "{key}"
-        );
+        let a = format!("crash-{i:03}");
+        assert_eq!(redis.stored(&a, "views").as_deref(), Some("6"), "{a}");
+        assert_eq!(redis.stored(&a, "share:telegram").as_deref(), Some("3"), "{a}");
     }
 }
 
@@ -222,10 +216,6 @@ async fn garbage_and_truncated_spill_files_are_set_aside_and_the_service_counts(
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(aside, ["spill-garbage.corrupt", "spill-truncated.corrupt"]);
-    let key = Keys::new("vc").counts("after-garbage");
-    assert_eq!(redis.cli(&["HGET", &key, "views"]).as_deref(), Some("1"));
-    assert_eq!(
-        redis.cli(&["EXISTS", &Keys::new("vc").counts("crash-000")]).as_deref(),
-        Some("0")
-    );
+    assert_eq!(redis.stored("after-garbage", "views").as_deref(), Some("1"));
+    assert_eq!(redis.stored("crash-000", "views"), None);
 }

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::RedisServer;
-use viewcounter::event::{ArticleId, Meta};
-use viewcounter::store::keys::Partition;
-use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, Store, StoredCounts};
+use viewcounter::event::{ArticleId, Meta, Networks};
+use viewcounter::store::keys::{Keys, Partition};
+use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, RedisStore, Store, StoredCounts};
 
 fn store(redis: &RedisServer) -> Store {
     Store::open_redis(&redis.url(), "vc").unwrap()
@@ -72,17 +72,23 @@ async fn a_batch_applied_twice_is_added_once() {
 }
 
 #[tokio::test]
-async fn an_earlier_batch_of_a_run_is_a_duplicate_once_a_later_one_landed() {
+async fn batches_of_a_run_land_in_any_order_each_once() {
     let redis = RedisServer::start();
     let store = store(&redis);
-    let first = batch(id("run", 1, 0), vec![delta("a", 1, &[])]);
-    let second_chunk = batch(id("run", 1, 1), vec![delta("a", 2, &[])]);
+    // The last batch is in the record's second segment.
+    let seqs = [2, 1, 65_536 + 3];
+    let batches: Vec<Batch> = seqs
+        .iter()
+        .map(|&seq| batch(id("run", seq, 0), vec![delta("a", seq, &[])]))
+        .collect();
 
-    store.apply(&first).await.unwrap();
-    store.apply(&second_chunk).await.unwrap();
-
-    assert_eq!(store.apply(&first).await.unwrap(), Applied::Duplicate);
-    assert_eq!(views(&store, "a").await, 3);
+    for b in &batches {
+        assert_eq!(store.apply(b).await.unwrap(), Applied::Applied, "{}", b.id);
+    }
+    for b in batches.iter().rev() {
+        assert_eq!(store.apply(b).await.unwrap(), Applied::Duplicate, "{}", b.id);
+    }
+    assert_eq!(views(&store, "a").await, seqs.iter().sum::<u64>());
 }
 
 #[tokio::test]
@@ -214,7 +220,7 @@ fn command_calls(redis: &RedisServer) -> BTreeMap<String, u64> {
 }
 
 #[tokio::test]
-async fn a_flush_costs_one_hincrby_per_changed_counter() {
+async fn a_flush_piece_costs_one_hmget_and_one_hset_of_the_counts() {
     let redis = RedisServer::start();
     let store = store(&redis);
     // Warm up: the first flush after a Redis start also loads the script.
@@ -232,13 +238,85 @@ async fn a_flush_costs_one_hincrby_per_changed_counter() {
     store.apply(&batch(id("run", 2, 0), articles)).await.unwrap();
 
     let calls = command_calls(&redis);
-    assert_eq!(calls["hincrby"], 4_000);
     assert_eq!(calls["evalsha"], 64, "one script per partition");
-    assert!(!calls.contains_key("hset"), "no metadata, no HSET");
+    assert_eq!(calls["hmget"], 64, "one read of the partition's counters");
+    assert_eq!(calls["hset"], 64, "one write of them, and no metadata");
+    assert!(!calls.contains_key("hincrby"), "{calls:?}");
     let total: u64 = calls
         .iter()
         .filter(|(c, _)| !c.starts_with("config"))
         .map(|(_, n)| n)
         .sum();
     assert!(events / total >= 20, "{events} events cost {total} commands: {calls:?}");
+}
+
+#[tokio::test]
+async fn a_piece_whose_counter_holds_no_number_fails_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let counts = Keys::new("vc").counts(Partition::of("a"));
+    redis.cli(&["HSET", &counts, "a:views", "not-a-number"]);
+    let b = batch(id("run", 1, 0), vec![delta("a", 1, &[("x", 1)])]);
+
+    assert!(store.apply(&b).await.is_err());
+    assert_eq!(redis.stored("a", "share:x"), None, "nothing of the piece was written");
+
+    redis.cli(&["HSET", &counts, "a:views", "5"]);
+    assert_eq!(
+        store.apply(&b).await.unwrap(),
+        Applied::Applied,
+        "the failed piece was not recorded"
+    );
+    assert_eq!(views(&store, "a").await, 6);
+}
+
+#[tokio::test]
+async fn a_piece_larger_than_a_lua_unpack_is_applied_whole() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    // 5,000 articles of one partition, each with two counters and two meta fields:
+    // 10,000 fields per HMGET/HSET, past Lua's 8,000 values per unpack().
+    let p = Partition::of("0");
+    let ids: Vec<String> = (0..)
+        .map(|i| i.to_string())
+        .filter(|a| Partition::of(a) == p)
+        .take(5_000)
+        .collect();
+    let articles = ids
+        .iter()
+        .map(|a| ArticleDelta {
+            meta: Meta {
+                section: Some("news".into()),
+                lang: Some("en".into()),
+            },
+            ..delta(a, 2, &[("telegram", 1)])
+        })
+        .collect();
+
+    assert_eq!(
+        store.apply(&batch(id("run", 1, 0), articles)).await.unwrap(),
+        Applied::Applied
+    );
+
+    let all: Vec<ArticleId> = ids.iter().map(|a| ArticleId::parse(a).unwrap()).collect();
+    let counts = store.counts(&all).await.unwrap();
+    assert!(counts.iter().all(|c| c.views == 2 && c.shares["telegram"] == 1));
+    let meta = Keys::new("vc").meta(p);
+    assert_eq!(redis.cli(&["HLEN", &meta]).as_deref(), Some("10000"));
+}
+
+#[tokio::test]
+async fn a_share_network_named_views_is_not_the_views_counter() {
+    let redis = RedisServer::start();
+    let networks = Networks::new(["views", "x"]).unwrap();
+    let store = Store::Redis(RedisStore::open(&redis.url(), "vc").unwrap().with_networks(networks));
+    let a = ArticleId::parse("a").unwrap();
+
+    store
+        .apply(&batch(id("run", 1, 0), vec![delta("a", 1, &[("views", 2)])]))
+        .await
+        .unwrap();
+
+    let shares = BTreeMap::from([("views".to_string(), 2)]);
+    assert_eq!(store.counts(&[a]).await.unwrap(), [StoredCounts { views: 1, shares }]);
 }

@@ -65,10 +65,12 @@ impl Keys {
         }
     }
 
-    /// `<prefix>:{pN}:c:<article>`: a hash of the article's totals, fields `views`
-    /// and `share:<network>`.
-    pub fn counts(&self, article: &str) -> String {
-        format!("{}:{{{}}}:c:{article}", self.prefix, Partition::of(article))
+    /// `<prefix>:{pN}:counts`: one hash per partition with the totals of its articles,
+    /// fields `<article>:views` and `<article>:share:<network>` (see [`article_field`]).
+    /// One hash per partition, not one key per article, so that a flush piece reads and
+    /// writes all its counters with one `HMGET` and one `HSET`.
+    pub fn counts(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:counts", self.prefix)
     }
 
     /// `<prefix>:{pN}:meta`: one hash per partition, fields `<article>:section` and
@@ -79,7 +81,7 @@ impl Keys {
 
     /// `<prefix>:{pN}:m:<minute>`: the minute's log, a list with one entry per applied
     /// flush piece (lines `<article>:<counter> <n>`); or `<prefix>:{pN}:h:<hour>`: the
-    /// hour bucket, a hash with fields `<article>:<counter>` (see [`bucket_field`]),
+    /// hour bucket, a hash with fields `<article>:<counter>` (see [`article_field`]),
     /// filled by folding the hour's closed minute logs. Minutes and hours since the epoch.
     pub fn bucket(&self, partition: Partition, g: Granularity, bucket: u64) -> String {
         let tag = match g {
@@ -99,37 +101,35 @@ impl Keys {
         format!("{}:{{{partition}}}:", self.prefix)
     }
 
-    /// The `SCAN` pattern of every counts hash (startup of the top windows only).
-    pub fn counts_pattern(&self) -> String {
-        format!("{}:{{p*}}:c:*", self.prefix)
-    }
-
-    /// The article of a counts-hash key (`None` for any other key).
-    pub fn parse_counts_key<'k>(&self, key: &'k str) -> Option<&'k str> {
-        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix(":{p")?;
-        let (_, rest) = rest.split_once("}:c:")?;
-        Some(rest)
-    }
-
-    /// `<prefix>:{pN}:applied:<instance>:<epoch_ms>`: the exactly-once record of one
-    /// process run in one partition, holding the last applied `<seq>:<chunk>`.
+    /// `<prefix>:{pN}:applied:<instance>:<epoch_ms>:<segment>`: the exactly-once record
+    /// of one process run in one partition, a bitmap with bit [`applied_bit`] set once
+    /// the piece of batch `seq` landed. A segment holds [`APPLIED_SEGMENT_BITS`]
+    /// sequence numbers (8 KiB), so the record of a long run expires piece by piece.
     pub fn applied(&self, partition: Partition, id: &BatchId) -> String {
         format!(
-            "{}:{{{partition}}}:applied:{}:{}",
-            self.prefix, id.instance, id.epoch_ms
+            "{}:{{{partition}}}:applied:{}:{}:{}",
+            self.prefix,
+            id.instance,
+            id.epoch_ms,
+            id.seq / APPLIED_SEGMENT_BITS
         )
     }
 }
 
-/// The meta field of `article` for `attr` (`section` or `lang`).
-pub fn meta_field(article: &str, attr: &str) -> String {
-    format!("{article}:{attr}")
+/// Sequence numbers per segment of an exactly-once record.
+pub const APPLIED_SEGMENT_BITS: u64 = 65_536;
+
+/// The bit of batch `id` in its segment of the exactly-once record.
+pub fn applied_bit(id: &BatchId) -> u64 {
+    id.seq % APPLIED_SEGMENT_BITS
 }
 
-/// The field of a bucket hash for an article's counter (`views` or `share:<network>`):
-/// `<article>:<counter>`. Article ids hold no `:`, so the first `:` splits it.
-pub fn bucket_field(article: &str, counter: &str) -> String {
-    format!("{article}:{counter}")
+/// The field of an article's attribute in a partition hash: `<article>:<name>`, where
+/// `name` is a counter (`views`, `share:<network>`: the counts hash and the hour
+/// buckets) or a metadata attribute (`section`, `lang`: the meta hash). Article ids
+/// hold no `:`, so the first `:` splits it.
+pub fn article_field(article: &str, name: &str) -> String {
+    format!("{article}:{name}")
 }
 
 /// The counts-hash field of a share to `network`.
@@ -171,16 +171,16 @@ mod tests {
     fn keys_of_one_article_share_one_hash_tag() {
         let keys = Keys::new("vc");
         let p = Partition::of("12345");
-        assert_eq!(keys.counts("12345"), "vc:{p56}:c:12345");
+        assert_eq!(keys.counts(p), "vc:{p56}:counts");
         assert_eq!(keys.meta(p), "vc:{p56}:meta");
-        assert_eq!(keys.applied(p, &id()), "vc:{p56}:applied:00ff:1700000000000");
+        assert_eq!(keys.applied(p, &id()), "vc:{p56}:applied:00ff:1700000000000:0");
     }
 
     #[test]
     fn the_prefix_starts_every_key() {
         let keys = Keys::new("news.staging");
         let p = Partition::of("a");
-        for key in [keys.counts("a"), keys.meta(p), keys.applied(p, &id())] {
+        for key in [keys.counts(p), keys.meta(p), keys.applied(p, &id())] {
             assert!(key.starts_with("news.staging:{p12}:"), "{key}");
         }
     }
@@ -191,14 +191,12 @@ mod tests {
         let p = Partition::of("12345");
         assert_eq!(keys.bucket(p, Granularity::Minute, 7), "vc:{p56}:m:7");
         assert_eq!(keys.bucket(p, Granularity::Hour, 9), "vc:{p56}:h:9");
-        assert_eq!(keys.parse_counts_key(&keys.counts("12345")), Some("12345"));
-        assert_eq!(keys.parse_counts_key("vc:{p56}:meta"), None);
-        assert_eq!(bucket_field("12345", "share:x"), "12345:share:x");
+        assert_eq!(article_field("12345", "share:x"), "12345:share:x");
     }
 
     #[test]
     fn fields_name_the_counter() {
-        assert_eq!(meta_field("12345", "lang"), "12345:lang");
+        assert_eq!(article_field("12345", "lang"), "12345:lang");
         assert_eq!(share_field("telegram"), "share:telegram");
     }
 }

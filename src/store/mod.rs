@@ -28,9 +28,10 @@ pub struct BatchId {
     pub instance: String,
     /// Process start, Unix milliseconds.
     pub epoch_ms: u64,
-    /// 1, 2, 3, ... within the process.
+    /// 1, 2, 3, ... within the process, one per batch: the chunks of one drain have
+    /// consecutive numbers. The Redis store's exactly-once record has a bit per `seq`.
     pub seq: u64,
-    /// Which part of a batch split into chunks (0 when not split).
+    /// Which chunk of its drain the batch is (0 when the drain was not split).
     #[serde(default)]
     pub chunk: u32,
 }
@@ -160,6 +161,17 @@ impl Store {
         match self {
             Store::Embedded(_) => "embedded",
             Store::Redis(_) => "redis",
+        }
+    }
+
+    /// How many batches the flusher may apply at once. Redis: a few, pipelined on one
+    /// connection, so building the next overlaps Redis's work on the previous (its
+    /// exactly-once record does not depend on order). Embedded: one, since redb
+    /// commits one write transaction at a time anyway.
+    pub fn batches_at_once(&self) -> usize {
+        match self {
+            Store::Embedded(_) => 1,
+            Store::Redis(_) => 4,
         }
     }
 

@@ -125,6 +125,14 @@ impl RedisServer {
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
     }
+
+    /// One stored counter (`views`, `share:<network>`) of `article` under the prefix
+    /// `vc`, read straight from its partition's counts hash; `None` when absent.
+    pub fn stored(&self, article: &str, counter: &str) -> Option<String> {
+        let key = viewcounter::store::keys::Keys::new("vc").counts(viewcounter::store::keys::Partition::of(article));
+        let field = viewcounter::store::keys::article_field(article, counter);
+        self.cli(&["HGET", &key, &field]).filter(|v| !v.is_empty())
+    }
 }
 
 impl Drop for RedisServer {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tokio::task::JoinSet;
-use viewcounter::store::keys::{Keys, SHARE_FIELD_PREFIX, VIEWS_FIELD};
+use viewcounter::store::keys::{Keys, Partition, SHARE_FIELD_PREFIX, VIEWS_FIELD};
 
 use crate::common::Client;
 
@@ -172,12 +172,18 @@ pub fn redis_totals(url: &str, prefix: &str, articles: &[String]) -> BTreeMap<St
     let keys = Keys::new(prefix);
     let mut out = BTreeMap::new();
     for a in articles {
-        let hash: BTreeMap<String, u64> = redis::cmd("HGETALL").arg(keys.counts(a)).query(&mut conn).unwrap();
+        let hash: BTreeMap<String, u64> = redis::cmd("HGETALL")
+            .arg(keys.counts(Partition::of(a)))
+            .query(&mut conn)
+            .unwrap();
         let mut t = Totals::default();
         for (field, n) in hash {
-            if field == VIEWS_FIELD {
+            let Some(counter) = field.strip_prefix(a.as_str()).and_then(|f| f.strip_prefix(':')) else {
+                continue;
+            };
+            if counter == VIEWS_FIELD {
                 t.views = n;
-            } else if let Some(net) = field.strip_prefix(SHARE_FIELD_PREFIX) {
+            } else if let Some(net) = counter.strip_prefix(SHARE_FIELD_PREFIX) {
                 t.shares.insert(net.to_string(), n);
             }
         }

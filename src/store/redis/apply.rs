@@ -1,20 +1,18 @@
 //! Applying a batch: split by partition, one `apply.lua` call per piece, all pieces
-//! of a batch in one pipeline. The script advances the run's exactly-once record, adds
-//! the deltas to the totals and appends the piece to its minute's log, atomically;
-//! `landed` is its comparison, mirrored for reads.
+//! of a batch in one pipeline. The script sets the batch's bit in the run's
+//! exactly-once record, adds the deltas to the totals and appends the piece to its
+//! minute's log, atomically; reads test the same bit.
 
-use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{Pipeline, Script};
+use redis::{Cmd, Pipeline, Script};
 
-use super::buckets::log_lines;
 use super::top::{bucket_time, MINUTE_TTL};
 use super::RedisStore;
-use crate::event::Meta;
-use crate::store::keys::{self, Partition, VIEWS_FIELD};
-use crate::store::{Applied, ArticleDelta, Batch, BatchId, StoreError};
+use crate::store::keys::{self, Partition, PARTITIONS, VIEWS_FIELD};
+use crate::store::{Applied, ArticleDelta, Batch, StoreError};
 use crate::top::Granularity;
 
 /// How long a run's exactly-once record outlives its last batch: a batch (in memory
@@ -36,122 +34,142 @@ impl RedisStore {
     }
 
     fn apply_pipeline(&self, batch: &Batch) -> Pipeline {
-        let mut by_partition: BTreeMap<Partition, Vec<&ArticleDelta>> = BTreeMap::new();
+        let mut by_partition: Vec<Vec<&ArticleDelta>> = vec![Vec::new(); PARTITIONS as usize];
         for d in &batch.articles {
-            by_partition
-                .entry(Partition::of(d.article.as_str()))
-                .or_default()
-                .push(d);
+            by_partition[Partition::of(d.article.as_str()).index() as usize].push(d);
         }
         let minute = Granularity::Minute.bucket(bucket_time(batch.flushed_at_ms, self.clock.now_ms()));
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for (partition, deltas) in by_partition {
-            let mut keys = vec![
-                self.keys.applied(partition, &batch.id),
-                self.keys.meta(partition),
-                self.keys.bucket(partition, Granularity::Minute, minute),
-            ];
-            let mut args = vec![
-                APPLIED_TTL.as_secs().to_string(),
-                batch.id.seq.to_string(),
-                batch.id.chunk.to_string(),
-                MINUTE_TTL.as_secs().to_string(),
-                String::new(),
-            ];
-            let mut entry = String::new();
-            for d in deltas {
-                keys.push(self.keys.counts(d.article.as_str()));
-                let counters = increments(d);
-                log_lines(&mut entry, d.article.as_str(), &counters);
-                push_pairs(&mut args, counters);
-                push_pairs(&mut args, meta_fields(d.article.as_str(), &d.meta));
+        for (index, deltas) in by_partition.iter().enumerate() {
+            if deltas.is_empty() {
+                continue;
             }
-            args[4] = entry;
+            let partition = Partition::from_index(index as u32);
             // EVALSHA by hand: the crate's script invocation cannot join a pipeline.
-            pipe.cmd("EVALSHA")
-                .arg(APPLY.get_hash())
-                .arg(keys.len())
-                .arg(keys)
-                .arg(args);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(APPLY.get_hash())
+                .arg(4)
+                .arg(self.keys.applied(partition, &batch.id))
+                .arg(self.keys.counts(partition))
+                .arg(self.keys.meta(partition))
+                .arg(self.keys.bucket(partition, Granularity::Minute, minute))
+                .arg(APPLIED_TTL.as_secs())
+                .arg(keys::applied_bit(&batch.id))
+                .arg(MINUTE_TTL.as_secs())
+                .arg(log_entry(deltas));
+            push_piece_args(&mut cmd, deltas);
+            pipe.add_command(cmd);
         }
         pipe
     }
 }
 
-/// Whether the run's record (`<seq>:<chunk>`, or none) shows that the piece of `id`
-/// landed: the same test as `apply.lua`, since a run applies its batches in order.
-pub fn landed(record: Option<&str>, id: &BatchId) -> bool {
-    let parsed = record.and_then(|r| {
-        let (seq, chunk) = r.split_once(':')?;
-        Some((seq.parse::<u64>().ok()?, chunk.parse::<u32>().ok()?))
-    });
-    parsed.is_some_and(|last| (id.seq, id.chunk) <= last)
-}
-
-/// `n`, then the `n` pairs, as the script reads them.
-fn push_pairs(args: &mut Vec<String>, pairs: Vec<(String, String)>) {
-    args.push(pairs.len().to_string());
-    for (field, value) in pairs {
-        args.push(field);
-        args.push(value);
-    }
-}
-
-/// One `(field, delta)` per counter that changed: the only writes a flush makes.
-fn increments(d: &ArticleDelta) -> Vec<(String, String)> {
-    let views = (d.views > 0).then(|| (VIEWS_FIELD.to_string(), d.views.to_string()));
+/// The counters of `d` that changed, as `(share network or None for views, delta)`:
+/// the only writes a flush makes.
+fn increments(d: &ArticleDelta) -> impl Iterator<Item = (Option<&str>, u64)> {
+    let views = (d.views > 0).then_some((None, d.views));
     let shares = d
         .shares
         .iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(network, n)| (keys::share_field(network), n.to_string()));
-    views.into_iter().chain(shares).collect()
+        .map(|(network, n)| (Some(&**network), *n));
+    views.into_iter().chain(shares)
 }
 
-/// The meta fields the batch sets; an attribute the events did not give is kept.
-fn meta_fields(article: &str, meta: &Meta) -> Vec<(String, String)> {
-    [("section", &meta.section), ("lang", &meta.lang)]
+/// The meta attributes the batch sets; an attribute the events did not give is kept.
+fn meta_attrs(d: &ArticleDelta) -> impl Iterator<Item = (&str, &str)> {
+    [("section", &d.meta.section), ("lang", &d.meta.lang)]
         .into_iter()
-        .filter_map(|(attr, v)| v.as_ref().map(|v| (keys::meta_field(article, attr), v.to_string())))
-        .collect()
+        .filter_map(|(attr, v)| v.as_deref().map(|v| (attr, v)))
+}
+
+/// The piece's minute log entry: one line `<article>:<counter> <n>` per increment.
+fn log_entry(deltas: &[&ArticleDelta]) -> String {
+    let mut entry = String::with_capacity(deltas.len() * 32);
+    for d in deltas {
+        for (network, n) in increments(d) {
+            push_field(&mut entry, d.article.as_str(), network);
+            // Writing to a String cannot fail.
+            let _ = writeln!(entry, " {n}");
+        }
+    }
+    entry
+}
+
+/// `<article>:views`, or `<article>:share:<network>`.
+fn push_field(out: &mut String, article: &str, network: Option<&str>) {
+    out.push_str(article);
+    out.push(':');
+    match network {
+        None => out.push_str(VIEWS_FIELD),
+        Some(network) => {
+            out.push_str(keys::SHARE_FIELD_PREFIX);
+            out.push_str(network);
+        }
+    }
+}
+
+/// `n`, the `n` (counts field, delta) pairs, `m`, the `m` (meta field, value) pairs, as
+/// the script reads them; written straight into the command, one reused field buffer.
+fn push_piece_args(cmd: &mut Cmd, deltas: &[&ArticleDelta]) {
+    let mut field = String::with_capacity(96);
+    cmd.arg(deltas.iter().map(|d| increments(d).count()).sum::<usize>());
+    for d in deltas {
+        for (network, n) in increments(d) {
+            field.clear();
+            push_field(&mut field, d.article.as_str(), network);
+            cmd.arg(field.as_str()).arg(n);
+        }
+    }
+    cmd.arg(deltas.iter().map(|d| meta_attrs(d).count()).sum::<usize>());
+    for d in deltas {
+        for (attr, value) in meta_attrs(d) {
+            field.clear();
+            field.push_str(d.article.as_str());
+            field.push(':');
+            field.push_str(attr);
+            cmd.arg(field.as_str()).arg(value);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{ArticleId, Meta};
 
-    fn id(seq: u64, chunk: u32) -> BatchId {
-        BatchId {
-            instance: "i".into(),
-            epoch_ms: 1,
-            seq,
-            chunk,
+    fn delta(article: &str, views: u64, shares: &[(&str, u64)], lang: Option<&str>) -> ArticleDelta {
+        ArticleDelta {
+            article: ArticleId::parse(article).unwrap(),
+            views,
+            shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
+            meta: Meta {
+                section: None,
+                lang: lang.map(Into::into),
+            },
         }
     }
 
     #[test]
-    fn a_piece_landed_when_the_record_is_at_or_after_its_id() {
-        assert!(landed(Some("3:0"), &id(3, 0)));
-        assert!(landed(Some("3:2"), &id(3, 1)));
-        assert!(landed(Some("4:0"), &id(3, 7)));
-        assert!(!landed(Some("3:0"), &id(3, 1)));
-        assert!(!landed(Some("2:9"), &id(3, 0)));
-        assert!(!landed(None, &id(1, 0)));
+    fn a_flush_writes_only_the_counters_that_changed() {
+        let d = delta("a", 0, &[("x", 2), ("y", 0)], Some("en"));
+        assert_eq!(increments(&d).collect::<Vec<_>>(), [(Some("x"), 2)]);
+        assert_eq!(meta_attrs(&d).collect::<Vec<_>>(), [("lang", "en")]);
     }
 
     #[test]
-    fn a_flush_writes_only_the_counters_that_changed() {
-        let d = ArticleDelta {
-            article: crate::event::ArticleId::parse("a").unwrap(),
-            views: 0,
-            shares: vec![("x".into(), 2)],
-            meta: Meta {
-                section: None,
-                lang: Some("en".into()),
-            },
-        };
-        assert_eq!(increments(&d), [("share:x".to_string(), "2".to_string())]);
-        assert_eq!(meta_fields("a", &d.meta), [("a:lang".to_string(), "en".to_string())]);
+    fn a_network_named_views_is_not_the_views_counter() {
+        let d = delta("a", 1, &[("views", 2)], None);
+        assert_eq!(log_entry(&[&d]), "a:views 1\na:share:views 2\n");
+    }
+
+    #[test]
+    fn the_log_entry_lists_every_increment_of_the_piece() {
+        let (a, b) = (delta("a-1.x", 3, &[("telegram", 2)], None), delta("b", 1, &[], None));
+        assert_eq!(
+            log_entry(&[&a, &b]),
+            "a-1.x:views 3\na-1.x:share:telegram 2\nb:views 1\n"
+        );
     }
 }

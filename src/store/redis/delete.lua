@@ -2,24 +2,23 @@
 -- time bucket still kept, so no instance's top windows find it again on a reload.
 -- Every key shares the partition's hash tag, so the script runs in one slot.
 --
--- KEYS[1]    <prefix>:{pN}:c:<article>
+-- KEYS[1]    <prefix>:{pN}:counts
 -- KEYS[2]    <prefix>:{pN}:meta
 -- ARGV[1]    the article
 -- ARGV[2]    the partition's key prefix, <prefix>:{pN}:   (logs ..m:<minute>, hours ..h:<hour>)
 -- ARGV[3..4] first and last minute kept; ARGV[5..6] first and last hour kept
+-- ARGV[7..]  every counter the article can have: views, share:<network>...
 --
 -- A minute log entry keeps its place (LSET, not LREM): readers remember how many
 -- entries of a log they have read.
-local counters = redis.call('HKEYS', KEYS[1])
 local prefix = ARGV[1] .. ':'
-if #counters > 0 then
-  local fields = {}
-  for i, c in ipairs(counters) do
-    fields[i] = prefix .. c
-  end
-  for h = tonumber(ARGV[5]), tonumber(ARGV[6]) do
-    redis.call('HDEL', ARGV[2] .. 'h:' .. string.format('%d', h), unpack(fields))
-  end
+local fields = {}
+for i = 7, #ARGV do
+  fields[#fields + 1] = prefix .. ARGV[i]
+end
+redis.call('HDEL', KEYS[1], unpack(fields))
+for h = tonumber(ARGV[5]), tonumber(ARGV[6]) do
+  redis.call('HDEL', ARGV[2] .. 'h:' .. string.format('%d', h), unpack(fields))
 end
 for m = tonumber(ARGV[3]), tonumber(ARGV[4]) do
   local key = ARGV[2] .. 'm:' .. string.format('%d', m)
@@ -37,6 +36,5 @@ for m = tonumber(ARGV[3]), tonumber(ARGV[4]) do
     end
   end
 end
-redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], ARGV[1] .. ':section', ARGV[1] .. ':lang')
 return 1

@@ -1,13 +1,13 @@
-//! Building the top windows at start (or after a long gap): one `SCAN` for the
-//! articles' totals, then per partition one transaction that reads the totals, the
-//! fold record, the minute logs and the hour buckets together, so they agree.
+//! Building the top windows at start (or after a long gap): per partition one
+//! transaction that reads the totals, the fold record, the minute logs and the hour
+//! buckets together, so they agree.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use redis::Value;
 
-use super::buckets::{add_bucket, add_counter, add_log_entry, diff, merge, minute_batch, subtract, Content, Fetched};
+use super::buckets::{add_bucket, add_log_entry, diff, merge, minute_batch, subtract, Content, Fetched};
 use super::top::{open_from, TopState, HOUR, MINUTE, MINUTE_TTL, SKEW_MS};
 use super::{err, RedisStore};
 use crate::event::{ArticleId, Meta};
@@ -32,15 +32,13 @@ fn next<T: redis::FromRedisValue>(values: &mut impl Iterator<Item = Value>) -> R
 impl RedisStore {
     /// Reads everything the windows need at `now` and builds them.
     pub(super) async fn load(&self, now: u64) -> Result<TopState, StoreError> {
-        let articles = self.scan_articles().await?;
         let log_minutes = MINUTE_TTL.as_secs() / 60;
         let minutes: Vec<u64> =
             (MINUTE.bucket(now).saturating_sub(log_minutes)..=MINUTE.bucket(now + SKEW_MS)).collect();
         let hours: Vec<u64> = (HOUR.bucket(now) + 1 - HOUR.retention()..=HOUR.bucket(now)).collect();
         let mut loaded = Loaded::default();
         for p in 0..PARTITIONS {
-            let ids = articles.get(&p).map_or(&[][..], |v| &v[..]);
-            self.load_partition(p, ids, &minutes, &hours, now, &mut loaded).await?;
+            self.load_partition(p, &minutes, &hours, now, &mut loaded).await?;
         }
         let Loaded {
             mut all,
@@ -72,7 +70,6 @@ impl RedisStore {
     async fn load_partition(
         &self,
         p: u32,
-        ids: &[ArticleId],
         minutes: &[u64],
         hours: &[u64],
         now: u64,
@@ -81,9 +78,7 @@ impl RedisStore {
         let partition = Partition::from_index(p);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for a in ids {
-            pipe.hgetall(self.keys.counts(a.as_str()));
-        }
+        pipe.hgetall(self.keys.counts(partition));
         pipe.get(self.keys.folded(partition));
         for &m in minutes {
             pipe.lrange(self.keys.bucket(partition, MINUTE, m), 0, -1);
@@ -94,11 +89,7 @@ impl RedisStore {
         pipe.hgetall(self.keys.meta(partition));
         let values: Vec<Value> = self.query(&pipe).await?;
         let mut values = values.into_iter();
-        for id in ids {
-            let hash: HashMap<String, u64> = next(&mut values)?;
-            let t = into.all.entry(id.clone()).or_default();
-            hash.into_iter().for_each(|(f, n)| add_counter(t, &f, n));
-        }
+        add_bucket(&mut into.all, next(&mut values)?);
         let folded: Option<u64> = next(&mut values)?;
         let mut unfolded: HashMap<u64, Content> = HashMap::new();
         for &m in minutes {
@@ -125,32 +116,6 @@ impl RedisStore {
         let meta: HashMap<String, String> = next(&mut values)?;
         add_meta(&mut into.meta, meta);
         Ok(())
-    }
-
-    /// Every article with a counts hash, by partition (`SCAN`, at load only).
-    async fn scan_articles(&self) -> Result<HashMap<u32, Vec<ArticleId>>, StoreError> {
-        let pattern = self.keys.counts_pattern();
-        let mut out: HashMap<u32, Vec<ArticleId>> = HashMap::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let cmd = &cmd;
-            let (next, keys): (u64, Vec<String>) = self
-                .call(super::CALL_TIMEOUT, |mut conn| async move {
-                    cmd.query_async(&mut conn).await
-                })
-                .await?;
-            for key in keys {
-                if let Some(id) = self.keys.parse_counts_key(&key).and_then(|a| ArticleId::parse(a).ok()) {
-                    out.entry(Partition::of(id.as_str()).index()).or_default().push(id);
-                }
-            }
-            if next == 0 {
-                return Ok(out);
-            }
-            cursor = next;
-        }
     }
 }
 

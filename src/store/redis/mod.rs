@@ -20,10 +20,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, Pipeline, RedisResult, Script};
 
-use super::keys::{self, Keys, Partition, VIEWS_FIELD};
+use super::keys::{self, article_field, Keys, Partition, VIEWS_FIELD};
 use super::{StoreError, StoredCounts};
 use crate::clock::{Clock, SystemClock};
-use crate::event::ArticleId;
+use crate::event::{ArticleId, Networks};
 use crate::top::{Granularity, Tally};
 
 static DELETE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(include_str!("delete.lua")));
@@ -56,6 +56,8 @@ pub struct RedisStore {
     top: Arc<tokio::sync::Mutex<Option<top::TopState>>>,
     /// Bound of an API read and of a ping.
     read_timeout: Duration,
+    /// The share networks whose counters reads look up (`--share-networks`).
+    networks: Networks,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -95,7 +97,16 @@ impl RedisStore {
             clock,
             top: Arc::default(),
             read_timeout: READ_TIMEOUT,
+            networks: Networks::default(),
         })
+    }
+
+    /// Sets the share networks whose counters reads, admin writes and deletes look up
+    /// (`--share-networks`). The counters of a network no longer listed stay in Redis,
+    /// unread, and are read again if it comes back.
+    pub fn with_networks(mut self, networks: Networks) -> Self {
+        self.networks = networks;
+        self
     }
 
     /// Sets the bound of an API read (`--redis-read-timeout`).
@@ -162,18 +173,19 @@ impl RedisStore {
 
     /// Replaces an article's totals in one transaction (both keys share a slot).
     pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
-        let key = self.keys.counts(article.as_str());
+        let a = article.as_str();
+        let key = self.keys.counts(Partition::of(a));
         let mut fields: Vec<(String, u64)> = counts
             .shares
             .iter()
             .filter(|(_, n)| **n > 0)
-            .map(|(network, n)| (keys::share_field(network), *n))
+            .map(|(network, n)| (article_field(a, &keys::share_field(network)), *n))
             .collect();
         if counts.views > 0 {
-            fields.push((VIEWS_FIELD.to_string(), counts.views));
+            fields.push((article_field(a, VIEWS_FIELD), counts.views));
         }
         let mut pipe = redis::pipe();
-        pipe.atomic().del(&key).ignore();
+        pipe.atomic().hdel(&key, self.counter_fields(a)).ignore();
         if !fields.is_empty() {
             pipe.hset_multiple(&key, &fields).ignore();
         }
@@ -193,14 +205,16 @@ impl RedisStore {
         let (minute, hour) = (Granularity::Minute, Granularity::Hour);
         let mut invocation = DELETE.prepare_invoke();
         invocation
-            .key(self.keys.counts(a))
+            .key(self.keys.counts(partition))
             .key(self.keys.meta(partition))
             .arg(a)
             .arg(self.keys.partition_prefix(partition))
             .arg(minute.bucket(now).saturating_sub(minute.retention() + 1))
             .arg(minute.bucket(now + top::SKEW_MS) + 1)
             .arg(hour.bucket(now).saturating_sub(hour.retention() + 1))
-            .arg(hour.bucket(now + top::SKEW_MS) + 1);
+            .arg(hour.bucket(now + top::SKEW_MS) + 1)
+            .arg(VIEWS_FIELD)
+            .arg(self.networks.names().map(keys::share_field).collect::<Vec<_>>());
         let invocation = &invocation;
         self.call(CALL_TIMEOUT, |mut conn| async move {
             invocation.invoke_async::<i64>(&mut conn).await

@@ -1,16 +1,14 @@
-//! Reading from Redis: totals (`HGETALL` of each article, pipelined) and, for the
-//! API's reads, a snapshot that also tells which unacknowledged batches already
-//! landed, so a batch landing during a read is counted once.
+//! Reading from Redis: totals (one `HMGET` of an article's counters in its partition's
+//! counts hash, pipelined) and, for the API's reads, a snapshot that also tells which
+//! unacknowledged batches already landed, so a batch landing during a read is counted once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::Value;
+use redis::{Cmd, Value};
 
-use super::apply::landed;
 use super::{err, RedisStore};
 use crate::event::{ArticleId, Meta};
-use crate::store::keys::{self, Partition, SHARE_FIELD_PREFIX, VIEWS_FIELD};
+use crate::store::keys::{self, article_field, Partition, VIEWS_FIELD};
 use crate::store::{ArticleDelta, Batch, Snapshot, StoreError, StoredCounts};
 
 impl RedisStore {
@@ -18,10 +16,10 @@ impl RedisStore {
     pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
         let mut pipe = redis::pipe();
         for a in articles {
-            pipe.hgetall(self.keys.counts(a.as_str()));
+            pipe.add_command(self.counters_of(a));
         }
-        let hashes: Vec<HashMap<String, u64>> = self.query_read(&pipe).await?;
-        Ok(hashes.into_iter().map(stored_counts).collect())
+        let counters: Vec<Vec<Option<u64>>> = self.query_read(&pipe).await?;
+        Ok(counters.into_iter().map(|c| self.stored_counts(c)).collect())
     }
 
     /// Each article's totals and the deltas of `unacked` batches not in them yet, in
@@ -34,13 +32,13 @@ impl RedisStore {
         let mut plan: Vec<Vec<(&Batch, &ArticleDelta)>> = Vec::with_capacity(articles.len());
         for a in articles {
             let partition = Partition::of(a.as_str());
-            pipe.hgetall(self.keys.counts(a.as_str()));
+            pipe.add_command(self.counters_of(a));
             let batches: Vec<_> = unacked
                 .iter()
                 .filter_map(|b| b.get(a.as_str()).map(|d| (&**b, d)))
                 .collect();
             for (b, _) in &batches {
-                pipe.get(self.keys.applied(partition, &b.id));
+                pipe.getbit(self.keys.applied(partition, &b.id), keys::applied_bit(&b.id) as usize);
             }
             plan.push(batches);
         }
@@ -48,14 +46,14 @@ impl RedisStore {
         let mut next = || values.next().ok_or_else(|| err("short transaction reply"));
         let mut out = Vec::with_capacity(plan.len());
         for batches in plan {
-            let hash: HashMap<String, u64> = redis::from_redis_value(next()?).map_err(err)?;
+            let counters: Vec<Option<u64>> = redis::from_redis_value(next()?).map_err(err)?;
             let mut snap = Snapshot {
-                stored: stored_counts(hash),
+                stored: self.stored_counts(counters),
                 unapplied: StoredCounts::default(),
             };
-            for (b, d) in batches {
-                let record: Option<String> = redis::from_redis_value(next()?).map_err(err)?;
-                if !landed(record.as_deref(), &b.id) {
+            for (_, d) in batches {
+                let landed: bool = redis::from_redis_value(next()?).map_err(err)?;
+                if !landed {
                     snap.unapplied.add(d);
                 }
             }
@@ -69,8 +67,8 @@ impl RedisStore {
         let a = article.as_str();
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.keys.meta(Partition::of(a)))
-            .arg(keys::meta_field(a, "section"))
-            .arg(keys::meta_field(a, "lang"));
+            .arg(article_field(a, "section"))
+            .arg(article_field(a, "lang"));
         let cmd = &cmd;
         let (section, lang): (Option<String>, Option<String>) = self
             .call(
@@ -85,14 +83,37 @@ impl RedisStore {
     }
 }
 
-fn stored_counts(hash: HashMap<String, u64>) -> StoredCounts {
-    let mut out = StoredCounts::default();
-    for (field, n) in hash {
-        if field == VIEWS_FIELD {
-            out.views = n;
-        } else if let Some(network) = field.strip_prefix(SHARE_FIELD_PREFIX) {
-            out.shares.insert(network.to_string(), n);
-        }
+impl RedisStore {
+    /// The fields of every counter `article` can have: views, then one per configured
+    /// share network, in [`crate::event::Networks`] order.
+    pub(super) fn counter_fields(&self, article: &str) -> Vec<String> {
+        let shares = self.networks.names().map(keys::share_field);
+        std::iter::once(VIEWS_FIELD.to_string())
+            .chain(shares)
+            .map(|counter| article_field(article, &counter))
+            .collect()
     }
-    out
+
+    /// `HMGET` of every counter of `article`.
+    fn counters_of(&self, article: &ArticleId) -> Cmd {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.counts(Partition::of(article.as_str())))
+            .arg(self.counter_fields(article.as_str()));
+        cmd
+    }
+
+    /// The totals an `HMGET` of [`Self::counter_fields`] answered.
+    fn stored_counts(&self, counters: Vec<Option<u64>>) -> StoredCounts {
+        let mut values = counters.into_iter();
+        let mut out = StoredCounts {
+            views: values.next().flatten().unwrap_or(0),
+            ..StoredCounts::default()
+        };
+        for (network, n) in self.networks.names().zip(values) {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                out.shares.insert(network.to_string(), n);
+            }
+        }
+        out
+    }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::buckets::{add_bucket, add_log_entry, diff, minute_batch, Content, Fetched};
 use super::{err, RedisStore};
 use crate::event::{ArticleId, Meta};
-use crate::store::keys::{meta_field, Partition, PARTITIONS};
+use crate::store::keys::{article_field, Partition, PARTITIONS};
 use crate::store::windows::Windows;
 use crate::store::StoreError;
 use crate::top::{Granularity, Tally, TopEntry, TopQuery};
@@ -222,7 +222,7 @@ impl RedisStore {
         for (p, ids) in &by_partition {
             let fields: Vec<String> = ids
                 .iter()
-                .flat_map(|a| ["section", "lang"].map(|attr| meta_field(a.as_str(), attr)))
+                .flat_map(|a| ["section", "lang"].map(|attr| article_field(a.as_str(), attr)))
                 .collect();
             pipe.cmd("HMGET").arg(self.keys.meta(*p)).arg(fields);
             order.extend(ids.iter().map(|id| (*id).clone()));
