@@ -32,7 +32,7 @@ static DELETE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script:
 /// "unreachable" without stalling the flusher (the crate's default is also 1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest call is one pipelined chunk of 10,000 articles, some tens of milliseconds of
-/// script time; 2 s leaves room for a slow fsync (`appendfsync always`) or a busy
+/// script time, possibly queued behind the other chunks in flight (at most 3 more); 2 s leaves room for a slow fsync (`appendfsync always`) or a busy
 /// server, where the crate's 500 ms default would time out (and retry) needlessly,
 /// yet lets the final flush (5 s) make two attempts before it spills.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
