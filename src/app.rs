@@ -51,13 +51,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 async fn open_redis(config: &Config, url: &str) -> anyhow::Result<Store> {
-    if config.redis_cluster || url.contains(',') {
-        anyhow::bail!(
-            "Redis Cluster (--redis-cluster or several --redis-url URLs) is not supported yet; \
-             the key schema is ready for it (docs/redis-keys.md)"
-        );
-    }
-    let redis = RedisStore::open(url, &config.redis_prefix).context("configuring the Redis client")?;
+    let redis = if config.redis_cluster || url.contains(',') {
+        let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
+        RedisStore::open_cluster(&seeds, &config.redis_prefix)
+    } else {
+        RedisStore::open(url, &config.redis_prefix)
+    };
+    let redis = redis.context("configuring the Redis client")?;
     let redis = redis
         .with_read_timeout(config.redis_read_timeout)
         .with_networks(config.share_networks.clone());

@@ -3,18 +3,20 @@
 
 mod common;
 
-use common::{Backend, RedisServer, TestApp};
+use common::{Backend, RedisCluster, RedisServer, TestApp};
 
-/// A backend for one test, and the redis-server it owns (if any).
+/// A backend for one test, and the Redis servers it owns (if any).
 pub struct Fixture {
     backend: Backend,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 fn embedded() -> Fixture {
     Fixture {
         backend: Backend::Embedded,
         _redis: None,
+        _cluster: None,
     }
 }
 
@@ -23,6 +25,16 @@ fn redis() -> Fixture {
     Fixture {
         backend: Backend::Redis(server.url()),
         _redis: Some(server),
+        _cluster: None,
+    }
+}
+
+fn redis_cluster() -> Fixture {
+    let cluster = RedisCluster::start();
+    Fixture {
+        backend: Backend::Redis(cluster.urls()),
+        _redis: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -580,6 +592,7 @@ macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
         contract_tests!(embedded, [$($case),*]);
         contract_tests!(redis, [$($case),*]);
+        contract_tests!(redis_cluster, [$($case),*]);
     };
 }
 

@@ -64,7 +64,7 @@ async fn sigterm_while_redis_is_down_spills_and_the_next_start_replays_exactly()
     assert_eq!(app.client.metric(REPLAYED).await, 1.0);
     assert!(spill_files(dir.path()).is_empty(), "the replayed file is deleted");
     app.stop().await;
-    assert_redis_holds(&redis.url(), &ledger);
+    assert_redis_holds(&redis.url(), &[&ledger]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +92,7 @@ async fn sigterm_while_redis_hangs_exits_in_time_and_the_replay_counts_once() {
     assert!(spill_files(dir.path()).is_empty(), "the replayed file is deleted");
     assert!(app.client.metric(DUPLICATES).await >= 1.0);
     app.stop().await;
-    assert_redis_holds(&redis.url(), &ledger);
+    assert_redis_holds(&redis.url(), &[&ledger]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,25 +114,6 @@ async fn a_spill_found_while_redis_is_still_down_is_applied_once_it_returns() {
     let views = |a: &str| redis.stored(a, "views");
     assert_eq!(views("crash-000").as_deref(), Some("1"));
     assert_eq!(views("during-outage").as_deref(), Some("1"));
-}
-
-#[test]
-fn redis_cluster_is_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().display().to_string();
-    for extra in [
-        &["--redis-url", "redis://127.0.0.1:1/", "--redis-cluster"][..],
-        &["--redis-url", "redis://127.0.0.1:1/,redis://127.0.0.1:2/"],
-    ] {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &data_dir];
-        args.extend_from_slice(extra);
-        let (status, stderr) = run_to_exit(&args);
-        assert!(!status.success());
-        assert!(
-            stderr.contains("Redis Cluster") && stderr.contains("not supported yet"),
-            "{stderr}"
-        );
-    }
 }
 
 /// Batch `seq` of a crashed run: `seq` views and one telegram share on each of 100 articles.

@@ -16,14 +16,15 @@ use tokio_util::sync::CancellationToken;
 use viewcounter::{App, Config};
 
 pub use client::{Client, Reply};
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisCluster, RedisServer};
 
 /// Which store a contract test runs against.
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// redb in the test's data directory.
     Embedded,
-    /// A redis-server started by the test (URL).
+    /// A redis-server started by the test (URL), or a Redis Cluster (its nodes' URLs,
+    /// comma-separated).
     Redis(String),
 }
 

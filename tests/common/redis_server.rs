@@ -13,6 +13,8 @@ pub struct RedisServer {
     pub port: u16,
     /// `always` for the fault tests; benchmarks may ask for `everysec`.
     fsync: &'static str,
+    /// The cluster bus port of a cluster node.
+    cluster_port: Option<u16>,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -45,6 +47,7 @@ impl RedisServer {
         let mut server = RedisServer {
             fsync: policy,
             port: free_port(),
+            cluster_port: None,
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
         };
@@ -58,6 +61,17 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        let cluster: Vec<String> = match self.cluster_port {
+            Some(bus) => ["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([
+                    "--cluster-config-file".into(),
+                    self.dir.path().join("nodes.conf").display().to_string(),
+                ])
+                .collect(),
+            None => Vec::new(),
+        };
         let child = Command::new(redis_server_binary())
             .args([
                 "--port",
@@ -77,6 +91,7 @@ impl RedisServer {
                 "--daemonize",
                 "no",
             ])
+            .args(cluster)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -138,5 +153,68 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A private Redis Cluster: three masters (no replicas) on free loopback ports, made
+/// with `redis-cli --cluster create`; every node killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes, joins them and waits until every slot is served.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let mut node = RedisServer {
+                    fsync: "always",
+                    port: free_port(),
+                    cluster_port: Some(free_port()),
+                    child: None,
+                    dir: tempfile::tempdir().expect("tempdir"),
+                };
+                node.spawn();
+                node
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nodes.iter().all(|n| {
+            n.cli(&["CLUSTER", "INFO"])
+                .is_some_and(|i| i.contains("cluster_state:ok"))
+        }) {
+            assert!(Instant::now() < deadline, "the cluster did not reach cluster_state:ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed URLs, comma-separated, as `--redis-url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// One stored counter of `article` (prefix `vc`), from whichever node holds it.
+    pub fn stored(&self, article: &str, counter: &str) -> Option<String> {
+        let key = viewcounter::store::keys::Keys::new("vc").counts(viewcounter::store::keys::Partition::of(article));
+        let field = viewcounter::store::keys::article_field(article, counter);
+        let out = Command::new("redis-cli")
+            .args(["-c", "-p", &self.nodes[0].port.to_string(), "HGET", &key, &field])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
     }
 }

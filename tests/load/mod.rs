@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tokio::task::JoinSet;
-use viewcounter::store::keys::{Keys, Partition, SHARE_FIELD_PREFIX, VIEWS_FIELD};
+use viewcounter::store::keys::{Keys, Partition, PARTITIONS, SHARE_FIELD_PREFIX, VIEWS_FIELD};
 
 use crate::common::Client;
 
@@ -166,39 +166,49 @@ fn event_json(article: &str, network: Option<&str>) -> String {
     }
 }
 
-/// The totals Redis holds for `articles`, read straight from the keys.
-pub fn redis_totals(url: &str, prefix: &str, articles: &[String]) -> BTreeMap<String, Totals> {
-    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+/// Every article's totals Redis holds, read straight from the partitions' counts
+/// hashes. `url` is one server's, or a cluster's nodes' URLs comma-separated.
+pub fn redis_totals(url: &str, prefix: &str) -> BTreeMap<String, Totals> {
+    let mut conn: Box<dyn redis::ConnectionLike> = if url.contains(',') {
+        let client = redis::cluster::ClusterClient::new(url.split(',')).unwrap();
+        Box::new(client.get_connection().unwrap())
+    } else {
+        Box::new(redis::Client::open(url).unwrap().get_connection().unwrap())
+    };
     let keys = Keys::new(prefix);
-    let mut out = BTreeMap::new();
-    for a in articles {
+    let mut out: BTreeMap<String, Totals> = BTreeMap::new();
+    for p in 0..PARTITIONS {
         let hash: BTreeMap<String, u64> = redis::cmd("HGETALL")
-            .arg(keys.counts(Partition::of(a)))
-            .query(&mut conn)
+            .arg(keys.counts(Partition::from_index(p)))
+            .query(&mut *conn)
             .unwrap();
-        let mut t = Totals::default();
         for (field, n) in hash {
-            let Some(counter) = field.strip_prefix(a.as_str()).and_then(|f| f.strip_prefix(':')) else {
-                continue;
-            };
+            let (article, counter) = field.split_once(':').expect("<article>:<counter>");
+            let t = out.entry(article.to_string()).or_default();
             if counter == VIEWS_FIELD {
                 t.views = n;
             } else if let Some(net) = counter.strip_prefix(SHARE_FIELD_PREFIX) {
                 t.shares.insert(net.to_string(), n);
             }
         }
-        if t != Totals::default() {
-            out.insert(a.clone(), t);
-        }
     }
     out
 }
 
-/// Asserts Redis holds exactly the ledger, article by article (over all load ids).
-pub fn assert_redis_holds(url: &str, ledger: &Ledger) {
-    let expected = ledger.snapshot();
+/// Asserts Redis holds exactly the events the ledgers accepted, article by article.
+pub fn assert_redis_holds(url: &str, ledgers: &[&Ledger]) {
+    let mut expected: BTreeMap<String, Totals> = BTreeMap::new();
+    for ledger in ledgers {
+        for (a, t) in ledger.snapshot() {
+            let e = expected.entry(a).or_default();
+            e.views += t.views;
+            for (net, n) in t.shares {
+                *e.shares.entry(net).or_default() += n;
+            }
+        }
+    }
+    let stored = redis_totals(url, "vc");
     let ids: Vec<String> = (0..ARTICLES).map(article).collect();
-    let stored = redis_totals(url, "vc", &ids);
     let wrong: Vec<_> = ids
         .iter()
         .filter(|a| expected.get(*a) != stored.get(*a))
@@ -206,4 +216,8 @@ pub fn assert_redis_holds(url: &str, ledger: &Ledger) {
         .map(|a| format!("{a}: expected {:?}, stored {:?}", expected.get(a), stored.get(a)))
         .collect();
     assert!(wrong.is_empty(), "Redis differs from the accepted events: {wrong:#?}");
+    assert!(
+        stored.keys().all(|a| expected.contains_key(a)),
+        "Redis holds articles nobody counted"
+    );
 }

@@ -1,5 +1,5 @@
 //! Applying a batch: split by partition, one `apply.lua` call per piece, all pieces
-//! of a batch in one pipeline. The script sets the batch's bit in the run's
+//! of a batch sent at once. The script sets the batch's bit in the run's
 //! exactly-once record, adds the deltas to the totals and appends the piece to its
 //! minute's log, atomically; reads test the same bit.
 
@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{Cmd, Pipeline, Script};
+use redis::{Cmd, Script};
 
 use super::top::{bucket_time, MINUTE_TTL};
 use super::RedisStore;
@@ -24,29 +24,30 @@ static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("appl
 impl RedisStore {
     /// Applies each partition's piece of `batch` at most once.
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        let pipe = self.apply_pipeline(batch);
-        let applied: i64 = self.run_script_pipeline(&APPLY, &pipe).await?.into_iter().sum();
+        let calls = self.apply_calls(batch);
+        let applied: i64 = self.run_scripts(&APPLY, &calls).await?.into_iter().sum();
         Ok(match applied {
             0 => Applied::Duplicate,
-            n if n == pipe.len() as i64 => Applied::Applied,
+            n if n == calls.len() as i64 => Applied::Applied,
             _ => Applied::Partial,
         })
     }
 
-    fn apply_pipeline(&self, batch: &Batch) -> Pipeline {
+    /// One `EVALSHA` of `apply.lua` per partition the batch touches.
+    fn apply_calls(&self, batch: &Batch) -> Vec<Cmd> {
         let mut by_partition: Vec<Vec<&ArticleDelta>> = vec![Vec::new(); PARTITIONS as usize];
         for d in &batch.articles {
             by_partition[Partition::of(d.article.as_str()).index() as usize].push(d);
         }
         let minute = Granularity::Minute.bucket(bucket_time(batch.flushed_at_ms, self.clock.now_ms()));
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        let mut calls = Vec::new();
         for (index, deltas) in by_partition.iter().enumerate() {
             if deltas.is_empty() {
                 continue;
             }
             let partition = Partition::from_index(index as u32);
-            // EVALSHA by hand: the crate's script invocation cannot join a pipeline.
+            // EVALSHA by hand: the crate's script invocation would build the call again
+            // for each retry.
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(APPLY.get_hash())
                 .arg(4)
@@ -59,9 +60,9 @@ impl RedisStore {
                 .arg(MINUTE_TTL.as_secs())
                 .arg(log_entry(deltas));
             push_piece_args(&mut cmd, deltas);
-            pipe.add_command(cmd);
+            calls.push(cmd);
         }
-        pipe
+        calls
     }
 }
 

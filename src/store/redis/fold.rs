@@ -15,26 +15,26 @@ use crate::store::StoreError;
 static FOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("fold.lua")));
 
 impl RedisStore {
-    /// Folds every partition's closed minutes into their hours (one pipeline); returns
+    /// Folds every partition's closed minutes into their hours (64 calls at once); returns
     /// how many (partition, minute) logs this call folded.
     pub async fn fold_closed_minutes(&self) -> Result<i64, StoreError> {
         let Some(upto) = open_from(self.clock.now_ms()).checked_sub(1) else {
             return Ok(0);
         };
         let oldest = upto.saturating_sub(MINUTE_TTL.as_secs() / 60);
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        let mut calls = Vec::new();
         for p in 0..PARTITIONS {
             let partition = Partition::from_index(p);
-            pipe.cmd("EVALSHA")
-                .arg(FOLD.get_hash())
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(FOLD.get_hash())
                 .arg(1)
                 .arg(self.keys.folded(partition))
                 .arg(self.keys.partition_prefix(partition))
                 .arg(upto)
                 .arg(oldest)
                 .arg(HOUR_TTL.as_secs());
+            calls.push(cmd);
         }
-        Ok(self.run_script_pipeline(&FOLD, &pipe).await?.into_iter().sum())
+        Ok(self.run_scripts(&FOLD, &calls).await?.into_iter().sum())
     }
 }

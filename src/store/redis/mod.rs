@@ -5,6 +5,7 @@
 
 mod apply;
 mod buckets;
+mod conn;
 mod fold;
 mod load;
 mod reads;
@@ -17,8 +18,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, Pipeline, RedisResult, Script};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
+
+use conn::{Conn, Connector, Request};
 
 use super::keys::{self, article_field, Keys, Partition, VIEWS_FIELD};
 use super::{StoreError, StoredCounts};
@@ -43,11 +45,11 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
 /// totals instead of keeping a page waiting for the whole response timeout.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A handle to Redis; cheap to clone. Purposefully lazy: the service starts and
-/// counts in memory even when Redis is down at start.
+/// A handle to Redis or a Redis Cluster; cheap to clone. Purposefully lazy: the
+/// service starts and counts in memory even when Redis is down at start.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connector,
     keys: Keys,
     /// The time buckets of flushes and the top windows follow.
     clock: Arc<dyn Clock>,
@@ -68,10 +70,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn is_noscript(e: &redis::RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-}
-
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Redis(e.to_string())
 }
@@ -84,21 +82,29 @@ impl RedisStore {
 
     /// Like [`RedisStore::open`], with the clock that dates buckets and moves the windows.
     pub fn open_with_clock(url: &str, prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // One attempt per call: the flusher's own back-off paces the retries.
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(err)?;
-        Ok(RedisStore {
+        Ok(Self::on(Connector::single(url).map_err(err)?, prefix, clock))
+    }
+
+    /// A store on the Redis Cluster that `seeds` (any of its nodes) belong to. Does not
+    /// wait for it.
+    pub fn open_cluster(seeds: &[&str], prefix: &str) -> Result<Self, StoreError> {
+        Self::open_cluster_with_clock(seeds, prefix, Arc::new(SystemClock))
+    }
+
+    /// Like [`RedisStore::open_cluster`], with the clock that dates buckets and moves the windows.
+    pub fn open_cluster_with_clock(seeds: &[&str], prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Ok(Self::on(Connector::cluster(seeds).map_err(err)?, prefix, clock))
+    }
+
+    fn on(conn: Connector, prefix: &str, clock: Arc<dyn Clock>) -> Self {
+        RedisStore {
             conn,
             keys: Keys::new(prefix),
             clock,
             top: Arc::default(),
             read_timeout: READ_TIMEOUT,
             networks: Networks::default(),
-        })
+        }
     }
 
     /// Sets the share networks whose counters reads, admin writes and deletes look up
@@ -115,60 +121,74 @@ impl RedisStore {
         self
     }
 
-    /// Runs `op` on the connection within `limit`. An `op` that finds the
-    /// connection refused or dropped runs once more: that answer only described the
-    /// old connection, and the manager has just started a new one. Running twice is
-    /// safe: reads and admin writes are idempotent, a flush piece that ran is a duplicate.
+    /// Runs `op` on a connection within `limit`. An `op` that finds the connection
+    /// refused or dropped runs once more: that answer only described the old
+    /// connection, and a new one is on its way. Running twice is safe: reads and admin
+    /// writes are idempotent, a flush piece that ran is a duplicate.
     async fn call<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let attempts = async {
-            match op(self.conn.clone()).await {
-                Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => op(self.conn.clone()).await,
+            match op(self.conn.get().await?).await {
+                Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => op(self.conn.get().await?).await,
                 other => other,
             }
         };
         match tokio::time::timeout(limit, attempts).await {
-            Ok(result) => result.map_err(err),
-            Err(_) => Err(StoreError::Redis(format!("no answer within {limit:?}"))),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.conn.forget_after(Some(&e)).await;
+                Err(err(e))
+            }
+            Err(_) => {
+                self.conn.forget_after(None).await;
+                Err(StoreError::Redis(format!("no answer within {limit:?}")))
+            }
         }
     }
 
-    /// Runs a pipeline of `script` calls (one `EVALSHA` each) and returns each call's
-    /// integer answer. When Redis restarted and lost its script cache, the script is
-    /// loaded and the same pipeline sent again: none of its calls ran (one that did
-    /// would answer as a duplicate).
-    async fn run_script_pipeline(&self, script: &Script, pipe: &Pipeline) -> Result<Vec<i64>, StoreError> {
-        let results: Vec<RedisResult<i64>> = self
-            .call(CALL_TIMEOUT, |mut conn| async move {
-                let results: Vec<RedisResult<i64>> = pipe.query_async(&mut conn).await?;
-                if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
-                    return Ok(results);
-                }
-                script.load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await
-            })
-            .await?;
-        results.into_iter().map(|r| r.map_err(err)).collect()
-    }
-
-    /// [`Self::call`] for one pipeline that writes.
-    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        self.call(
-            CALL_TIMEOUT,
-            |mut conn| async move { pipe.query_async(&mut conn).await },
-        )
-        .await
-    }
-
-    /// [`Self::call`] for one pipeline that reads for the API.
-    async fn query_read<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        self.call(self.read_timeout, |mut conn| async move {
-            pipe.query_async(&mut conn).await
+    /// Sends `requests` (each within one slot) at once, within `limit`; their replies
+    /// in order, or the first error.
+    async fn each<T, R>(&self, limit: Duration, requests: &[R]) -> Result<Vec<T>, StoreError>
+    where
+        T: FromRedisValue + Send,
+        R: Request,
+    {
+        self.call(limit, |conn| async move {
+            conn::send_all(&conn, requests).await.into_iter().collect()
         })
         .await
+    }
+
+    /// [`Self::each`] for the API's reads.
+    async fn each_read<T: FromRedisValue + Send, R: Request>(&self, requests: &[R]) -> Result<Vec<T>, StoreError> {
+        self.each(self.read_timeout, requests).await
+    }
+
+    /// Runs `script` calls (one `EVALSHA` each, within one slot) at once; each call's
+    /// integer answer (see [`conn::run_scripts`]).
+    async fn run_scripts(&self, script: &Script, calls: &[Cmd]) -> Result<Vec<i64>, StoreError> {
+        let results = self
+            .call(CALL_TIMEOUT, |conn| conn::run_scripts(conn, script, calls))
+            .await?;
+        let mut answers = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(n) => answers.push(n),
+                Err(e) => {
+                    self.conn.forget_after(Some(&e)).await;
+                    return Err(err(e));
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    /// [`Self::call`] for one pipeline (within one slot) that writes.
+    async fn query<T: FromRedisValue + Send>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.call(CALL_TIMEOUT, |conn| pipe.send(conn)).await
     }
 
     /// Replaces an article's totals in one transaction (both keys share a slot).

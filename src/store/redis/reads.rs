@@ -12,27 +12,23 @@ use crate::store::keys::{self, article_field, Partition, VIEWS_FIELD};
 use crate::store::{ArticleDelta, Batch, Snapshot, StoreError, StoredCounts};
 
 impl RedisStore {
-    /// Stored totals of each article, in the order asked (one pipelined round trip).
+    /// Stored totals of each article, in the order asked (all read at once).
     pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
-        let mut pipe = redis::pipe();
-        for a in articles {
-            pipe.add_command(self.counters_of(a));
-        }
-        let counters: Vec<Vec<Option<u64>>> = self.query_read(&pipe).await?;
+        let reads: Vec<Cmd> = articles.iter().map(|a| self.counters_of(a)).collect();
+        let counters: Vec<Vec<Option<u64>>> = self.each_read(&reads).await?;
         Ok(counters.into_iter().map(|c| self.stored_counts(c)).collect())
     }
 
-    /// Each article's totals and the deltas of `unacked` batches not in them yet, in
-    /// one transaction: the totals and the run records that say which pieces landed.
-    /// (With Redis Cluster this becomes one transaction per partition: its keys share
-    /// a slot.)
+    /// Each article's totals and the deltas of `unacked` batches not in them yet: per
+    /// article one transaction (its keys share a slot) of its counters and the bits of
+    /// the run records that say which of those batches landed.
     pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut plan: Vec<Vec<(&Batch, &ArticleDelta)>> = Vec::with_capacity(articles.len());
+        let mut reads = Vec::with_capacity(articles.len());
+        let mut plan: Vec<Vec<&ArticleDelta>> = Vec::with_capacity(articles.len());
         for a in articles {
             let partition = Partition::of(a.as_str());
-            pipe.add_command(self.counters_of(a));
+            let mut pipe = redis::pipe();
+            pipe.atomic().add_command(self.counters_of(a));
             let batches: Vec<_> = unacked
                 .iter()
                 .filter_map(|b| b.get(a.as_str()).map(|d| (&**b, d)))
@@ -40,18 +36,20 @@ impl RedisStore {
             for (b, _) in &batches {
                 pipe.getbit(self.keys.applied(partition, &b.id), keys::applied_bit(&b.id) as usize);
             }
-            plan.push(batches);
+            reads.push(pipe);
+            plan.push(batches.into_iter().map(|(_, d)| d).collect());
         }
-        let mut values = self.query_read::<Vec<Value>>(&pipe).await?.into_iter();
-        let mut next = || values.next().ok_or_else(|| err("short transaction reply"));
+        let replies: Vec<Vec<Value>> = self.each_read(&reads).await?;
         let mut out = Vec::with_capacity(plan.len());
-        for batches in plan {
+        for (deltas, values) in plan.into_iter().zip(replies) {
+            let mut values = values.into_iter();
+            let mut next = || values.next().ok_or_else(|| err("short transaction reply"));
             let counters: Vec<Option<u64>> = redis::from_redis_value(next()?).map_err(err)?;
             let mut snap = Snapshot {
                 stored: self.stored_counts(counters),
                 unapplied: StoredCounts::default(),
             };
-            for (_, d) in batches {
+            for d in deltas {
                 let landed: bool = redis::from_redis_value(next()?).map_err(err)?;
                 if !landed {
                     snap.unapplied.add(d);

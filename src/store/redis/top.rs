@@ -136,14 +136,18 @@ impl RedisStore {
 
     async fn refresh(&self, state: &mut TopState, now: u64) -> Result<(), StoreError> {
         let minutes: Vec<u64> = (state.open_from..=MINUTE.bucket(now + SKEW_MS)).collect();
-        let mut pipe = redis::pipe();
+        let mut reads = Vec::with_capacity(minutes.len() * PARTITIONS as usize);
         for &m in &minutes {
             for p in 0..PARTITIONS {
                 let from = state.read.get(&(p, m)).copied().unwrap_or(0);
-                pipe.lrange(self.keys.bucket(Partition::from_index(p), MINUTE, m), from as isize, -1);
+                let mut cmd = redis::cmd("LRANGE");
+                cmd.arg(self.keys.bucket(Partition::from_index(p), MINUTE, m))
+                    .arg(from)
+                    .arg(-1);
+                reads.push(cmd);
             }
         }
-        let replies: Vec<Vec<String>> = self.query_read(&pipe).await?;
+        let replies: Vec<Vec<String>> = self.each_read(&reads).await?;
         let mut read = state.read.clone();
         let mut added: Vec<(u64, Content)> = Vec::new();
         for (i, entries) in replies.into_iter().enumerate() {
@@ -180,19 +184,24 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Whole buckets, merged over the partitions (one pipeline): minute logs, hour hashes.
+    /// Whole buckets, merged over the partitions (read at once): minute logs, hour hashes.
     async fn read_buckets(&self, wanted: Vec<(Granularity, u64)>) -> Result<Fetched, StoreError> {
-        let mut pipe = redis::pipe();
+        let mut reads = Vec::with_capacity(wanted.len() * PARTITIONS as usize);
         for &(g, b) in &wanted {
             for p in 0..PARTITIONS {
                 let key = self.keys.bucket(Partition::from_index(p), g, b);
-                match g {
-                    Granularity::Minute => pipe.lrange(key, 0, -1),
-                    Granularity::Hour => pipe.hgetall(key),
+                let mut cmd = match g {
+                    Granularity::Minute => redis::cmd("LRANGE"),
+                    Granularity::Hour => redis::cmd("HGETALL"),
                 };
+                cmd.arg(key);
+                if g == Granularity::Minute {
+                    cmd.arg(0).arg(-1);
+                }
+                reads.push(cmd);
             }
         }
-        let replies: Vec<redis::Value> = self.query_read(&pipe).await?;
+        let replies: Vec<redis::Value> = self.each_read(&reads).await?;
         let mut out = Fetched::default();
         for (i, value) in replies.into_iter().enumerate() {
             let w = wanted[i / PARTITIONS as usize];
@@ -217,17 +226,19 @@ impl RedisStore {
         for id in ids {
             by_partition.entry(Partition::of(id.as_str())).or_default().push(id);
         }
-        let mut pipe = redis::pipe();
+        let mut reads = Vec::with_capacity(by_partition.len());
         let mut order = Vec::new();
         for (p, ids) in &by_partition {
             let fields: Vec<String> = ids
                 .iter()
                 .flat_map(|a| ["section", "lang"].map(|attr| article_field(a.as_str(), attr)))
                 .collect();
-            pipe.cmd("HMGET").arg(self.keys.meta(*p)).arg(fields);
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(self.keys.meta(*p)).arg(fields);
+            reads.push(cmd);
             order.extend(ids.iter().map(|id| (*id).clone()));
         }
-        let replies: Vec<Vec<Option<String>>> = self.query_read(&pipe).await?;
+        let replies: Vec<Vec<Option<String>>> = self.each_read(&reads).await?;
         let values: Vec<Option<String>> = replies.into_iter().flatten().collect();
         let meta = values.chunks(2).map(|v| Meta {
             section: v[0].as_deref().map(Into::into),

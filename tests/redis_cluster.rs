@@ -1,0 +1,72 @@
+//! The Redis store on a real Redis Cluster (three masters started by the test):
+//! instances sharing the cluster count exactly, through a stalled node and a node
+//! killed and restarted. (Every contract case also runs on a cluster: tests/contract.rs.)
+
+mod common;
+mod load;
+
+use common::{eventually, RedisCluster, TestApp};
+use load::{assert_redis_holds, Load};
+
+const OKS: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
+const ERRORS: &str = r#"viewcounter_flush_batches_total{result="error"}"#;
+const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
+
+async fn app_on(cluster: &RedisCluster) -> TestApp {
+    let urls = cluster.urls();
+    TestApp::start(&["--redis-url", &urls, "--redis-read-timeout", "5s"]).await
+}
+
+/// Waits until the metric `sample` exceeds `above`.
+async fn metric_exceeds(app: &TestApp, sample: &str, above: f64, secs: u64) {
+    let ok = eventually(secs, || async { app.client.metric(sample).await > above }).await;
+    assert!(ok, "{sample} stayed at or below {above} for {secs} s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_count_exactly_on_a_cluster_through_a_stalled_node() {
+    let cluster = RedisCluster::start();
+    let (a, b) = (app_on(&cluster).await, app_on(&cluster).await);
+    let (load_a, load_b) = (Load::start(&a.client, 2), Load::start(&b.client, 2));
+    load_a.wait_accepted(2_000).await;
+
+    // Longer than the 2 s response timeout: answers from that node are lost, and the
+    // commands queued behind the sleep still run when it wakes.
+    cluster.nodes[1].stall(3.0);
+    metric_exceeds(&a, ERRORS, 0.0, 15).await;
+    let oks = a.client.metric(OKS).await;
+    metric_exceeds(&a, OKS, oks, 20).await;
+    load_b.wait_accepted(4_000).await;
+    let (ledger_a, ledger_b) = (load_a.stop().await, load_b.stop().await);
+    let duplicates = a.client.metric(DUPLICATES).await + b.client.metric(DUPLICATES).await;
+    a.stop().await;
+    b.stop().await;
+
+    assert!(duplicates >= 1.0, "a lost answer was retried as a duplicate");
+    assert_redis_holds(&cluster.urls(), &[&ledger_a, &ledger_b]);
+    for node in &cluster.nodes {
+        let keys: u64 = node.cli(&["DBSIZE"]).unwrap().parse().unwrap();
+        assert!(keys > 0, "node {} holds partitions too", node.port);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_killed_and_restarted_loses_and_doubles_nothing() {
+    let mut cluster = RedisCluster::start();
+    let app = app_on(&cluster).await;
+    let load = Load::start(&app.client, 3);
+    load.wait_accepted(2_000).await;
+
+    cluster.nodes[2].kill();
+    metric_exceeds(&app, ERRORS, 0.0, 15).await;
+    load.wait_accepted(2_000).await;
+    // Restarted from its AOF and nodes.conf, the node serves its slots again.
+    tokio::task::block_in_place(|| cluster.nodes[2].restart());
+    let oks = app.client.metric(OKS).await;
+    metric_exceeds(&app, OKS, oks, 30).await;
+    load.wait_accepted(2_000).await;
+    let ledger = load.stop().await;
+    app.stop().await;
+
+    assert_redis_holds(&cluster.urls(), &[&ledger]);
+}
