@@ -279,3 +279,50 @@ async fn two_instances_on_one_redis_rank_every_event_of_both() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_admin_change_through_one_instance_reaches_the_windows_of_another() {
+    let mut h = Harness::new().await;
+    let other = RedisStore::open_with_clock(&h.redis.url(), "vc", h.clock.clone()).unwrap();
+    other.load_top().await.unwrap();
+    let top_of_other = |query: &'static str| {
+        let other = other.clone();
+        async move {
+            let q = TopQuery::parse(query, &Networks::default()).unwrap();
+            let got = other.top(&q).await.unwrap();
+            got.into_iter().map(|e| (e.article, e.count)).collect::<Vec<_>>()
+        }
+    };
+    h.views(&[("edited", 5, "news"), ("retracted", 9, "news"), ("kept", 3, "news")])
+        .await;
+    h.clock.advance(1_000);
+    assert_eq!(
+        top_of_other("window=all").await,
+        ranked(&[("retracted", 9), ("edited", 5), ("kept", 3)])
+    );
+
+    // Through this instance: a migration sets "edited" to 100, "retracted" is deleted;
+    // a flush of 2 more views of "edited" lands after the change.
+    let counts = viewcounter::store::StoredCounts {
+        views: 100,
+        shares: Default::default(),
+    };
+    h.store
+        .set(&ArticleId::parse("edited").unwrap(), &counts)
+        .await
+        .unwrap();
+    h.store.delete(&ArticleId::parse("retracted").unwrap()).await.unwrap();
+    h.views(&[("edited", 2, "news")]).await;
+    h.clock.advance(1_000);
+
+    let expected = ranked(&[("edited", 102), ("kept", 3)]);
+    assert_eq!(top_of_other("window=all").await, expected, "the other instance");
+    assert_eq!(h.top("window=all").await, expected, "this instance");
+    assert_eq!(
+        top_of_other("window=1h").await,
+        ranked(&[("edited", 7), ("kept", 3)]),
+        "a delete leaves the rolling windows; a set changes only the all-time totals"
+    );
+    h.reopen().await;
+    assert_eq!(h.top("window=all").await, expected, "a reload agrees");
+}

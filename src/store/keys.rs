@@ -91,6 +91,13 @@ impl Keys {
         format!("{}:{{{partition}}}:{tag}:{bucket}", self.prefix)
     }
 
+    /// `<prefix>:{pN}:admin`: a stream of the partition's admin changes (article,
+    /// whether it was deleted, the difference made to each counter), read by every
+    /// instance's top windows.
+    pub fn admin(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:admin", self.prefix)
+    }
+
     /// `<prefix>:{pN}:folded`: the last minute whose log was folded into its hour.
     pub fn folded(&self, partition: Partition) -> String {
         format!("{}:{{{partition}}}:folded", self.prefix)

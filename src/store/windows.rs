@@ -170,6 +170,25 @@ impl Windows {
         }
     }
 
+    /// Applies an admin change made through any instance: `raise` is added to the
+    /// article's all-time total and `lower` taken from it; `forget` (an admin delete,
+    /// whose buckets were rewritten without the article) also drops it from the
+    /// rolling windows and forgets its metadata.
+    pub fn admin_change(&mut self, article: &ArticleId, raise: &Tally, lower: &Tally, forget: bool) {
+        let total = self.all.entry(article.clone()).or_default();
+        total.add(raise.views, &raise.shares, false);
+        total.add(lower.views, &lower.shares, true);
+        if total.is_zero() {
+            self.all.remove(article);
+        }
+        if forget {
+            self.meta.remove(article);
+            for r in self.rolling.values_mut() {
+                r.tallies.remove(article);
+            }
+        }
+    }
+
     /// Forgets an article everywhere (admin delete).
     pub fn forget(&mut self, article: &ArticleId) {
         self.all.remove(article);

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use redis::Value;
 
+use super::admin::last_id;
 use super::buckets::{add_bucket, add_log_entry, diff, merge, minute_batch, subtract, Content, Fetched};
 use super::top::{open_from, TopState, HOUR, MINUTE, MINUTE_TTL, SKEW_MS};
 use super::{err, RedisStore};
@@ -23,6 +24,8 @@ struct Loaded {
     meta: HashMap<ArticleId, Meta>,
     buckets: Fetched,
     read: HashMap<(u32, u64), usize>,
+    /// The last admin change of each partition, as of its transaction.
+    admin_read: Vec<String>,
 }
 
 fn next<T: redis::FromRedisValue>(values: &mut impl Iterator<Item = Value>) -> Result<T, StoreError> {
@@ -45,6 +48,7 @@ impl RedisStore {
             meta,
             buckets,
             read,
+            admin_read,
         } = loaded;
         all.retain(|_, t| !t.is_zero());
         // Minutes past `now` (an instance whose clock is ahead) are in the totals
@@ -62,6 +66,7 @@ impl RedisStore {
             windows,
             read: read.into_iter().filter(|((_, m), _)| *m >= from).collect(),
             open_from: from,
+            admin_read,
             refreshed_at_ms: now,
             refreshed: Instant::now(),
         })
@@ -87,6 +92,12 @@ impl RedisStore {
             pipe.hgetall(self.keys.bucket(partition, HOUR, h));
         }
         pipe.hgetall(self.keys.meta(partition));
+        pipe.cmd("XREVRANGE")
+            .arg(self.keys.admin(partition))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
         let values: Vec<Value> = self.query(&pipe).await?;
         let mut values = values.into_iter();
         add_bucket(&mut into.all, next(&mut values)?);
@@ -115,6 +126,9 @@ impl RedisStore {
         }
         let meta: HashMap<String, String> = next(&mut values)?;
         add_meta(&mut into.meta, meta);
+        // The totals above hold every change up to this one; later ones are read by refreshes.
+        into.admin_read
+            .push(last_id(values.next().ok_or_else(|| err("short transaction reply"))?)?);
         Ok(())
     }
 }

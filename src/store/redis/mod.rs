@@ -1,8 +1,10 @@
-//! The Redis backend (`--redis-url`): the connection and its timeouts, admin writes.
-//! `apply.rs` writes batches exactly once, `reads.rs` reads totals, `top.rs` (with
+//! The Redis backend (`--redis-url`, one server or a cluster): the store handle and
+//! its timeouts. `conn.rs` holds the connection, `apply.rs` writes batches exactly
+//! once, `reads.rs` reads totals, `admin.rs` makes admin changes, `top.rs` (with
 //! `load.rs`, `fold.rs`, `buckets.rs`) serves `/v1/top`; key names live in
 //! `../keys.rs`; docs/redis-keys.md is the full story.
 
+mod admin;
 mod apply;
 mod buckets;
 mod conn;
@@ -22,13 +24,10 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
 
 use conn::{Conn, Connector, Request};
 
-use super::keys::{self, article_field, Keys, Partition, VIEWS_FIELD};
-use super::{StoreError, StoredCounts};
+use super::keys::Keys;
+use super::StoreError;
 use crate::clock::{Clock, SystemClock};
-use crate::event::{ArticleId, Networks};
-use crate::top::{Granularity, Tally};
-
-static DELETE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(include_str!("delete.lua")));
+use crate::event::Networks;
 
 /// A TCP connect to Redis takes well under a millisecond on a LAN; one second means
 /// "unreachable" without stalling the flusher (the crate's default is also 1 s).
@@ -189,59 +188,6 @@ impl RedisStore {
     /// [`Self::call`] for one pipeline (within one slot) that writes.
     async fn query<T: FromRedisValue + Send>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
         self.call(CALL_TIMEOUT, |conn| pipe.send(conn)).await
-    }
-
-    /// Replaces an article's totals in one transaction (both keys share a slot).
-    pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
-        let a = article.as_str();
-        let key = self.keys.counts(Partition::of(a));
-        let mut fields: Vec<(String, u64)> = counts
-            .shares
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(network, n)| (article_field(a, &keys::share_field(network)), *n))
-            .collect();
-        if counts.views > 0 {
-            fields.push((article_field(a, VIEWS_FIELD), counts.views));
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic().hdel(&key, self.counter_fields(a)).ignore();
-        if !fields.is_empty() {
-            pipe.hset_multiple(&key, &fields).ignore();
-        }
-        self.query::<()>(&pipe).await?;
-        let mut total = Tally::default();
-        let shares: Vec<(Box<str>, u64)> = counts.shares.iter().map(|(n, c)| (n.as_str().into(), *c)).collect();
-        total.add(counts.views, &shares, false);
-        self.top_admin(article, Some(total)).await;
-        Ok(())
-    }
-
-    /// Forgets an article's totals, metadata and bucket fields in one script.
-    pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
-        let a = article.as_str();
-        let partition = Partition::of(a);
-        let now = self.clock.now_ms();
-        let (minute, hour) = (Granularity::Minute, Granularity::Hour);
-        let mut invocation = DELETE.prepare_invoke();
-        invocation
-            .key(self.keys.counts(partition))
-            .key(self.keys.meta(partition))
-            .arg(a)
-            .arg(self.keys.partition_prefix(partition))
-            .arg(minute.bucket(now).saturating_sub(minute.retention() + 1))
-            .arg(minute.bucket(now + top::SKEW_MS) + 1)
-            .arg(hour.bucket(now).saturating_sub(hour.retention() + 1))
-            .arg(hour.bucket(now + top::SKEW_MS) + 1)
-            .arg(VIEWS_FIELD)
-            .arg(self.networks.names().map(keys::share_field).collect::<Vec<_>>());
-        let invocation = &invocation;
-        self.call(CALL_TIMEOUT, |mut conn| async move {
-            invocation.invoke_async::<i64>(&mut conn).await
-        })
-        .await?;
-        self.top_admin(article, None).await;
-        Ok(())
     }
 
     /// `PING`.

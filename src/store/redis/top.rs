@@ -16,7 +16,7 @@ use crate::event::{ArticleId, Meta};
 use crate::store::keys::{article_field, Partition, PARTITIONS};
 use crate::store::windows::Windows;
 use crate::store::StoreError;
-use crate::top::{Granularity, Tally, TopEntry, TopQuery};
+use crate::top::{Granularity, TopEntry, TopQuery};
 
 /// A minute log lives this long after its last write: past the 1 h window, and time
 /// for some instance to fold it into its hour.
@@ -60,6 +60,8 @@ pub struct TopState {
     /// Entries read so far of each (partition, minute) log from `open_from` on.
     pub(super) read: HashMap<(u32, u64), usize>,
     pub(super) open_from: u64,
+    /// The last admin change read of each partition's stream.
+    pub(super) admin_read: Vec<String>,
     pub(super) refreshed_at_ms: u64,
     pub(super) refreshed: Instant,
 }
@@ -124,16 +126,6 @@ impl RedisStore {
         }
     }
 
-    /// Applies an admin change to this instance's windows (`None`: forget the article).
-    pub(super) async fn top_admin(&self, article: &ArticleId, total: Option<Tally>) {
-        if let Some(state) = self.top.lock().await.as_mut() {
-            match total {
-                Some(t) => state.windows.set_total(article, t),
-                None => state.windows.forget(article),
-            }
-        }
-    }
-
     async fn refresh(&self, state: &mut TopState, now: u64) -> Result<(), StoreError> {
         let minutes: Vec<u64> = (state.open_from..=MINUTE.bucket(now + SKEW_MS)).collect();
         let mut reads = Vec::with_capacity(minutes.len() * PARTITIONS as usize);
@@ -174,6 +166,7 @@ impl RedisStore {
         state.open_from = state.open_from.max(open_from(now));
         read.retain(|(_, m), _| *m >= state.open_from);
         state.read = read;
+        self.apply_admin_changes(state, &super::admin::all_partitions()).await?;
         let leaving = state.windows.leaving(now);
         if !leaving.is_empty() {
             let fetched = self.read_buckets(leaving.into_iter().collect()).await?;
