@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::counter::CounterMap;
 use crate::flusher::Flusher;
+use crate::http::rate_limit::RateLimiter;
 use crate::http::routes::Surface;
 use crate::http::server::{serve, ServerLimits};
 use crate::http::top::TopCache;
@@ -119,6 +120,8 @@ impl App {
             max_body: config.max_body_bytes,
             lifecycle: Arc::new(Lifecycle::default()),
             top_cache: TopCache::new(config.flush_interval),
+            rate_limit: (config.rate_limit > 0)
+                .then(|| RateLimiter::new(config.rate_limit, config.client_ip_header.clone())),
         });
         let limits = ServerLimits {
             header_read_timeout: config.header_read_timeout,

@@ -139,6 +139,16 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_SHARE_NETWORKS", default_value = DEFAULT_NETWORKS, value_name = "LIST", value_parser = parse_networks)]
     pub share_networks: Networks,
 
+    /// Ingest requests (POST /v1/events, the pixel) a second per client, in bursts of
+    /// as many; more get 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "VIEWCOUNTER_RATE_LIMIT", default_value = "0", value_name = "N")]
+    pub rate_limit: u32,
+
+    /// Header naming the client behind a proxy (e.g. X-Forwarded-For: its last address,
+    /// the one the proxy added); unset: the connection's peer address.
+    #[arg(long, env = "VIEWCOUNTER_CLIENT_IP_HEADER", value_name = "NAME")]
+    pub client_ip_header: Option<http::HeaderName>,
+
     /// Capacity of the in-memory map of pending counters; new keys beyond it get 503.
     #[arg(long, env = "VIEWCOUNTER_MAX_PENDING_KEYS", default_value = "1000000", value_name = "N", value_parser = parse_positive)]
     pub max_pending_keys: usize,
@@ -198,6 +208,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limit_is_off_unless_asked_for() {
+        let c = Config::parse_from(["viewcounter"]);
+        assert_eq!((c.rate_limit, c.client_ip_header), (0, None));
+        let c = Config::parse_from([
+            "viewcounter",
+            "--rate-limit",
+            "20",
+            "--client-ip-header",
+            "X-Forwarded-For",
+        ]);
+        assert_eq!(c.rate_limit, 20);
+        assert_eq!(c.client_ip_header.unwrap(), "x-forwarded-for");
+        assert!(Config::try_parse_from(["viewcounter", "--client-ip-header", "bad header"]).is_err());
+        assert!(Config::try_parse_from(["viewcounter", "--rate-limit", "-1"]).is_err());
+    }
 
     #[test]
     fn defaults_follow_the_contract() {

@@ -109,3 +109,56 @@ fn form_urlencoded_escape(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_client_over_the_rate_limit_gets_429_and_counts_nothing() {
+    let app = TestApp::start(&["--rate-limit", "3", "--client-ip-header", "X-Forwarded-For"]).await;
+    let view = |from: &'static str| {
+        let client = app.client.clone();
+        async move {
+            let body = r#"{"type":"view","article":"limited"}"#;
+            let headers = [("content-type", "text/plain"), ("x-forwarded-for", from)];
+            client.send(http::Method::POST, "/v1/events", &headers, body).await
+        }
+    };
+
+    for _ in 0..3 {
+        assert_eq!(view("203.0.113.7").await.status, StatusCode::ACCEPTED);
+    }
+    let refused = view("203.0.113.7").await;
+    let pixel = app
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/pixel.gif?type=view&article=limited",
+            &[("x-forwarded-for", "203.0.113.7")],
+            "",
+        )
+        .await;
+    let other = view("198.51.100.1").await;
+    let read = app.client.get("/v1/articles/limited").await;
+
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.error_code(), "rate_limited");
+    assert_eq!(refused.header("retry-after"), "1");
+    assert_eq!(
+        pixel.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the pixel counts, so it is limited too"
+    );
+    assert_eq!(other.status, StatusCode::ACCEPTED, "another client is served");
+    assert_eq!(read.status, StatusCode::OK, "reads are not limited");
+    assert_eq!(
+        app.client.views("limited").await,
+        4,
+        "the refused requests counted nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        view("203.0.113.7").await.status,
+        StatusCode::ACCEPTED,
+        "a token came back"
+    );
+    let rejected = r#"viewcounter_events_rejected_total{reason="rate_limited"}"#;
+    assert_eq!(app.client.metric(rejected).await, 2.0);
+}

@@ -49,6 +49,12 @@ pub enum ApiError {
     /// Content type not accepted on an ingest endpoint.
     #[error("content type must be application/json, application/x-ndjson or text/plain")]
     UnsupportedMediaType,
+    /// The client sent more ingest requests than `--rate-limit` allows.
+    #[error("too many requests from this client; retry later")]
+    RateLimited {
+        /// Until the client's next request is accepted.
+        retry_after: std::time::Duration,
+    },
     /// New keys refused: the pending map is full.
     #[error("too many pending counters; retry shortly")]
     CapacityExhausted,
@@ -87,6 +93,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::CapacityExhausted | ApiError::ShuttingDown | ApiError::StoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -104,6 +111,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::CapacityExhausted => "capacity_exhausted",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::StoreUnavailable(_) => "store_unavailable",
@@ -138,6 +146,11 @@ impl ApiError {
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                // Whole seconds, rounded up: a client that waits that long gets a token.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}
         }

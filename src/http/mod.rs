@@ -6,6 +6,7 @@ pub mod error;
 pub mod ingest;
 pub mod last_known;
 pub mod ops;
+pub mod rate_limit;
 pub mod reads;
 pub mod routes;
 pub mod script;
@@ -53,6 +54,8 @@ pub struct Api {
     pub lifecycle: Arc<Lifecycle>,
     /// Recent `/v1/top` answers.
     pub top_cache: top::TopCache,
+    /// The per-client limit of the ingest endpoints (`--rate-limit`; None: off).
+    pub rate_limit: Option<rate_limit::RateLimiter>,
 }
 
 /// Shared handle to [`Api`].

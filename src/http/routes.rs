@@ -2,6 +2,7 @@
 //! answer with CORS headers and request metrics (labelled by route template).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -106,24 +107,32 @@ impl Route<'_> {
     }
 }
 
-/// Answers one request; never fails (errors become their JSON response).
-pub async fn handle(api: SharedApi, surface: Surface, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// Answers one request from `peer`; never fails (errors become their JSON response).
+pub async fn handle(
+    api: SharedApi,
+    surface: Surface,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let route = Route::of(parts.uri.path(), surface);
     let result = match route {
         None => Err(ApiError::NotFound),
-        Some(r) => {
-            dispatch(
-                &api,
-                r,
-                &parts.method,
-                parts.uri.query().unwrap_or(""),
-                &parts.headers,
-                body,
-            )
-            .await
-        }
+        Some(r) => match rate_limit(&api, r, &parts.method, peer, &parts.headers) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                dispatch(
+                    &api,
+                    r,
+                    &parts.method,
+                    parts.uri.query().unwrap_or(""),
+                    &parts.headers,
+                    body,
+                )
+                .await
+            }
+        },
     };
     let status = match &result {
         Ok(r) => r.status(),
@@ -149,6 +158,26 @@ pub async fn handle(api: SharedApi, surface: Surface, req: Request<Incoming>) ->
         .with_label_values(&[template])
         .observe(started.elapsed().as_secs_f64());
     Ok(resp)
+}
+
+/// Applies `--rate-limit` to the requests that count (an ingest POST, a pixel GET).
+fn rate_limit(
+    api: &SharedApi,
+    route: Route<'_>,
+    method: &Method,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let counts = matches!(
+        (route, method),
+        (Route::Events, &Method::POST) | (Route::Pixel, &Method::GET)
+    );
+    match &api.rate_limit {
+        Some(limiter) if counts => limiter
+            .check(limiter.client(peer, headers), Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited { retry_after }),
+        _ => Ok(()),
+    }
 }
 
 async fn dispatch(

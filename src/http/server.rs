@@ -50,7 +50,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -60,9 +60,10 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let api = api.clone();
-        let service = service_fn(move |req| handle(api.clone(), surface, req));
+        let service = service_fn(move |req| handle(api.clone(), surface, peer.ip(), req));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
