@@ -1,13 +1,11 @@
-//! `/v1/top`: windows, metrics and filters of a query, and the ranking over a
-//! window's per-article tallies (count descending, ties by article id ascending).
+//! `/v1/top`: windows, metrics and filters of a query and the per-article tallies;
+//! `rank.rs` ranks a window's tallies (count descending, ties by article id ascending).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::BuildHasher;
+mod rank;
 
-use serde::Serialize;
+pub use rank::{rank, TopEntry};
 
-use crate::event::{validate_lang, validate_section, ArticleId, Meta, Networks};
+use crate::event::{validate_lang, validate_section, Networks};
 
 /// A ranking window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,71 +241,6 @@ impl Tally {
     }
 }
 
-/// One row of a ranking.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TopEntry {
-    /// The article.
-    pub article: String,
-    /// Its count for the metric in the window.
-    pub count: u64,
-    /// Its section, if known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub section: Option<String>,
-    /// Its language, if known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lang: Option<String>,
-}
-
-fn matches(meta: Option<&Meta>, q: &TopQuery) -> bool {
-    let field_ok = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| have == Some(w));
-    field_ok(&q.section, meta.and_then(|m| m.section.as_deref()))
-        && field_ok(&q.lang, meta.and_then(|m| m.lang.as_deref()))
-}
-
-/// The top `q.limit` articles of `tallies` (count descending, id ascending), keeping a
-/// bounded heap so a window of 100,000 articles costs one pass. Metadata is looked up
-/// only for an article that would enter the heap, so filters cost little.
-pub fn rank<S: BuildHasher>(
-    tallies: &HashMap<ArticleId, Tally, S>,
-    meta: &HashMap<ArticleId, Meta, S>,
-    q: &TopQuery,
-) -> Vec<TopEntry> {
-    let filtered = q.section.is_some() || q.lang.is_some();
-    // Heap of the best so far, worst on top: (Reverse(count), id) orders so.
-    let mut heap: BinaryHeap<(Reverse<u64>, &ArticleId)> = BinaryHeap::with_capacity(q.limit + 1);
-    for (id, tally) in tallies {
-        let count = tally.count(&q.metric);
-        if count == 0 {
-            continue;
-        }
-        if heap.len() == q.limit {
-            let (Reverse(worst), worst_id) = heap.peek().expect("heap is full");
-            if count < *worst || (count == *worst && id > *worst_id) {
-                continue;
-            }
-        }
-        if filtered && !matches(meta.get(id), q) {
-            continue;
-        }
-        heap.push((Reverse(count), id));
-        if heap.len() > q.limit {
-            heap.pop();
-        }
-    }
-    heap.into_sorted_vec()
-        .into_iter()
-        .map(|(Reverse(count), id)| {
-            let m = meta.get(id);
-            TopEntry {
-                article: id.to_string(),
-                count,
-                section: m.and_then(|m| m.section.as_deref()).map(String::from),
-                lang: m.and_then(|m| m.lang.as_deref()).map(String::from),
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,61 +270,6 @@ mod tests {
             ("windw=1h", "invalid_query"),
         ] {
             assert_eq!(q(query).unwrap_err().0, code, "{query}");
-        }
-    }
-
-    fn tallies(rows: &[(&str, u64)]) -> HashMap<ArticleId, Tally> {
-        rows.iter()
-            .map(|(a, v)| {
-                (
-                    ArticleId::parse(a).unwrap(),
-                    Tally {
-                        views: *v,
-                        shares: vec![],
-                    },
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn ranking_orders_by_count_then_id() {
-        let t = tallies(&[("b", 5), ("a", 5), ("c", 9), ("d", 1), ("e", 0)]);
-        let got = rank(&t, &HashMap::new(), &q("limit=3").unwrap());
-        let ids: Vec<(&str, u64)> = got.iter().map(|e| (e.article.as_str(), e.count)).collect();
-        assert_eq!(ids, [("c", 9), ("a", 5), ("b", 5)]);
-        let all = rank(&t, &HashMap::new(), &q("limit=100").unwrap());
-        assert_eq!(all.len(), 4, "zero counts are left out");
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn ranking_equals_sorting_everything(
-            rows in proptest::collection::vec((0u32..300, 0u64..6, 0u8..3), 0..200),
-            limit in 1usize..20,
-            section in proptest::option::of(0u8..3),
-        ) {
-            let mut tallies = HashMap::new();
-            let mut meta = HashMap::new();
-            for (a, views, s) in &rows {
-                let id = ArticleId::parse(&format!("a{a}")).unwrap();
-                tallies.insert(id.clone(), Tally { views: *views, shares: vec![] });
-                meta.insert(id, Meta { section: Some(format!("s{s}").into()), lang: None });
-            }
-            let query = match section {
-                Some(s) => format!("limit={limit}&section=s{s}"),
-                None => format!("limit={limit}"),
-            };
-            let q = q(&query).unwrap();
-            let mut expected: Vec<(u64, String)> = tallies
-                .iter()
-                .filter(|(id, t)| t.views > 0 && section.is_none_or(|s| meta[*id].section.as_deref() == Some(&*format!("s{s}"))))
-                .map(|(id, t)| (t.views, id.to_string()))
-                .collect();
-            expected.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            expected.truncate(limit);
-            let got: Vec<(u64, String)> = rank(&tallies, &meta, &q).into_iter().map(|e| (e.count, e.article)).collect();
-            proptest::prop_assert_eq!(got, expected);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio::time;
@@ -17,49 +17,15 @@ use crate::metrics::Metrics;
 use crate::spill;
 use crate::store::{Applied, Batch, BatchId, Store};
 
+mod ids;
+
+pub use ids::{unix_ms, BatchIds};
+
 /// Articles per batch chunk: a big drain is split so each store call stays small.
 pub const CHUNK_ARTICLES: usize = 10_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// With nothing to flush, how often the store is pinged so `store_up` stays true to life.
 const IDLE_PING: Duration = Duration::from_secs(5);
-
-/// Makes batch ids: instance id + process start + sequence.
-#[derive(Debug)]
-pub struct BatchIds {
-    instance: String,
-    epoch_ms: u64,
-    seq: u64,
-}
-
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
-impl BatchIds {
-    /// A fresh sequence for this process.
-    pub fn new(instance: String) -> Self {
-        BatchIds {
-            instance,
-            epoch_ms: unix_ms(),
-            seq: 0,
-        }
-    }
-
-    /// The next id: every batch, each chunk of a drain too, has its own `seq`.
-    fn next(&mut self, chunk: u32) -> BatchId {
-        self.seq += 1;
-        BatchId {
-            instance: self.instance.clone(),
-            epoch_ms: self.epoch_ms,
-            seq: self.seq,
-            chunk,
-        }
-    }
-}
 
 /// Owns the flush loop.
 #[derive(Debug)]
@@ -320,7 +286,7 @@ impl Flusher {
         }
         let queue = self.in_flight.snapshot();
         let batches: Vec<Batch> = queue.iter().map(|u| (*u.batch).clone()).collect();
-        match spill::write(&self.data_dir, &self.ids_label(), &batches) {
+        match spill::write(&self.data_dir, &self.ids.label(), &batches) {
             Ok(path) => {
                 self.metrics.spill_files.with_label_values(&["written"]).inc();
                 tracing::warn!(file = %path.display(), batches = batches.len(), "store unreachable at shutdown; pending counts spilled");
@@ -330,9 +296,5 @@ impl Flusher {
             }
             Err(e) => tracing::error!(error = %e, "could not write the spill file; pending counts are lost"),
         }
-    }
-
-    fn ids_label(&self) -> String {
-        format!("{}-{}-{}", self.ids.instance, self.ids.epoch_ms, self.ids.seq)
     }
 }
