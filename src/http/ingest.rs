@@ -101,11 +101,8 @@ fn record(api: &Api, events: &[Event<'_>]) -> Result<(), ApiError> {
         Some(Err(_)) => Err(ApiError::CapacityExhausted),
         Some(Ok(())) => {
             let views = events.iter().filter(|e| type_label(e) == "view").count() as u64;
-            api.metrics.events.with_label_values(&["view"]).inc_by(views);
-            api.metrics
-                .events
-                .with_label_values(&["share"])
-                .inc_by(events.len() as u64 - views);
+            api.metrics.events_view.inc_by(views);
+            api.metrics.events_share.inc_by(events.len() as u64 - views);
             Ok(())
         }
     }
@@ -132,8 +129,14 @@ pub fn post_events(api: &Api, headers: &HeaderMap, body: &Bytes) -> ApiResult {
     record(api, &events)?;
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &serde_json::json!({ "accepted": events.len() }),
+        &Accepted { accepted: events.len() },
     ))
+}
+
+/// The answer to an accepted `POST /v1/events`.
+#[derive(serde::Serialize)]
+struct Accepted {
+    accepted: usize,
 }
 
 /// The event of a pixel request's query string.

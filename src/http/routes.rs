@@ -277,7 +277,11 @@ fn preflight(route: Route<'_>) -> Response<Body> {
 
 fn add_cors(api: &SharedApi, request: &HeaderMap, response: &mut HeaderMap) {
     let origin = request.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let Some(allowed) = api.origins.allow(origin).and_then(|o| HeaderValue::from_str(o).ok()) {
+    let allowed = match api.origins.allow(origin) {
+        Some("*") => Some(HeaderValue::from_static("*")),
+        other => other.and_then(|o| HeaderValue::from_str(o).ok()),
+    };
+    if let Some(allowed) = allowed {
         response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
     }
     if !matches!(api.origins, crate::config::AllowedOrigins::Any) {
