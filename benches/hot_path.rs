@@ -135,7 +135,7 @@ fn top(c: &mut Criterion) {
     for (i, id) in ids(100_000).iter().enumerate() {
         let id = ArticleId::parse(id).unwrap();
         let views = (i as u64 * 2_654_435_761) % 10_000;
-        tallies.insert(id.clone(), Tally { views, shares: vec![] });
+        tallies.insert(id.clone(), Tally::of_views(views));
         let section = if i % 10 == 0 { "analytics" } else { "news" };
         meta.insert(
             id,

@@ -207,8 +207,12 @@ fn parse_limit(v: &str) -> Result<usize, BadTopQuery> {
 pub struct Tally {
     /// Views.
     pub views: u64,
-    /// Shares by network name.
+    /// Shares by network name. Change it only through [`Tally::add`], which keeps
+    /// `shares_total` in step.
     pub shares: Vec<(Box<str>, u64)>,
+    /// The sum of `shares`, kept inline: ranking by shares then reads no other memory
+    /// than the tally itself (the vector is a pointer away, a cache miss per article).
+    pub shares_total: u64,
 }
 
 impl Tally {
@@ -224,6 +228,15 @@ impl Tally {
             }
         }
         self.shares.retain(|(_, n)| *n > 0);
+        self.shares_total = self.shares.iter().map(|(_, n)| n).sum();
+    }
+
+    /// A tally of `views` views and no shares.
+    pub fn of_views(views: u64) -> Tally {
+        Tally {
+            views,
+            ..Tally::default()
+        }
     }
 
     /// True when every count is zero.
@@ -235,7 +248,7 @@ impl Tally {
     pub fn count(&self, metric: &Metric) -> u64 {
         match metric {
             Metric::Views => self.views,
-            Metric::Shares(None) => self.shares.iter().map(|(_, n)| n).sum(),
+            Metric::Shares(None) => self.shares_total,
             Metric::Shares(Some(net)) => self.shares.iter().find(|(n, _)| **n == **net).map_or(0, |(_, c)| *c),
         }
     }
@@ -244,6 +257,17 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inline_shares_total_follows_every_change() {
+        let mut t = Tally::of_views(2);
+        t.add(0, &[("x".into(), 3), ("y".into(), 4)], false);
+        t.add(1, &[("x".into(), 1)], true);
+        assert_eq!((t.count(&Metric::Shares(None)), t.shares_total), (6, 6));
+        t.add(0, &[("y".into(), 9)], true);
+        assert_eq!(t.shares_total, 2);
+        assert_eq!(t.count(&Metric::Shares(Some("x".into()))), 2);
+    }
 
     fn q(query: &str) -> Result<TopQuery, BadTopQuery> {
         TopQuery::parse(query, &Networks::default())

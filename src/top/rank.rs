@@ -87,15 +87,7 @@ mod tests {
 
     fn tallies(rows: &[(&str, u64)]) -> HashMap<ArticleId, Tally> {
         rows.iter()
-            .map(|(a, v)| {
-                (
-                    ArticleId::parse(a).unwrap(),
-                    Tally {
-                        views: *v,
-                        shares: vec![],
-                    },
-                )
-            })
+            .map(|(a, v)| (ArticleId::parse(a).unwrap(), Tally::of_views(*v)))
             .collect()
     }
 
@@ -120,7 +112,7 @@ mod tests {
             let mut meta = HashMap::new();
             for (a, views, s) in &rows {
                 let id = ArticleId::parse(&format!("a{a}")).unwrap();
-                tallies.insert(id.clone(), Tally { views: *views, shares: vec![] });
+                tallies.insert(id.clone(), Tally::of_views(*views));
                 meta.insert(id, Meta { section: Some(format!("s{s}").into()), lang: None });
             }
             let query = match section {
