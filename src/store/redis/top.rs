@@ -101,7 +101,7 @@ impl RedisStore {
         }
     }
 
-    /// Loads the windows from scratch (startup; the only place that `SCAN`s).
+    /// Loads the windows from scratch (startup: 64 transactions, one per partition).
     pub async fn load_top(&self) -> Result<(), StoreError> {
         let state = self.load(self.clock.now_ms()).await?;
         *self.top.lock().await = Some(state);
