@@ -27,6 +27,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The counts hash (prefix `vc`) and field of one counter of `article`.
+fn counter_location(article: &str, counter: &str) -> (String, String) {
+    use viewcounter::store::keys::{article_field, Keys, Partition};
+    (
+        Keys::new("vc").counts(Partition::of(article)),
+        article_field(article, counter),
+    )
+}
+
 fn redis_server_binary() -> PathBuf {
     for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
         if std::path::Path::new(candidate).exists() {
@@ -144,8 +153,7 @@ impl RedisServer {
     /// One stored counter (`views`, `share:<network>`) of `article` under the prefix
     /// `vc`, read straight from its partition's counts hash; `None` when absent.
     pub fn stored(&self, article: &str, counter: &str) -> Option<String> {
-        let key = viewcounter::store::keys::Keys::new("vc").counts(viewcounter::store::keys::Partition::of(article));
-        let field = viewcounter::store::keys::article_field(article, counter);
+        let (key, field) = counter_location(article, counter);
         self.cli(&["HGET", &key, &field]).filter(|v| !v.is_empty())
     }
 }
@@ -204,17 +212,5 @@ impl RedisCluster {
     /// The seed URLs, comma-separated, as `--redis-url` takes them.
     pub fn urls(&self) -> String {
         self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
-    }
-
-    /// One stored counter of `article` (prefix `vc`), from whichever node holds it.
-    pub fn stored(&self, article: &str, counter: &str) -> Option<String> {
-        let key = viewcounter::store::keys::Keys::new("vc").counts(viewcounter::store::keys::Partition::of(article));
-        let field = viewcounter::store::keys::article_field(article, counter);
-        let out = Command::new("redis-cli")
-            .args(["-c", "-p", &self.nodes[0].port.to_string(), "HGET", &key, &field])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (out.status.success() && !text.is_empty()).then_some(text)
     }
 }

@@ -10,10 +10,11 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::buckets::add_counter;
 use super::top::TopState;
 use super::{err, RedisStore, CALL_TIMEOUT};
 use crate::event::ArticleId;
-use crate::store::keys::{self, Partition, PARTITIONS, VIEWS_FIELD};
+use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::{StoreError, StoredCounts};
 use crate::top::{Granularity, Tally};
 
@@ -64,11 +65,8 @@ impl Change {
                     } else {
                         &mut change.lower
                     };
-                    let n = delta.unsigned_abs();
-                    match counter.strip_prefix(keys::SHARE_FIELD_PREFIX) {
-                        Some(network) => into.add(0, &[(network.into(), n)], false),
-                        None if counter == VIEWS_FIELD => into.add(n, &[], false),
-                        None => return None,
+                    if !add_counter(into, counter, delta.unsigned_abs()) {
+                        return None;
                     }
                 }
             }
@@ -88,12 +86,13 @@ impl RedisStore {
             .key(self.keys.counts(partition))
             .key(self.keys.admin(partition))
             .arg(a)
-            .arg(STREAM_LEN)
-            .arg(VIEWS_FIELD)
-            .arg(counts.views);
-        for network in self.networks.names() {
-            let n = counts.shares.get(network).copied().unwrap_or(0);
-            invocation.arg(keys::share_field(network)).arg(n);
+            .arg(STREAM_LEN);
+        let shares = self
+            .networks
+            .names()
+            .map(|n| counts.shares.get(n).copied().unwrap_or(0));
+        for (counter, n) in self.counter_names().zip(std::iter::once(counts.views).chain(shares)) {
+            invocation.arg(counter).arg(n);
         }
         self.invoke(&invocation).await?;
         self.read_admin_changes(&[partition]).await
@@ -118,8 +117,7 @@ impl RedisStore {
             .arg(hour.bucket(now).saturating_sub(hour.retention() + 1))
             .arg(hour.bucket(now + super::top::SKEW_MS) + 1)
             .arg(STREAM_LEN)
-            .arg(VIEWS_FIELD)
-            .arg(self.networks.names().map(keys::share_field).collect::<Vec<_>>());
+            .arg(self.counter_names().collect::<Vec<_>>());
         self.invoke(&invocation).await?;
         self.read_admin_changes(&[partition]).await
     }

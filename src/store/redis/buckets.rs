@@ -13,13 +13,15 @@ use crate::top::{Granularity, Tally};
 /// One bucket's tallies by article, merged over the partitions (an article lives in one).
 pub type Content = HashMap<ArticleId, Tally>;
 
-/// Adds one counter (`views` or `share:<network>`) of `n` to `t`; other names are ignored.
-pub fn add_counter(t: &mut Tally, counter: &str, n: u64) {
+/// Adds one counter (`views` or `share:<network>`) of `n` to `t`; false (and nothing
+/// added) for any other name.
+pub fn add_counter(t: &mut Tally, counter: &str, n: u64) -> bool {
     match counter.strip_prefix(SHARE_FIELD_PREFIX) {
         Some(network) => t.add(0, &[(network.into(), n)], false),
         None if counter == VIEWS_FIELD => t.add(n, &[], false),
-        None => {}
+        None => return false,
     }
+    true
 }
 
 /// Adds one minute log entry read from Redis to `into`.

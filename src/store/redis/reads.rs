@@ -82,12 +82,16 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// The fields of every counter `article` can have: views, then one per configured
-    /// share network, in [`crate::event::Networks`] order.
-    pub(super) fn counter_fields(&self, article: &str) -> Vec<String> {
+    /// Every counter an article can have: `views`, then `share:<network>` for each
+    /// configured network, in [`crate::event::Networks`] order.
+    pub(super) fn counter_names(&self) -> impl Iterator<Item = String> + '_ {
         let shares = self.networks.names().map(keys::share_field);
-        std::iter::once(VIEWS_FIELD.to_string())
-            .chain(shares)
+        std::iter::once(VIEWS_FIELD.to_string()).chain(shares)
+    }
+
+    /// The counts-hash fields of every counter `article` can have ([`Self::counter_names`]).
+    fn counter_fields(&self, article: &str) -> Vec<String> {
+        self.counter_names()
             .map(|counter| article_field(article, &counter))
             .collect()
     }
