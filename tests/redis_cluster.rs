@@ -5,22 +5,12 @@
 mod common;
 mod load;
 
-use common::{eventually, RedisCluster, TestApp};
+use common::{RedisCluster, TestApp, FLUSH_DUPLICATE, FLUSH_ERROR, FLUSH_OK};
 use load::{assert_redis_holds, Load};
-
-const OKS: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
-const ERRORS: &str = r#"viewcounter_flush_batches_total{result="error"}"#;
-const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
 
 async fn app_on(cluster: &RedisCluster) -> TestApp {
     let urls = cluster.urls();
     TestApp::start(&["--redis-url", &urls, "--redis-read-timeout", "5s"]).await
-}
-
-/// Waits until the metric `sample` exceeds `above`.
-async fn metric_exceeds(app: &TestApp, sample: &str, above: f64, secs: u64) {
-    let ok = eventually(secs, || async { app.client.metric(sample).await > above }).await;
-    assert!(ok, "{sample} stayed at or below {above} for {secs} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,12 +23,12 @@ async fn two_instances_count_exactly_on_a_cluster_through_a_stalled_node() {
     // Longer than the 2 s response timeout: answers from that node are lost, and the
     // commands queued behind the sleep still run when it wakes.
     cluster.nodes[1].stall(3.0);
-    metric_exceeds(&a, ERRORS, 0.0, 15).await;
-    let oks = a.client.metric(OKS).await;
-    metric_exceeds(&a, OKS, oks, 20).await;
+    a.wait_metric_above(FLUSH_ERROR, 0.0, 15).await;
+    let oks = a.client.metric(FLUSH_OK).await;
+    a.wait_metric_above(FLUSH_OK, oks, 20).await;
     load_b.wait_accepted(4_000).await;
     let (ledger_a, ledger_b) = (load_a.stop().await, load_b.stop().await);
-    let duplicates = a.client.metric(DUPLICATES).await + b.client.metric(DUPLICATES).await;
+    let duplicates = a.client.metric(FLUSH_DUPLICATE).await + b.client.metric(FLUSH_DUPLICATE).await;
     a.stop().await;
     b.stop().await;
 
@@ -58,12 +48,12 @@ async fn a_cluster_node_killed_and_restarted_loses_and_doubles_nothing() {
     load.wait_accepted(2_000).await;
 
     cluster.nodes[2].kill();
-    metric_exceeds(&app, ERRORS, 0.0, 15).await;
+    app.wait_metric_above(FLUSH_ERROR, 0.0, 15).await;
     load.wait_accepted(2_000).await;
     // Restarted from its AOF and nodes.conf, the node serves its slots again.
     tokio::task::block_in_place(|| cluster.nodes[2].restart());
-    let oks = app.client.metric(OKS).await;
-    metric_exceeds(&app, OKS, oks, 30).await;
+    let oks = app.client.metric(FLUSH_OK).await;
+    app.wait_metric_above(FLUSH_OK, oks, 30).await;
     load.wait_accepted(2_000).await;
     let ledger = load.stop().await;
     app.stop().await;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, RedisServer, TestApp};
+use common::{eventually, RedisServer, TestApp, FLUSH_DUPLICATE, FLUSH_ERROR, FLUSH_OK};
 use load::{assert_redis_holds, Load};
 use viewcounter::counter::CounterMap;
 use viewcounter::event::{Counter, Event, Networks};
@@ -19,21 +19,11 @@ use viewcounter::metrics::Metrics;
 use viewcounter::store::keys::{Keys, Partition, PARTITIONS};
 use viewcounter::store::Store;
 
-const ERRORS: &str = r#"viewcounter_flush_batches_total{result="error"}"#;
-const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
-const OKS: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
-
 async fn app_on(redis: &RedisServer, extra: &[&str]) -> TestApp {
     let url = redis.url();
     let mut args = vec!["--redis-url", url.as_str()];
     args.extend_from_slice(extra);
     TestApp::start(&args).await
-}
-
-/// Waits until the metric `sample` exceeds `above`.
-async fn metric_exceeds(app: &TestApp, sample: &str, above: f64, secs: u64) {
-    let ok = eventually(secs, || async { app.client.metric(sample).await > above }).await;
-    assert!(ok, "{sample} stayed at or below {above} for {secs} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,11 +38,11 @@ async fn redis_killed_twice_under_load_ends_with_exactly_the_accepted_events() {
         load.wait_accepted(3_000).await;
         redis.kill();
         load.wait_refused(20).await;
-        let errors = app.client.metric(ERRORS).await;
+        let errors = app.client.metric(FLUSH_ERROR).await;
         assert!(errors >= 1.0, "flushes failed while Redis was down");
         tokio::task::block_in_place(|| redis.restart());
-        let oks = app.client.metric(OKS).await;
-        metric_exceeds(&app, OKS, oks, 15).await;
+        let oks = app.client.metric(FLUSH_OK).await;
+        app.wait_metric_above(FLUSH_OK, oks, 15).await;
     }
     load.wait_accepted(3_000).await;
     let ledger = load.stop().await;
@@ -71,15 +61,15 @@ async fn stalls_longer_than_the_response_timeout_never_count_twice() {
 
     for _ in 0..3 {
         load.wait_accepted(1_000).await;
-        let errors = app.client.metric(ERRORS).await;
+        let errors = app.client.metric(FLUSH_ERROR).await;
         // Longer than the 2 s response timeout: the flush times out, is retried as it
         // is, and Redis runs both the late original and the retry once it wakes.
         redis.stall(3.0);
-        metric_exceeds(&app, ERRORS, errors, 10).await;
-        let oks = app.client.metric(OKS).await;
-        metric_exceeds(&app, OKS, oks, 15).await;
+        app.wait_metric_above(FLUSH_ERROR, errors, 10).await;
+        let oks = app.client.metric(FLUSH_OK).await;
+        app.wait_metric_above(FLUSH_OK, oks, 15).await;
     }
-    let duplicates = app.client.metric(DUPLICATES).await;
+    let duplicates = app.client.metric(FLUSH_DUPLICATE).await;
     let ledger = load.stop().await;
     app.stop().await;
 
@@ -94,7 +84,7 @@ async fn reads_during_an_outage_answer_from_the_last_known_totals() {
     for _ in 0..3 {
         app.client.view("seen").await;
     }
-    assert!(eventually(10, || async { app.client.metric(OKS).await >= 1.0 }).await);
+    assert!(eventually(10, || async { app.client.metric(FLUSH_OK).await >= 1.0 }).await);
     assert_eq!(app.client.views("seen").await, 3);
 
     redis.kill();
@@ -150,7 +140,7 @@ async fn a_stalled_redis_does_not_keep_readers_waiting() {
     let redis = RedisServer::start();
     let app = app_on(&redis, &[]).await;
     app.client.view("hot").await;
-    assert!(eventually(10, || async { app.client.metric(OKS).await >= 1.0 }).await);
+    assert!(eventually(10, || async { app.client.metric(FLUSH_OK).await >= 1.0 }).await);
     assert_eq!(app.client.views("hot").await, 1);
 
     redis.stall(3.0);

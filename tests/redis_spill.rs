@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::process::{run_to_exit, Process};
-use common::{Client, RedisServer, TestApp};
+use common::{Client, RedisServer, TestApp, FLUSH_DUPLICATE, FLUSH_OK};
 use load::{assert_redis_holds, Load};
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::failpoint;
 use viewcounter::spill;
 use viewcounter::store::{ArticleDelta, Batch, BatchId};
 
-const DUPLICATES: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
-const OKS: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
 const REPLAYED: &str = r#"viewcounter_spill_files_total{action="replayed"}"#;
 const SET_ASIDE: &str = r#"viewcounter_spill_files_total{action="set_aside"}"#;
 
@@ -76,7 +74,7 @@ async fn sigterm_while_redis_hangs_exits_in_time_and_the_replay_counts_once() {
     let load = Load::start(&client, 2);
     load.wait_accepted(2_000).await;
     // After a flush went through, Redis has the script: a hung flush can run later.
-    assert!(common::eventually(10, || async { client.metric(OKS).await >= 1.0 }).await);
+    assert!(common::eventually(10, || async { client.metric(FLUSH_OK).await >= 1.0 }).await);
 
     // A flush sent now hangs; Redis runs it after waking, once the service has
     // given up on it and spilled it: the replay must then be a duplicate.
@@ -90,7 +88,7 @@ async fn sigterm_while_redis_hangs_exits_in_time_and_the_replay_counts_once() {
     assert!(common::eventually(10, || async { redis.cli(&["PING"]).as_deref() == Some("PONG") }).await);
     let app = TestApp::start_in(dir.path(), &["--redis-url", &redis.url()]).await;
     assert!(spill_files(dir.path()).is_empty(), "the replayed file is deleted");
-    assert!(app.client.metric(DUPLICATES).await >= 1.0);
+    assert!(app.client.metric(FLUSH_DUPLICATE).await >= 1.0);
     app.stop().await;
     assert_redis_holds(&redis.url(), &[&ledger]);
 }
@@ -167,7 +165,7 @@ async fn a_crash_between_applying_a_replayed_batch_and_deleting_its_file_counts_
 
     let app = TestApp::start_in(dir.path(), &["--redis-url", &url]).await;
     assert!(spill_files(dir.path()).is_empty());
-    assert!(app.client.metric(DUPLICATES).await >= applied_before as f64);
+    assert!(app.client.metric(FLUSH_DUPLICATE).await >= applied_before as f64);
     app.stop().await;
     for i in 0..100 {
         let a = format!("crash-{i:03}");

@@ -43,6 +43,11 @@ fn batch(id: BatchId, mut articles: Vec<ArticleDelta>) -> Batch {
     }
 }
 
+/// Batch `seq` of run `run`: one view of article `a`.
+fn one_view(run: &str, seq: u64) -> Batch {
+    batch(id(run, seq, 0), vec![delta("a", 1, &[])])
+}
+
 async fn views(store: &Store, article: &str) -> u64 {
     store.counts(&[ArticleId::parse(article).unwrap()]).await.unwrap()[0].views
 }
@@ -96,11 +101,8 @@ async fn runs_keep_separate_records() {
     let redis = RedisServer::start();
     let store = store(&redis);
 
-    store
-        .apply(&batch(id("run-a", 5, 0), vec![delta("a", 1, &[])]))
-        .await
-        .unwrap();
-    let other = store.apply(&batch(id("run-b", 1, 0), vec![delta("a", 1, &[])])).await;
+    store.apply(&one_view("run-a", 5)).await.unwrap();
+    let other = store.apply(&one_view("run-b", 1)).await;
 
     assert_eq!(other.unwrap(), Applied::Applied);
     assert_eq!(views(&store, "a").await, 2);
@@ -127,13 +129,10 @@ async fn a_retry_after_part_of_a_batch_landed_adds_only_the_rest() {
 async fn a_redis_that_forgot_the_script_gets_it_again() {
     let redis = RedisServer::start();
     let store = store(&redis);
-    store
-        .apply(&batch(id("run", 1, 0), vec![delta("a", 1, &[])]))
-        .await
-        .unwrap();
+    store.apply(&one_view("run", 1)).await.unwrap();
 
     assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
-    let outcome = store.apply(&batch(id("run", 2, 0), vec![delta("a", 1, &[])])).await;
+    let outcome = store.apply(&one_view("run", 2)).await;
 
     assert_eq!(outcome.unwrap(), Applied::Applied);
     assert_eq!(views(&store, "a").await, 2);
@@ -200,7 +199,7 @@ async fn a_dead_redis_fails_a_call_quickly() {
     redis.kill();
 
     let started = Instant::now();
-    let outcome = store.apply(&batch(id("run", 1, 0), vec![delta("a", 1, &[])])).await;
+    let outcome = store.apply(&one_view("run", 1)).await;
 
     assert!(outcome.is_err());
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
@@ -224,10 +223,7 @@ async fn a_flush_piece_costs_one_hmget_and_one_hset_of_the_counts() {
     let redis = RedisServer::start();
     let store = store(&redis);
     // Warm up: the first flush after a Redis start also loads the script.
-    store
-        .apply(&batch(id("run", 1, 0), vec![delta("a", 1, &[])]))
-        .await
-        .unwrap();
+    store.apply(&one_view("run", 1)).await.unwrap();
     // 2,000 articles, each read 50 times and shared twice in one interval.
     let articles: Vec<ArticleDelta> = (0..2_000)
         .map(|i| delta(&format!("art-{i}"), 50, &[("telegram", 2)]))

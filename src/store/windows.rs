@@ -182,16 +182,18 @@ impl Windows {
             self.all.remove(article);
         }
         if forget {
-            self.meta.remove(article);
-            for r in self.rolling.values_mut() {
-                r.tallies.remove(article);
-            }
+            self.forget_outside_all(article);
         }
     }
 
     /// Forgets an article everywhere (admin delete).
     pub fn forget(&mut self, article: &ArticleId) {
         self.all.remove(article);
+        self.forget_outside_all(article);
+    }
+
+    /// Drops an article's metadata and its tallies in the rolling windows.
+    fn forget_outside_all(&mut self, article: &ArticleId) {
         self.meta.remove(article);
         for r in self.rolling.values_mut() {
             r.tallies.remove(article);

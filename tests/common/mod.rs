@@ -105,7 +105,18 @@ impl TestApp {
         }
         self._dir.take()
     }
+
+    /// Waits until the metric `sample` exceeds `above` (panics after `secs`).
+    pub async fn wait_metric_above(&self, sample: &str, above: f64, secs: u64) {
+        let ok = eventually(secs, || async { self.client.metric(sample).await > above }).await;
+        assert!(ok, "{sample} stayed at or below {above} for {secs} s");
+    }
 }
+
+/// `/metrics` samples of flushed batches by result.
+pub const FLUSH_OK: &str = r#"viewcounter_flush_batches_total{result="ok"}"#;
+pub const FLUSH_ERROR: &str = r#"viewcounter_flush_batches_total{result="error"}"#;
+pub const FLUSH_DUPLICATE: &str = r#"viewcounter_flush_batches_total{result="duplicate"}"#;
 
 impl Drop for TestApp {
     fn drop(&mut self) {
