@@ -1,4 +1,4 @@
-//! The contract of ../shared/API.md, endpoint by endpoint and error by error. Every
+//! The API of docs/api.md, endpoint by endpoint and error by error. Every
 //! case runs against each store backend (see the `contract_tests!` list at the end).
 
 mod common;

@@ -143,7 +143,9 @@ async fn a_stalled_redis_does_not_keep_readers_waiting() {
     assert!(eventually(10, || async { app.client.metric(FLUSH_OK).await >= 1.0 }).await);
     assert_eq!(app.client.views("hot").await, 1);
 
-    redis.stall(3.0);
+    // A stall far longer than the 500 ms read timeout, so the bound below tells "gave up
+    // on Redis" from "waited for it" even on a loaded box.
+    redis.stall(12.0);
     // redis-cli needs a moment to start and send DEBUG SLEEP.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
@@ -151,8 +153,8 @@ async fn a_stalled_redis_does_not_keep_readers_waiting() {
 
     assert_eq!(views, 1);
     assert!(
-        started.elapsed() < std::time::Duration::from_millis(1_500),
-        "{:?}",
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "the read waited for the stall: {:?}",
         started.elapsed()
     );
 }
