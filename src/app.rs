@@ -16,7 +16,7 @@ use crate::counter::CounterMap;
 use crate::flusher::Flusher;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::routes::Surface;
-use crate::http::server::{serve, ServerLimits};
+use crate::http::server::{connection_cap, raise_fd_limit, serve, ServerLimits, INTERNAL_MAX_CONNECTIONS};
 use crate::http::top::TopCache;
 use crate::http::{Api, SharedApi};
 use crate::in_flight::InFlight;
@@ -118,13 +118,25 @@ impl App {
             origins: config.allowed_origins.clone(),
             admin_token: config.admin_token.clone(),
             max_body: config.max_body_bytes,
+            body_timeout: config.body_read_timeout,
             lifecycle: Arc::new(Lifecycle::default()),
             top_cache: TopCache::new(config.flush_interval),
             rate_limit: (config.rate_limit > 0)
                 .then(|| RateLimiter::new(config.rate_limit, config.client_ip_header.clone())),
         });
+        let fd_limit = raise_fd_limit();
+        let max_connections = connection_cap(config.max_connections, fd_limit);
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                max_connections,
+                fd_limit,
+                "--max-connections lowered to what the open-files limit allows"
+            );
+        }
         let limits = ServerLimits {
             header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections,
             drain_timeout: config.drain_timeout,
         };
         Ok(App {
@@ -167,7 +179,7 @@ impl App {
                 internal,
                 api.clone(),
                 Surface::Internal,
-                limits,
+                limits.with_max_connections(INTERNAL_MAX_CONNECTIONS),
                 stop_serving.clone(),
             ));
         }

@@ -173,6 +173,28 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_FINAL_FLUSH_TIMEOUT", default_value = "5s", value_name = "DUR", value_parser = humantime::parse_duration)]
     pub final_flush_timeout: Duration,
 
+    /// Open connections at most on the public address (also bounded by the open-files
+    /// limit, raised to its hard limit at start); past it new connections wait.
+    #[arg(long, env = "VIEWCOUNTER_MAX_CONNECTIONS", default_value = "10000", value_name = "N", value_parser = parse_positive)]
+    pub max_connections: usize,
+
+    /// A keep-alive connection with no request in progress is closed after this long.
+    #[arg(long, env = "VIEWCOUNTER_IDLE_TIMEOUT", default_value = "60s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// A request body must arrive whole within this time of its head (else 408).
+    #[arg(long, env = "VIEWCOUNTER_BODY_READ_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Articles tracked in memory for rankings; past it the least recently seen leave
+    /// the in-memory rankings (their counts stay in the store).
+    #[arg(long, env = "VIEWCOUNTER_MAX_ARTICLES", default_value = "2000000", value_name = "N", value_parser = parse_positive)]
+    pub max_articles: usize,
+
+    /// How long a CDN or browser may reuse a read (Cache-Control max-age); 0 sends no-store.
+    #[arg(long, env = "VIEWCOUNTER_READ_MAX_AGE", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub read_max_age: Duration,
+
     /// Test only: die abruptly at a chosen moment (see failpoint.rs).
     #[arg(long, env = "VIEWCOUNTER_FAILPOINT", value_name = "NAME", hide = true)]
     pub failpoint: Option<Failpoint>,
@@ -235,6 +257,9 @@ mod tests {
         assert_eq!(c.allowed_origins, AllowedOrigins::Any);
         assert_eq!(c.share_networks.len(), 12);
         assert_eq!(c.max_body_bytes, 64 * 1024);
+        assert_eq!((c.max_connections, c.max_articles), (10_000, 2_000_000));
+        assert_eq!(c.read_max_age, Duration::from_secs(10));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert!(c.validate().is_ok());
     }
 

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub last_flush: Gauge,
     /// Spill files by action (`written`, `replayed`, `set_aside`).
     pub spill_files: IntCounterVec,
+    /// Open connections by listener (`public`, `internal`).
+    pub open_connections: IntGaugeVec,
+    /// Failed accepts (out of descriptors, a reset before accept).
+    pub accept_errors: IntCounter,
+    /// Articles held in the in-memory rankings (at most `--max-articles`).
+    pub tracked_articles: IntGauge,
     /// Always 1; carries the version.
     pub build_info: IntGaugeVec,
 }
@@ -121,6 +127,17 @@ impl Metrics {
                 &["action"],
             )
             .unwrap(),
+            open_connections: IntGaugeVec::new(
+                Opts::new("viewcounter_open_connections", "Open connections by listener"),
+                &["listener"],
+            )
+            .unwrap(),
+            accept_errors: IntCounter::new("viewcounter_accept_errors_total", "Failed accepts").unwrap(),
+            tracked_articles: IntGauge::new(
+                "viewcounter_tracked_articles",
+                "Articles held in the in-memory rankings",
+            )
+            .unwrap(),
             build_info: IntGaugeVec::new(Opts::new("viewcounter_build_info", "Build information"), &["version"])
                 .unwrap(),
             registry,
@@ -129,6 +146,9 @@ impl Metrics {
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for r in ["ok", "error", "duplicate"] {
             m.flush_batches.with_label_values(&[r]);
+        }
+        for l in ["public", "internal"] {
+            m.open_connections.with_label_values(&[l]);
         }
         for a in ["written", "replayed", "set_aside"] {
             m.spill_files.with_label_values(&[a]);
@@ -151,6 +171,9 @@ impl Metrics {
             Box::new(self.store_up.clone()),
             Box::new(self.last_flush.clone()),
             Box::new(self.spill_files.clone()),
+            Box::new(self.open_connections.clone()),
+            Box::new(self.accept_errors.clone()),
+            Box::new(self.tracked_articles.clone()),
             Box::new(self.build_info.clone()),
         ];
         for c in collectors {

@@ -46,6 +46,9 @@ pub enum ApiError {
         /// The configured limit.
         limit: usize,
     },
+    /// The request body did not arrive within `--body-read-timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// Content type not accepted on an ingest endpoint.
     #[error("content type must be application/json, application/x-ndjson or text/plain")]
     UnsupportedMediaType,
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::CapacityExhausted | ApiError::ShuttingDown | ApiError::StoreUnavailable(_) => {
@@ -110,6 +114,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::CapacityExhausted => "capacity_exhausted",
@@ -143,6 +148,10 @@ impl ApiError {
             }
             ApiError::CapacityExhausted | ApiError::ShuttingDown | ApiError::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of the body is not read: the connection cannot carry another request.
+            ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

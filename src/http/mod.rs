@@ -50,6 +50,8 @@ pub struct Api {
     pub admin_token: Option<String>,
     /// Request body limit in bytes.
     pub max_body: usize,
+    /// A request body must arrive whole within this time (`--body-read-timeout`).
+    pub body_timeout: std::time::Duration,
     /// Readiness and the ingest gate.
     pub lifecycle: Arc<Lifecycle>,
     /// Recent `/v1/top` answers.

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -22,6 +22,16 @@ pub enum Surface {
     },
     /// The internal `--metrics-listen` address: /metrics, /healthz, /readyz only.
     Internal,
+}
+
+impl Surface {
+    /// The `listener` label of connection metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Surface::Public { .. } => "public",
+            Surface::Internal => "internal",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -199,7 +209,7 @@ async fn dispatch(
     match (route, method) {
         (Route::Events, &Method::POST) => {
             ingest::check_content_type(headers)?;
-            let body = read_body(body, headers, api.max_body).await?;
+            let body = read_body(body, headers, api.max_body, api.body_timeout).await?;
             ingest::post_events(api, headers, &body)
         }
         (Route::Pixel, &Method::GET) => ingest::pixel(api, query),
@@ -210,7 +220,7 @@ async fn dispatch(
         (Route::AdminArticle(id), m) if m == Method::PUT || m == Method::DELETE => {
             admin::authorize(api, headers)?;
             if m == Method::PUT {
-                let body = read_body(body, headers, api.max_body).await?;
+                let body = read_body(body, headers, api.max_body, api.body_timeout).await?;
                 admin::put_article(api, id, &body).await
             } else {
                 admin::delete_article(api, id).await
@@ -228,22 +238,31 @@ async fn dispatch(
 /// sending and reads the 413 instead of a reset connection.
 const DISCARD_LIMIT: usize = 1 << 20;
 
-/// Reads the whole body, at most `limit` bytes of it kept in memory; a larger one is
-/// refused (413) once it passes the limit.
-async fn read_body(mut body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body within `deadline`, at most `limit` bytes of it kept in memory.
+/// A `Content-Length` over the limit is refused (413) at once, before any of the body
+/// is read; a larger body without one is refused once it passes the limit.
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize, deadline: Duration) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    tokio::time::timeout(deadline, collect_body(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?
+}
+
+async fn collect_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let mut kept = BytesMut::new();
     let mut seen = 0usize;
-    let too_large = |seen: usize| seen > limit || declared.is_some_and(|n| n > limit as u64);
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ApiError::bad_request("body_read_error", format!("could not read the body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         seen += data.len();
-        if too_large(seen) {
+        if seen > limit {
             kept.clear();
             if seen > DISCARD_LIMIT {
                 break;
@@ -252,7 +271,7 @@ async fn read_body(mut body: Incoming, headers: &HeaderMap, limit: usize) -> Res
             kept.extend_from_slice(&data);
         }
     }
-    if too_large(seen) {
+    if seen > limit {
         return Err(ApiError::PayloadTooLarge { limit });
     }
     Ok(kept.freeze())

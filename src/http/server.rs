@@ -1,26 +1,81 @@
 //! The accept loop: hyper 1.x through hyper-util's auto builder (HTTP/1.1 keep-alive
-//! and h2c), a header-read timeout so slow clients cannot hold connections, and a
-//! bounded graceful drain at shutdown.
+//! and h2c), with the connection discipline hostile traffic needs: a cap on open
+//! connections (a semaphore, as mini-redis does), a deadline for the first request
+//! head (also for a connection that sends nothing), an idle keep-alive timeout, and a
+//! bounded graceful drain at shutdown. Each listener has its own cap, so the internal
+//! address answers probes while the public one is saturated.
 
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use prometheus::IntGauge;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::routes::{handle, Surface};
 use super::SharedApi;
 
-/// Connection-level settings.
+/// Connections the internal listener holds at most: probes and one scraper need few,
+/// and its own budget keeps them answered while the public side is full.
+pub const INTERNAL_MAX_CONNECTIONS: usize = 64;
+/// File descriptors kept back from the public connection cap: the internal listener,
+/// the store's files and sockets, spill files.
+pub const FD_RESERVE: u64 = 256;
+/// Accept errors are logged at most once per this period (with how many there were).
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Back-off after an accept error that means "out of descriptors or memory".
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Connection-level settings of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
-    /// A client must send its request headers within this time.
+    /// A connection must deliver its first request head within this time of being
+    /// accepted (also one that sends nothing); later heads within this time of their
+    /// first byte (hyper's own timer).
     pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it new connections wait in the listen backlog.
+    pub max_connections: usize,
     /// At shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
+}
+
+impl ServerLimits {
+    /// The same limits with another connection cap (the internal listener's).
+    pub fn with_max_connections(self, max_connections: usize) -> ServerLimits {
+        ServerLimits {
+            max_connections,
+            ..self
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit; returns the soft limit now
+/// in force (None where it cannot be read).
+pub fn raise_fd_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// The public connection cap: `--max-connections`, lowered to what the descriptor
+/// limit leaves after the reserve (so the service runs out of permits, never of fds).
+pub fn connection_cap(max_connections: usize, fd_limit: Option<u64>) -> usize {
+    let by_fds = fd_limit.map_or(usize::MAX, |n| n.saturating_sub(FD_RESERVE).max(16) as usize);
+    max_connections.min(by_fds).max(1)
 }
 
 fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
@@ -28,12 +83,124 @@ fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(256);
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_header_list_size(16 * 1024)
+        .max_concurrent_streams(100);
     b
+}
+
+/// What a connection's watchdog needs to know: requests in progress, whether any
+/// request arrived, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    active: AtomicUsize,
+    served: AtomicBool,
+    /// Milliseconds after `opened` when the last request ended.
+    last_end_ms: AtomicU64,
+}
+
+/// Marks a request in progress; its drop marks the end.
+struct InProgress(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            opened: Instant::now(),
+            active: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_end_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> InProgress {
+        self.served.store(true, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::AcqRel);
+        InProgress(self.clone())
+    }
+
+    /// When the connection becomes closable if nothing happens meanwhile; `None` while
+    /// a request is in progress (the body deadline and hyper bound that).
+    fn deadline(&self, limits: &ServerLimits) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if !self.served.load(Ordering::Relaxed) {
+            return Some(self.opened + limits.header_read_timeout);
+        }
+        let last_end = Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed));
+        Some(self.opened + last_end + limits.idle_timeout)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let since = self.0.opened.elapsed().as_millis() as u64;
+        self.0.last_end_ms.store(since, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Resolves when the connection has been silent or idle past its limit.
+async fn expired(activity: &Activity, limits: &ServerLimits) {
+    loop {
+        match activity.deadline(limits) {
+            Some(at) if at <= Instant::now() => return,
+            Some(at) => tokio::time::sleep_until(at).await,
+            // A request in progress: look again later.
+            None => tokio::time::sleep(limits.idle_timeout.min(limits.header_read_timeout)).await,
+        }
+    }
+}
+
+/// Logs accept errors at most once per [`ACCEPT_LOG_EVERY`].
+#[derive(Debug)]
+struct AcceptErrors {
+    since_log: u64,
+    last_log: Option<Instant>,
+    backoff: Duration,
+}
+
+impl AcceptErrors {
+    fn new() -> Self {
+        AcceptErrors {
+            since_log: 0,
+            last_log: None,
+            backoff: ACCEPT_BACKOFF_MIN,
+        }
+    }
+
+    /// Records one error; returns how long to wait before accepting again.
+    fn record(&mut self, e: &io::Error, surface: Surface) -> Duration {
+        self.since_log += 1;
+        if self.last_log.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
+            tracing::warn!(error = %e, ?surface, count = self.since_log, "accept failed (logged at most every 10 s)");
+            self.since_log = 0;
+            self.last_log = Some(Instant::now());
+        }
+        if is_resource_exhaustion(e) {
+            let wait = self.backoff;
+            self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            wait
+        } else {
+            // A connection reset before it was accepted: nothing to wait for.
+            Duration::ZERO
+        }
+    }
+
+    fn accepted(&mut self) {
+        self.backoff = ACCEPT_BACKOFF_MIN;
+    }
+}
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would fail again.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
 }
 
 /// Serves `listener` until `shutdown`, then stops accepting and waits (at most the
@@ -45,37 +212,121 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) {
-    let builder = builder(limits);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Cancelled when the drain timeout passes: the connections still open are dropped.
+    let force = CancellationToken::new();
+    let open = api.metrics.open_connections.with_label_values(&[surface.label()]);
+    let mut errors = AcceptErrors::new();
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = shutdown.cancelled() => break,
         };
-        let (stream, peer) = stream;
+        let stream = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match stream {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                api.metrics.accept_errors.inc();
+                let wait = errors.record(&e, surface);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        errors.accepted();
         let _ = stream.set_nodelay(true);
-        let api = api.clone();
-        let service = service_fn(move |req| handle(api.clone(), surface, peer.ip(), req));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            // A client that vanishes mid-request is not an error worth logging.
-            let _ = conn.await;
-        });
+        let conn = Connection {
+            api: api.clone(),
+            surface,
+            peer: peer.ip(),
+            limits,
+            builder: builder.clone(),
+            open: open.clone(),
+        };
+        tokio::spawn(conn.run(stream, permit, shutdown.clone(), force.clone()));
     }
     drop(listener);
+    drain(&permits, limits, surface).await;
+    force.cancel();
+}
+
+/// Waits until every connection has returned its permit, at most the drain timeout.
+async fn drain(permits: &Semaphore, limits: ServerLimits, surface: Surface) {
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!(?surface, "connections drained"),
+        _ = permits.acquire_many(all) => tracing::debug!(?surface, "connections drained"),
         _ = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!(?surface, "drain timeout: closing remaining connections");
         }
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    api: SharedApi,
+    surface: Surface,
+    peer: std::net::IpAddr,
+    limits: ServerLimits,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    open: IntGauge,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        shutdown: CancellationToken,
+        force: CancellationToken,
+    ) {
+        let Connection {
+            api,
+            surface,
+            peer,
+            limits,
+            builder,
+            open,
+        } = self;
+        open.inc();
+        let activity = Activity::new();
+        let watched = activity.clone();
+        let service = service_fn(move |req| {
+            let request = watched.begin();
+            let answer = handle(api.clone(), surface, peer, req);
+            async move {
+                let resp = answer.await;
+                drop(request);
+                resp
+            }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                // A client that vanishes mid-request is not an error worth logging.
+                _ = conn.as_mut() => break,
+                _ = force.cancelled() => break,
+                _ = shutdown.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = expired(&activity, &limits), if !closing => {
+                    if !activity.served.load(Ordering::Relaxed) {
+                        // No request head in time (or none at all): close at once.
+                        break;
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                // A graceful close the client does not complete is cut short.
+                _ = tokio::time::sleep(limits.drain_timeout), if closing => break,
+            }
+        }
+        open.dec();
+        drop(permit);
     }
 }

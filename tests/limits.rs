@@ -1,0 +1,183 @@
+//! Connection discipline under hostile traffic, over real sockets: silent and idle
+//! connections are closed, slow and oversize bodies are refused, and a flood of
+//! silent connections neither stops new requests nor the internal probes.
+//! Timing is never asserted tightly: a loaded two-core box may be slow, so bounds
+//! are generous and only tell "closed by the service" from "held for ever".
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, Client, TestApp};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the server closes the connection; the time that took, or None if it
+/// was still open after `limit`.
+async fn time_until_closed(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    match tokio::time::timeout(limit, s.read_to_end(&mut buf)).await {
+        Ok(_) => Some(started.elapsed()),
+        Err(_) => None,
+    }
+}
+
+/// Sends `head` and reads the first line of the answer.
+async fn status_line(s: &mut TcpStream, head: &str) -> String {
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("an answer within 30 s")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_head_deadline() {
+    let app = TestApp::start(&[]).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let took = time_until_closed(&mut s, Duration::from_secs(60)).await;
+    let took = took.expect("a silent connection is closed (default head deadline 10 s)");
+    assert!(
+        took >= Duration::from_secs(5),
+        "closed after {took:?}, before the 10 s deadline"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = TestApp::start(&["--idle-timeout", "1s"]).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let line = status_line(&mut s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let took = time_until_closed(&mut s, Duration::from_secs(60)).await;
+    assert!(took.is_some(), "an idle keep-alive connection is closed");
+}
+
+#[tokio::test]
+async fn an_oversize_content_length_is_refused_before_the_body_is_sent() {
+    let app = TestApp::start(&["--body-read-timeout", "60s"]).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    // No body follows: a server that waited for it would answer nothing for 60 s.
+    let line = status_line(
+        &mut s,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n",
+    )
+    .await;
+    assert!(line.starts_with("HTTP/1.1 413"), "{line}");
+    assert!(time_until_closed(&mut s, Duration::from_secs(30)).await.is_some());
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_is_refused_at_the_body_deadline() {
+    let app = TestApp::start(&["--body-read-timeout", "1s"]).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let (mut read, mut write) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        // One byte every 300 ms: 100 bytes would take 30 s.
+        while write.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), read.read(&mut got))
+        .await
+        .expect("an answer before the body is complete")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&got[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    trickle.abort();
+    assert_eq!(app.client.views("x").await, 0);
+}
+
+/// Raises this process's open-files limit so the test can hold its connections.
+fn raise_own_fd_limit(needed: u64) {
+    let soft = viewcounter::http::server::raise_fd_limit().unwrap_or(0);
+    assert!(
+        soft >= needed,
+        "the test needs {needed} open files; the hard limit allows {soft}"
+    );
+}
+
+/// Opens up to `n` connections that send nothing (those the kernel does not complete
+/// within a few seconds are given up: the backlog is full, which is the point).
+async fn open_silent(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        set.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        if let Ok(Some(s)) = r {
+            held.push(s);
+        }
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_thousand_silent_connections_do_not_stop_new_requests_nor_the_probes() {
+    raise_own_fd_limit(14_000);
+    let app = TestApp::start(&["--max-connections", "1000", "--metrics-listen", "127.0.0.1:0"]).await;
+    let internal = Client::new(app.metrics_addr.expect("internal address"));
+    let held = open_silent(app.addr, 12_000).await;
+    assert!(held.len() >= 1_000, "only {} connections opened", held.len());
+    let metrics = internal.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        eventually(30, || async {
+            internal
+                .metric(r#"viewcounter_open_connections{listener="public"}"#)
+                .await
+                >= 1_000.0
+        })
+        .await,
+        "the public side reaches its cap"
+    );
+
+    // The internal address answers at once, the public side is full.
+    let health = internal.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(internal.get("/readyz").await.status, StatusCode::OK);
+
+    // A new POST is answered: silent connections leave at their head deadline.
+    let post = tokio::time::timeout(
+        Duration::from_secs(120),
+        app.client.post_events(r#"{"type":"view","article":"through"}"#),
+    )
+    .await
+    .expect("a new POST is answered while silent connections hold the cap");
+    assert!(
+        matches!(post.status, StatusCode::ACCEPTED | StatusCode::SERVICE_UNAVAILABLE),
+        "{}",
+        post.status
+    );
+    assert!(
+        internal
+            .metric(r#"viewcounter_open_connections{listener="public"}"#)
+            .await
+            <= 1_000.0
+    );
+    drop(held);
+}
