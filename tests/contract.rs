@@ -39,6 +39,7 @@ fn redis_cluster() -> Fixture {
 }
 
 mod cases {
+    pub use super::series_cases::*;
     pub use super::top_cases::*;
     use super::*;
     use http::{Method, StatusCode};
@@ -459,6 +460,91 @@ mod cases {
     }
 }
 
+mod series_cases {
+    use super::*;
+    use http::StatusCode;
+    use serde_json::{json, Value};
+
+    pub async fn series_and_meta_follow_the_events(fx: Fixture) {
+        let app = TestApp::start_on(&fx.backend, &["--flush-interval", "50ms"]).await;
+        let r = app
+            .client
+            .post_events(
+                r#"[{"type":"view","article":"s-1","section":"sport","lang":"en"},
+                    {"type":"view","article":"s-1"},
+                    {"type":"share","article":"s-1","network":"telegram"},
+                    {"type":"view","article":"s-2","section":"culture","lang":"az"}]"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        let last = common::eventually_some(10, || {
+            let client = app.client.clone();
+            async move {
+                let r = client.get("/v1/articles/s-1/series?window=24h").await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+                let v = r.json();
+                (v["points"][23]["views"] == 2).then_some(v)
+            }
+        })
+        .await
+        .expect("the views reach the current hour's point");
+        assert_eq!(
+            (last["article"].clone(), last["window"].clone(), last["step"].clone()),
+            (json!("s-1"), json!("24h"), json!("1h"))
+        );
+        let points = last["points"].as_array().unwrap();
+        assert_eq!(points.len(), 24);
+        assert_eq!(points[23]["shares"], 1);
+        assert!(points[..23].iter().all(|p| p["views"] == 0 && p["shares"] == 0));
+        let daily = app.client.get("/v1/articles/s-1/series?window=90d").await.json();
+        assert_eq!(
+            (daily["step"].clone(), daily["points"].as_array().unwrap().len()),
+            (json!("1d"), 90)
+        );
+        assert_eq!(
+            daily["points"][89],
+            json!({"t": daily["points"][89]["t"], "views": 2, "shares": 1})
+        );
+        assert!(daily["points"][89]["t"].as_str().unwrap().ends_with("T00:00:00Z"));
+
+        let meta: Value = app.client.get("/v1/meta").await.json();
+        assert_eq!(meta["sections"], json!(["culture", "sport"]));
+        assert_eq!(meta["langs"], json!(["az", "en"]));
+        let networks: Vec<&str> = meta["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert!(
+            networks.windows(2).all(|w| w[0] < w[1]) && networks.contains(&"telegram"),
+            "{networks:?}"
+        );
+    }
+
+    pub async fn series_refuses_bad_windows_and_ids(fx: Fixture) {
+        let app = TestApp::start_on(&fx.backend, &[]).await;
+        for (path, code) in [
+            ("/v1/articles/a/series?window=1y", "invalid_window"),
+            ("/v1/articles/a/series?days=3", "invalid_query"),
+            ("/v1/articles/a%20b/series", "invalid_article"),
+        ] {
+            let r = app.client.get(path).await;
+            assert_eq!(
+                (r.status, r.error_code()),
+                (StatusCode::BAD_REQUEST, code.to_string()),
+                "{path}"
+            );
+        }
+        let r = app.client.get("/v1/articles/never/series").await;
+        assert_eq!(r.json()["points"].as_array().unwrap().len(), 48, "default 48h, zeros");
+        assert_eq!(
+            app.client.get("/v1/articles/a/series/x").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
+
 mod top_cases {
     use super::*;
     use http::StatusCode;
@@ -621,4 +707,6 @@ on_every_backend!(
     metrics_can_move_to_an_internal_address,
     top_ranks_by_count_then_id_with_filters,
     top_refuses_every_bad_parameter,
+    series_and_meta_follow_the_events,
+    series_refuses_bad_windows_and_ids,
 );

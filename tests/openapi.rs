@@ -20,10 +20,12 @@ fn openapi_paths() -> Vec<String> {
 }
 
 /// Every path the contract names.
-const CONTRACT_PATHS: [&str; 10] = [
+const CONTRACT_PATHS: [&str; 12] = [
     "/v1/events",
     "/v1/pixel.gif",
     "/v1/articles/{article}",
+    "/v1/articles/{article}/series",
+    "/v1/meta",
     "/v1/articles",
     "/v1/top",
     "/v1/counter.js",

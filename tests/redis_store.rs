@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::RedisServer;
 use viewcounter::event::{ArticleId, Meta, Networks};
 use viewcounter::store::keys::{Keys, Partition};
+use viewcounter::store::series::Step;
 use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, RedisStore, Store, StoredCounts};
 
 /// A store over `redis`. Reads get 10 s, not the production 500 ms: on a loaded 2-core
@@ -223,7 +224,7 @@ fn command_calls(redis: &RedisServer) -> BTreeMap<String, u64> {
 }
 
 #[tokio::test]
-async fn a_flush_piece_costs_one_hmget_and_one_hset_of_the_counts() {
+async fn a_flush_piece_costs_one_hmget_and_one_hset_of_the_counts_and_of_each_series() {
     let redis = RedisServer::start();
     let store = store(&redis);
     // Warm up: the first flush after a Redis start also loads the script.
@@ -235,12 +236,25 @@ async fn a_flush_piece_costs_one_hmget_and_one_hset_of_the_counts() {
     let events = 2_000 * 52;
     assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]).as_deref(), Some("OK"));
 
-    store.apply(&batch(id("run", 2, 0), articles)).await.unwrap();
+    // Flushed now, so the hour and day series are written too.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let b = Batch {
+        flushed_at_ms: now.as_millis() as u64,
+        ..batch(id("run", 2, 0), articles)
+    };
+    store.apply(&b).await.unwrap();
 
     let calls = command_calls(&redis);
     assert_eq!(calls["evalsha"], 64, "one script per partition");
-    assert_eq!(calls["hmget"], 64, "one read of the partition's counters");
-    assert_eq!(calls["hset"], 64, "one write of them, and no metadata");
+    assert_eq!(
+        calls["hmget"],
+        3 * 64,
+        "one read of the partition's counters, its hour and its day"
+    );
+    assert_eq!(calls["hset"], 3 * 64, "one write of each, and no metadata");
+    assert!(!calls.contains_key("sadd"), "no metadata, no filter values: {calls:?}");
     assert!(!calls.contains_key("hincrby"), "{calls:?}");
     let total: u64 = calls
         .iter()
@@ -273,7 +287,12 @@ async fn a_piece_whose_counter_holds_no_number_fails_and_writes_nothing() {
 #[tokio::test]
 async fn a_piece_larger_than_a_lua_unpack_is_applied_whole() {
     let redis = RedisServer::start();
-    let store = store(&redis);
+    // Reading 5,000 articles back can take longer than the API's 500 ms on a loaded box.
+    let store = Store::Redis(
+        RedisStore::open(&redis.url(), "vc")
+            .unwrap()
+            .with_read_timeout(Duration::from_secs(10)),
+    );
     // 5,000 articles of one partition, each with two counters and two meta fields:
     // 10,000 fields per HMGET/HSET, past Lua's 8,000 values per unpack().
     let p = Partition::of("0");
@@ -293,16 +312,23 @@ async fn a_piece_larger_than_a_lua_unpack_is_applied_whole() {
         })
         .collect();
 
-    assert_eq!(
-        store.apply(&batch(id("run", 1, 0), articles)).await.unwrap(),
-        Applied::Applied
-    );
+    // Flushed now: the hour and day series get 10,000 fields each too.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let b = Batch {
+        flushed_at_ms: now.as_millis() as u64,
+        ..batch(id("run", 1, 0), articles)
+    };
+    assert_eq!(store.apply(&b).await.unwrap(), Applied::Applied);
 
     let all: Vec<ArticleId> = ids.iter().map(|a| ArticleId::parse(a).unwrap()).collect();
     let counts = store.counts(&all).await.unwrap();
     assert!(counts.iter().all(|c| c.views == 2 && c.shares["telegram"] == 1));
     let meta = Keys::new("vc").meta(p);
     assert_eq!(redis.cli(&["HLEN", &meta]).as_deref(), Some("10000"));
+    let hour = Keys::new("vc").series(p, Step::Hour, Step::Hour.bucket(b.flushed_at_ms));
+    assert_eq!(redis.cli(&["HLEN", &hour]).as_deref(), Some("10000"));
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ pub mod rate_limit;
 pub mod reads;
 pub mod routes;
 pub mod script;
+pub mod series;
 pub mod server;
 pub mod top;
 

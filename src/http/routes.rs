@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{admin, ingest, ops, reads, script, text_response, top, ApiError, ApiResult, Body, SharedApi};
+use super::{admin, ingest, ops, reads, script, series, text_response, top, ApiError, ApiResult, Body, SharedApi};
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,8 @@ enum Route<'a> {
     Pixel,
     Articles,
     Article(&'a str),
+    Series(&'a str),
+    Meta,
     Top,
     CounterJs,
     AdminArticle(&'a str),
@@ -64,6 +66,7 @@ impl Route<'_> {
             "/v1/pixel.gif" => Some(Route::Pixel),
             "/v1/articles" => Some(Route::Articles),
             "/v1/top" => Some(Route::Top),
+            "/v1/meta" => Some(Route::Meta),
             "/v1/counter.js" => Some(Route::CounterJs),
             _ => {
                 let segment = |prefix: &str| {
@@ -72,6 +75,12 @@ impl Route<'_> {
                 };
                 if let Some(id) = segment("/v1/articles/") {
                     return Some(Route::Article(id));
+                }
+                let series = path
+                    .strip_prefix("/v1/articles/")
+                    .and_then(|p| p.strip_suffix("/series"));
+                if let Some(id) = series.filter(|id| !id.is_empty() && !id.contains('/')) {
+                    return Some(Route::Series(id));
                 }
                 segment("/v1/admin/articles/").map(Route::AdminArticle)
             }
@@ -84,6 +93,8 @@ impl Route<'_> {
             Route::Pixel => "/v1/pixel.gif",
             Route::Articles => "/v1/articles",
             Route::Article(_) => "/v1/articles/{article}",
+            Route::Series(_) => "/v1/articles/{article}/series",
+            Route::Meta => "/v1/meta",
             Route::Top => "/v1/top",
             Route::CounterJs => "/v1/counter.js",
             Route::AdminArticle(_) => "/v1/admin/articles/{article}",
@@ -99,7 +110,7 @@ impl Route<'_> {
             Route::AdminArticle(_) => "PUT, DELETE",
             // The pixel counts a view: a HEAD (a link checker, a prefetch) must not.
             Route::Pixel => "GET, OPTIONS",
-            Route::Articles | Route::Article(_) | Route::Top => "GET, HEAD, OPTIONS",
+            Route::Articles | Route::Article(_) | Route::Series(_) | Route::Meta | Route::Top => "GET, HEAD, OPTIONS",
             Route::CounterJs | Route::Healthz | Route::Readyz | Route::Metrics => "GET, HEAD",
         }
     }
@@ -112,7 +123,13 @@ impl Route<'_> {
     fn is_browser_facing(&self) -> bool {
         matches!(
             self,
-            Route::Events | Route::Pixel | Route::Articles | Route::Article(_) | Route::Top
+            Route::Events
+                | Route::Pixel
+                | Route::Articles
+                | Route::Article(_)
+                | Route::Series(_)
+                | Route::Meta
+                | Route::Top
         )
     }
 }
@@ -215,6 +232,8 @@ async fn dispatch(
         (Route::Pixel, &Method::GET) => ingest::pixel(api, query),
         (Route::Articles, &Method::GET) => reads::articles(api, query).await,
         (Route::Article(id), &Method::GET) => reads::article(api, id).await,
+        (Route::Series(id), &Method::GET) => series::series(api, id, query).await,
+        (Route::Meta, &Method::GET) => series::meta(api).await,
         (Route::Top, &Method::GET) => top::top(api, query).await,
         (Route::CounterJs, &Method::GET) => script::counter_js(headers),
         (Route::AdminArticle(id), m) if m == Method::PUT || m == Method::DELETE => {

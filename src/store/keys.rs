@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::store::series::Step;
 use crate::store::BatchId;
 use crate::top::Granularity;
 
@@ -91,6 +92,27 @@ impl Keys {
         format!("{}:{{{partition}}}:{tag}:{bucket}", self.prefix)
     }
 
+    /// `<prefix>:{pN}:sh:<hour>` or `<prefix>:{pN}:sd:<day>`: the partition's series
+    /// bucket, a hash with fields `<article>:v` (views) and `<article>:s` (shares) whose
+    /// TTL ends its retention (hours and days since the epoch, UTC).
+    pub fn series(&self, partition: Partition, step: Step, bucket: u64) -> String {
+        let tag = match step {
+            Step::Hour => "sh",
+            Step::Day => "sd",
+        };
+        format!("{}:{{{partition}}}:{tag}:{bucket}", self.prefix)
+    }
+
+    /// `<prefix>:{pN}:sections` or `<prefix>:{pN}:langs`: a set of the values seen in
+    /// the partition's events, which `/v1/meta` unites over the partitions.
+    pub fn meta_values(&self, partition: Partition, kind: MetaKind) -> String {
+        let tag = match kind {
+            MetaKind::Section => "sections",
+            MetaKind::Lang => "langs",
+        };
+        format!("{}:{{{partition}}}:{tag}", self.prefix)
+    }
+
     /// `<prefix>:{pN}:admin`: a stream of the partition's admin changes (article,
     /// whether it was deleted, the difference made to each counter), read by every
     /// instance's top windows.
@@ -121,6 +143,15 @@ impl Keys {
             id.seq / APPLIED_SEGMENT_BITS
         )
     }
+}
+
+/// Which metadata values a set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKind {
+    /// Sections.
+    Section,
+    /// Languages.
+    Lang,
 }
 
 /// Sequence numbers per segment of an exactly-once record.
@@ -198,6 +229,9 @@ mod tests {
         let p = Partition::of("12345");
         assert_eq!(keys.bucket(p, Granularity::Minute, 7), "vc:{p56}:m:7");
         assert_eq!(keys.bucket(p, Granularity::Hour, 9), "vc:{p56}:h:9");
+        assert_eq!(keys.series(p, Step::Hour, 9), "vc:{p56}:sh:9");
+        assert_eq!(keys.series(p, Step::Day, 3), "vc:{p56}:sd:3");
+        assert_eq!(keys.meta_values(p, MetaKind::Lang), "vc:{p56}:langs");
         assert_eq!(article_field("12345", "share:x"), "12345:share:x");
     }
 

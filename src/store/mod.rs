@@ -5,6 +5,7 @@
 pub mod embedded;
 pub mod keys;
 pub mod redis;
+pub mod series;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{ArticleId, Meta};
 use crate::top::{TopEntry, TopQuery};
+use series::{MetaValues, Series, SeriesWindow};
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
@@ -222,6 +224,23 @@ impl Store {
         match self {
             Store::Embedded(s) => s.top(q).await,
             Store::Redis(s) => s.top(q).await,
+        }
+    }
+
+    /// The series of `article` in `window`, at the store's clock: one point per step,
+    /// oldest first, zeros included.
+    pub async fn series(&self, article: &ArticleId, window: SeriesWindow) -> Result<Series, StoreError> {
+        match self {
+            Store::Embedded(s) => s.series(article, window).await,
+            Store::Redis(s) => s.series(article, window).await,
+        }
+    }
+
+    /// The sections and languages of the articles seen, each sorted (`/v1/meta`).
+    pub async fn meta_values(&self) -> Result<MetaValues, StoreError> {
+        match self {
+            Store::Embedded(s) => s.meta_values().await,
+            Store::Redis(s) => s.meta_values().await,
         }
     }
 

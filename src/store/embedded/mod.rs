@@ -3,6 +3,7 @@
 //! batch id, which makes a replayed batch a no-op.
 
 mod buckets;
+mod series;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::series::{MetaValues, Series, SeriesWindow};
 use super::windows::Windows;
 use super::{all_unapplied, Applied, Batch, Snapshot, StoreError, StoredCounts};
 use crate::clock::{Clock, SystemClock};
@@ -70,6 +72,9 @@ impl EmbeddedStore {
             txn.open_table(APPLIED).map_err(err)?;
             txn.open_table(buckets::MINUTES).map_err(err)?;
             txn.open_table(buckets::HOURS).map_err(err)?;
+            txn.open_table(series::HOURS).map_err(err)?;
+            txn.open_table(series::DAYS).map_err(err)?;
+            txn.open_table(series::META_VALUES).map_err(err)?;
         }
         txn.commit().map_err(err)?;
         let windows = load_windows(&db, clock.now_ms())?;
@@ -126,6 +131,8 @@ impl EmbeddedStore {
             }
             add_deltas(&txn, &batch)?;
             buckets::write(&txn, &batch, now)?;
+            series::write(&txn, &batch, now)?;
+            series::note_meta(&txn, &batch)?;
             txn.commit().map_err(err)?;
             s.windows().apply(&batch);
             Ok(Applied::Applied)
@@ -201,11 +208,28 @@ impl EmbeddedStore {
                 .map_err(err)?
                 .remove(article.as_str())
                 .map_err(err)?;
-            buckets::forget(txn, article.as_str(), now)
+            buckets::forget(txn, article.as_str(), now)?;
+            series::forget(txn, article.as_str(), now)
         })
         .await?;
         windows.lock().unwrap_or_else(|e| e.into_inner()).forget(&id);
         Ok(())
+    }
+
+    /// The series of `article` in `window` at the store's clock, zero-filled.
+    pub async fn series(&self, article: &ArticleId, window: SeriesWindow) -> Result<Series, StoreError> {
+        let article = article.clone();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read().map_err(err)?;
+            series::read(&txn, article.as_str(), window, s.clock.now_ms())
+        })
+        .await
+    }
+
+    /// The sections and languages of the articles seen, each sorted.
+    pub async fn meta_values(&self) -> Result<MetaValues, StoreError> {
+        self.blocking(|s| series::meta_values(&s.db.begin_read().map_err(err)?))
+            .await
     }
 
     /// The ranking of `q` at the store's clock: buckets that left a window are

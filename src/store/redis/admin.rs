@@ -15,6 +15,7 @@ use super::top::TopState;
 use super::{err, RedisStore, CALL_TIMEOUT};
 use crate::event::ArticleId;
 use crate::store::keys::{Partition, PARTITIONS};
+use crate::store::series::Step;
 use crate::store::{StoreError, StoredCounts};
 use crate::top::{Granularity, Tally};
 
@@ -119,7 +120,23 @@ impl RedisStore {
             .arg(STREAM_LEN)
             .arg(self.counter_names().collect::<Vec<_>>());
         self.invoke(&invocation).await?;
+        self.forget_series(article).await?;
         self.read_admin_changes(&[partition]).await
+    }
+
+    /// Removes the article's fields from every series bucket still kept: one pipeline
+    /// in its partition's slot (idempotent, so a retry after a lost answer is safe).
+    async fn forget_series(&self, article: &ArticleId) -> Result<(), StoreError> {
+        let partition = Partition::of(article.as_str());
+        let now = self.clock.now_ms();
+        let fields = [format!("{article}:v"), format!("{article}:s")];
+        let mut pipe = redis::pipe();
+        for step in Step::ALL {
+            for bucket in step.oldest_kept(now)..=step.bucket(now + super::top::SKEW_MS) + 1 {
+                pipe.hdel(self.keys.series(partition, step, bucket), &fields).ignore();
+            }
+        }
+        self.query::<()>(&pipe).await
     }
 
     async fn invoke(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<(), StoreError> {

@@ -5,11 +5,18 @@
 -- KEYS[2]    <prefix>:{pN}:counts                                     fields <article>:<counter>
 -- KEYS[3]    <prefix>:{pN}:meta                                       fields <article>:section|lang
 -- KEYS[4]    <prefix>:{pN}:m:<minute>                                 the minute's log of pieces
+-- KEYS[5]    <prefix>:{pN}:sh:<hour>                                  hourly series, fields <article>:v|s
+-- KEYS[6]    <prefix>:{pN}:sd:<day>                                   daily series, fields <article>:v|s
+-- KEYS[7]    <prefix>:{pN}:sections                                   set of the sections seen
+-- KEYS[8]    <prefix>:{pN}:langs                                      set of the languages seen
 -- ARGV[1]    TTL of the applied record, seconds
 -- ARGV[2]    this batch's bit in the record
 -- ARGV[3]    TTL of the minute log, seconds
 -- ARGV[4]    the piece's deltas as one entry of the minute log: "<article>:<counter> <n>\n"...
--- ARGV[5]    n, then n x (counts field, delta); then m, then m x (meta field, value)
+-- ARGV[5]    n, then n x (counts field, delta); then m, then m x (meta field, value);
+--            then the TTLs of the hour and the day series buckets (0: past retention,
+--            not written), k, k x (article, views, shares); then the sections of the
+--            piece (count, values), then its languages (count, values)
 --
 -- Returns 1 when applied now, 0 when this batch's bit was set before. The record does
 -- not depend on order, so a run may have several batches in flight at once.
@@ -24,30 +31,31 @@ if redis.call('GETBIT', KEYS[1], ARGV[2]) == 1 then
   return 0
 end
 
-local n = tonumber(ARGV[5])
-local totals = {}
-for first = 0, n - 1, SLICE do
-  local last = math.min(first + SLICE, n) - 1
-  local fields = {}
-  for i = first, last do
-    fields[#fields + 1] = ARGV[6 + 2 * i]
-  end
-  local current = redis.call('HMGET', KEYS[2], unpack(fields))
-  for k = 1, #fields do
-    local stored = 0
-    if current[k] then
-      stored = tonumber(current[k])
-      if not stored then
-        return redis.error_reply('ERR counter ' .. fields[k] .. ' holds no number')
+-- The new totals of `fields` in hash `key` after adding `deltas`, as a flat list
+-- field, total, field, total...; or nil and an error reply.
+local function added(key, fields, deltas)
+  local totals = {}
+  for first = 1, #fields, SLICE do
+    local last = math.min(first + SLICE - 1, #fields)
+    local current = redis.call('HMGET', key, unpack(fields, first, last))
+    for k = 1, #current do
+      local i = first + k - 1
+      local stored = 0
+      if current[k] then
+        stored = tonumber(current[k])
+        if not stored then
+          return nil, redis.error_reply('ERR counter ' .. fields[i] .. ' holds no number')
+        end
       end
+      local total = stored + deltas[i]
+      if total >= EXACT then
+        return nil, redis.error_reply('ERR counter ' .. fields[i] .. ' out of range')
+      end
+      totals[#totals + 1] = fields[i]
+      totals[#totals + 1] = string.format('%d', total)
     end
-    local total = stored + tonumber(ARGV[6 + 2 * (first + k - 1) + 1])
-    if total >= EXACT then
-      return redis.error_reply('ERR counter ' .. fields[k] .. ' out of range')
-    end
-    totals[#totals + 1] = fields[k]
-    totals[#totals + 1] = string.format('%d', total)
   end
+  return totals
 end
 
 local function hset_in_slices(key, flat, from, to)
@@ -56,12 +64,60 @@ local function hset_in_slices(key, flat, from, to)
   end
 end
 
+-- The totals.
+local n = tonumber(ARGV[5])
+local fields, deltas = {}, {}
+for i = 0, n - 1 do
+  fields[#fields + 1] = ARGV[6 + 2 * i]
+  deltas[#deltas + 1] = tonumber(ARGV[7 + 2 * i])
+end
+local totals, failed = added(KEYS[2], fields, deltas)
+if not totals then
+  return failed
+end
+
+-- The series: one field per article and measure in the hour's and the day's hash.
+local m_at = 6 + 2 * n
+local m = tonumber(ARGV[m_at])
+local s_at = m_at + 2 * m + 1
+local ttls = { tonumber(ARGV[s_at]), tonumber(ARGV[s_at + 1]) }
+local k = tonumber(ARGV[s_at + 2])
+local s_fields, s_deltas = {}, {}
+for i = 0, k - 1 do
+  local at = s_at + 3 + 3 * i
+  s_fields[#s_fields + 1] = ARGV[at] .. ':v'
+  s_deltas[#s_deltas + 1] = tonumber(ARGV[at + 1])
+  s_fields[#s_fields + 1] = ARGV[at] .. ':s'
+  s_deltas[#s_deltas + 1] = tonumber(ARGV[at + 2])
+end
+local series = {}
+for b = 1, 2 do
+  if ttls[b] > 0 and k > 0 then
+    series[b], failed = added(KEYS[4 + b], s_fields, s_deltas)
+    if not series[b] then
+      return failed
+    end
+  end
+end
+
 redis.call('SETBIT', KEYS[1], ARGV[2], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 hset_in_slices(KEYS[2], totals, 1, #totals)
-local m_at = 6 + 2 * n
-local m = tonumber(ARGV[m_at])
 hset_in_slices(KEYS[3], ARGV, m_at + 1, m_at + 2 * m)
+for b = 1, 2 do
+  if series[b] then
+    hset_in_slices(KEYS[4 + b], series[b], 1, #series[b])
+    redis.call('EXPIRE', KEYS[4 + b], ttls[b])
+  end
+end
+local v_at = s_at + 3 + 3 * k
+for set = 7, 8 do
+  local count = tonumber(ARGV[v_at])
+  for i = v_at + 1, v_at + count, SLICE do
+    redis.call('SADD', KEYS[set], unpack(ARGV, i, math.min(i + SLICE - 1, v_at + count)))
+  end
+  v_at = v_at + count + 1
+end
 if ARGV[4] ~= '' then
   -- One command per piece, whatever its size: the top windows' time buckets. The TTL
   -- is set when the log is created: its last write follows within two minutes.

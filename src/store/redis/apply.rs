@@ -1,8 +1,10 @@
 //! Applying a batch: split by partition, one `apply.lua` call per piece, all pieces
 //! of a batch sent at once. The script sets the batch's bit in the run's
-//! exactly-once record, adds the deltas to the totals and appends the piece to its
-//! minute's log, atomically; reads test the same bit.
+//! exactly-once record, adds the deltas to the totals and to the hour's and the day's
+//! series, notes the sections and languages, and appends the piece to its minute's
+//! log, atomically; reads test the same bit.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -11,7 +13,8 @@ use redis::{Cmd, Script};
 
 use super::top::{bucket_time, MINUTE_TTL};
 use super::RedisStore;
-use crate::store::keys::{self, Partition, PARTITIONS, VIEWS_FIELD};
+use crate::store::keys::{self, MetaKind, Partition, PARTITIONS, VIEWS_FIELD};
+use crate::store::series::{Point, Step};
 use crate::store::{Applied, ArticleDelta, Batch, StoreError};
 use crate::top::Granularity;
 
@@ -39,7 +42,10 @@ impl RedisStore {
         for d in &batch.articles {
             by_partition[Partition::of(d.article.as_str()).index() as usize].push(d);
         }
-        let minute = Granularity::Minute.bucket(bucket_time(batch.flushed_at_ms, self.clock.now_ms()));
+        let now = self.clock.now_ms();
+        let minute = Granularity::Minute.bucket(bucket_time(batch.flushed_at_ms, now));
+        // The series date events by their flush, late or not: a point is never read as closed.
+        let series_at = batch.flushed_at_ms;
         let mut calls = Vec::new();
         for (index, deltas) in by_partition.iter().enumerate() {
             if deltas.is_empty() {
@@ -50,16 +56,22 @@ impl RedisStore {
             // for each retry.
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(APPLY.get_hash())
-                .arg(4)
+                .arg(8)
                 .arg(self.keys.applied(partition, &batch.id))
                 .arg(self.keys.counts(partition))
                 .arg(self.keys.meta(partition))
                 .arg(self.keys.bucket(partition, Granularity::Minute, minute))
+                .arg(self.keys.series(partition, Step::Hour, Step::Hour.bucket(series_at)))
+                .arg(self.keys.series(partition, Step::Day, Step::Day.bucket(series_at)))
+                .arg(self.keys.meta_values(partition, MetaKind::Section))
+                .arg(self.keys.meta_values(partition, MetaKind::Lang))
                 .arg(APPLIED_TTL.as_secs())
                 .arg(keys::applied_bit(&batch.id))
                 .arg(MINUTE_TTL.as_secs())
                 .arg(log_entry(deltas));
             push_piece_args(&mut cmd, deltas);
+            push_series_args(&mut cmd, deltas, series_at, now);
+            push_meta_values(&mut cmd, deltas);
             calls.push(cmd);
         }
         calls
@@ -131,6 +143,35 @@ fn push_piece_args(cmd: &mut Cmd, deltas: &[&ArticleDelta]) {
             field.push(':');
             field.push_str(attr);
             cmd.arg(field.as_str()).arg(value);
+        }
+    }
+}
+
+/// The TTLs of the piece's hour and day series buckets (0: past retention, skipped),
+/// `k`, then `k` (article, views, shares) of the articles whose series change.
+fn push_series_args(cmd: &mut Cmd, deltas: &[&ArticleDelta], series_at: u64, now_ms: u64) {
+    for step in Step::ALL {
+        cmd.arg(step.ttl_secs(step.bucket(series_at), now_ms));
+    }
+    let points: Vec<(&str, Point)> = deltas
+        .iter()
+        .map(|d| (d.article.as_str(), Point::of(d)))
+        .filter(|(_, p)| !p.is_zero())
+        .collect();
+    cmd.arg(points.len());
+    for (article, p) in points {
+        cmd.arg(article).arg(p.views).arg(p.shares);
+    }
+}
+
+/// The distinct sections of the piece (count, values), then its languages.
+fn push_meta_values(cmd: &mut Cmd, deltas: &[&ArticleDelta]) {
+    let sections: BTreeSet<&str> = deltas.iter().filter_map(|d| d.meta.section.as_deref()).collect();
+    let langs: BTreeSet<&str> = deltas.iter().filter_map(|d| d.meta.lang.as_deref()).collect();
+    for set in [sections, langs] {
+        cmd.arg(set.len());
+        for value in set {
+            cmd.arg(value);
         }
     }
 }

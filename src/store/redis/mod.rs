@@ -1,6 +1,6 @@
 //! The Redis backend (`--redis-url`, one server or a cluster): the store handle and
 //! its timeouts. `conn.rs` holds the connection, `apply.rs` writes batches exactly
-//! once, `reads.rs` reads totals, `admin.rs` makes admin changes, `top.rs` (with
+//! once, `reads.rs` reads totals, `series.rs` series and filter values, `admin.rs` makes admin changes, `top.rs` (with
 //! `load.rs`, `fold.rs`, `buckets.rs`) serves `/v1/top`; key names live in
 //! `../keys.rs`; docs/redis-keys.md is the full story.
 
@@ -11,6 +11,7 @@ mod conn;
 mod fold;
 mod load;
 mod reads;
+mod series;
 mod top;
 
 pub use apply::APPLIED_TTL;
