@@ -119,6 +119,7 @@ impl App {
             admin_token: config.admin_token.clone(),
             max_body: config.max_body_bytes,
             body_timeout: config.body_read_timeout,
+            read_max_age: config.read_max_age,
             lifecycle: Arc::new(Lifecycle::default()),
             top_cache: TopCache::new(config.flush_interval),
             rate_limit: (config.rate_limit > 0)

@@ -2,6 +2,7 @@
 //! matches method and path, and one module per area answers.
 
 pub mod admin;
+pub mod cache;
 pub mod error;
 pub mod ingest;
 pub mod last_known;
@@ -53,6 +54,8 @@ pub struct Api {
     pub max_body: usize,
     /// A request body must arrive whole within this time (`--body-read-timeout`).
     pub body_timeout: std::time::Duration,
+    /// How long a CDN or browser may reuse a read (`--read-max-age`).
+    pub read_max_age: std::time::Duration,
     /// Readiness and the ingest gate.
     pub lifecycle: Arc<Lifecycle>,
     /// Recent `/v1/top` answers.

@@ -10,7 +10,9 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{admin, ingest, ops, reads, script, series, text_response, top, ApiError, ApiResult, Body, SharedApi};
+use super::{
+    admin, cache, ingest, ops, reads, script, series, text_response, top, ApiError, ApiResult, Body, SharedApi,
+};
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +122,11 @@ impl Route<'_> {
         self.allow().contains("HEAD")
     }
 
+    /// Reads a CDN may cache (`Cache-Control`, `ETag`, 304: see cache.rs).
+    fn is_cached_read(&self) -> bool {
+        matches!(self, Route::Articles | Route::Article(_) | Route::Series(_) | Route::Top)
+    }
+
     fn is_browser_facing(&self) -> bool {
         matches!(
             self,
@@ -160,6 +167,12 @@ pub async fn handle(
                 .await
             }
         },
+    };
+    let result = match result {
+        Ok(resp) if route.is_some_and(|r| r.is_cached_read()) => {
+            Ok(cache::cacheable(resp, &parts.headers, api.read_max_age))
+        }
+        other => other,
     };
     let status = match &result {
         Ok(r) => r.status(),

@@ -1,0 +1,145 @@
+//! Reads a CDN can absorb: `Cache-Control: public, max-age=N` (`--read-max-age`;
+//! 0 sends `no-store`) and an `ETag` on a read's 200, and 304 for a matching
+//! `If-None-Match`. Applied by the router to every cached read route, after the
+//! handler, so a new read route needs only to be listed there.
+
+use std::hash::Hasher;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+/// The `Cache-Control` value for `max_age` (whole seconds; zero forbids storing).
+pub fn cache_control(max_age: Duration) -> HeaderValue {
+    match max_age.as_secs() {
+        0 => HeaderValue::from_static("no-store"),
+        n => HeaderValue::try_from(format!("public, max-age={n}")).expect("ASCII header value"),
+    }
+}
+
+/// A strong validator of `body`: the same bytes give the same tag on every instance
+/// (FNV-1a, stable across processes and versions, unlike the std hasher).
+pub fn etag(body: &[u8]) -> HeaderValue {
+    let mut h = Fnv1a::default();
+    h.write(body);
+    HeaderValue::try_from(format!("\"{:016x}\"", h.finish())).expect("ASCII header value")
+}
+
+#[derive(Debug)]
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// True when `If-None-Match` (a list of tags, weak or strong, or `*`) holds `tag`.
+pub fn none_match(request: &HeaderMap, tag: &HeaderValue) -> bool {
+    let tag = tag.as_bytes();
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == tag)
+}
+
+/// Adds the caching headers to a read's 200 and turns it into a 304 when the client
+/// holds the same representation. Other statuses pass unchanged (an error is never
+/// cached by the service's say).
+pub fn cacheable(resp: Response<Body>, request: &HeaderMap, max_age: Duration) -> Response<Body> {
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = buffered(body);
+    let tag = etag(&bytes);
+    parts.headers.insert(header::CACHE_CONTROL, cache_control(max_age));
+    let not_modified = none_match(request, &tag);
+    parts.headers.insert(header::ETAG, tag);
+    if not_modified {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Full::new(Bytes::new()));
+    }
+    Response::from_parts(parts, Full::new(bytes))
+}
+
+/// The bytes of a fully buffered body (a `Full` is ready at once).
+fn buffered(body: Body) -> Bytes {
+    body.collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &'static str) -> Response<Body> {
+        Response::new(Full::new(Bytes::from_static(body.as_bytes())))
+    }
+
+    fn with_inm(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::try_from(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_read_gets_a_max_age_and_a_stable_etag() {
+        let a = cacheable(ok("{}"), &HeaderMap::new(), Duration::from_secs(10));
+        let b = cacheable(ok("{}"), &HeaderMap::new(), Duration::from_secs(10));
+        assert_eq!(a.headers()[header::CACHE_CONTROL], "public, max-age=10");
+        assert_eq!(a.headers()[header::ETAG], b.headers()[header::ETAG]);
+        let c = cacheable(ok("{ }"), &HeaderMap::new(), Duration::from_secs(10));
+        assert_ne!(a.headers()[header::ETAG], c.headers()[header::ETAG]);
+    }
+
+    #[test]
+    fn a_zero_max_age_forbids_storing() {
+        let r = cacheable(ok("{}"), &HeaderMap::new(), Duration::ZERO);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn a_matching_if_none_match_gets_304_and_another_gets_the_body() {
+        let tag = etag(b"{}").to_str().unwrap().to_string();
+        for inm in [tag.clone(), format!("\"x\", W/{tag}"), "*".to_string()] {
+            let r = cacheable(ok("{}"), &with_inm(&inm), Duration::from_secs(10));
+            assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{inm}");
+            assert_eq!(r.headers()[header::ETAG], tag.as_str());
+        }
+        let r = cacheable(ok("{}"), &with_inm("\"other\""), Duration::from_secs(10));
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn errors_pass_unchanged() {
+        let mut r = ok("{}");
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let r = cacheable(r, &HeaderMap::new(), Duration::from_secs(10));
+        assert!(r.headers().get(header::ETAG).is_none());
+    }
+}
