@@ -124,7 +124,10 @@ impl Route<'_> {
 
     /// Reads a CDN may cache (`Cache-Control`, `ETag`, 304: see cache.rs).
     fn is_cached_read(&self) -> bool {
-        matches!(self, Route::Articles | Route::Article(_) | Route::Series(_) | Route::Top)
+        matches!(
+            self,
+            Route::Articles | Route::Article(_) | Route::Series(_) | Route::Top
+        )
     }
 
     fn is_browser_facing(&self) -> bool {
