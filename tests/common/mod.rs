@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod batches;
+pub mod browser;
 pub mod client;
 pub mod process;
 pub mod redis_server;
