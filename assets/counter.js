@@ -3,7 +3,7 @@
   var s = d.currentScript || d.querySelector('script[src*="/v1/counter.js"]');
   if (!s || w.viewcounter) return;
   var api = s.src.replace(/\/v1\/counter\.js.*/, '/v1/'), own = at(s, 'article'), counts = {}, fmts = {},
-    info = {}, counting, sent, FIELDS = ['section', 'lang', 'title', 'url', 'exp', 'sig'];
+    info = {}, key = 'viewcounter:' + own, rec, counting, sent, FIELDS = ['section', 'lang', 'title', 'url', 'exp', 'sig'];
   w.viewcounter = 1;
 
   function at(el, name) { return el && el.getAttribute ? el.getAttribute('data-' + name) : null; }
@@ -32,17 +32,29 @@
   }
 
   // One view per article per browser within data-dedupe minutes (default 30, "0": every
-  // load); without storage (private mode, blocked) every load counts.
+  // load); without storage (private mode, blocked) every load counts. The record also
+  // keeps the counts this browser last showed: a read answered from a cache (made
+  // before this browser's last view or share) then never shows fewer.
   function fresh() {
-    var m = at(s, 'dedupe'), ms = (m == null || m === '' ? 30 : +m) * 6e4, key = 'viewcounter:' + own,
-      now = +new Date(), t;
-    if (!(ms > 0)) return 1;
-    try {
-      t = +w.localStorage.getItem(key);
-      if (t && now - t < ms && now >= t) return 0;
-      w.localStorage.setItem(key, now);
-    } catch (e) {}
+    var m = at(s, 'dedupe'), ms = (m == null || m === '' ? 30 : +m) * 6e4, now = +new Date();
+    try { rec = JSON.parse(w.localStorage.getItem(key)) || {}; } catch (e) { rec = null; }
+    if (rec && ms > 0 && rec.t && now - rec.t < ms && now >= rec.t) return 0;
+    if (rec) rec.t = now;
+    keep();
     return 1;
+  }
+
+  function keep() { try { if (rec) w.localStorage.setItem(key, JSON.stringify(rec)); } catch (e) {} }
+
+  function floor(c, add) { // no lower than last shown, plus this load's view
+    var n, r = rec || {}, seen = r.s || {};
+    if (r.v > c.views) c.views = r.v;
+    c.views += add;
+    for (n in seen) if (seen[n] > (c.shares[n] || 0)) {
+      c.shares_total += seen[n] - (c.shares[n] || 0);
+      c.shares[n] = seen[n];
+    }
+    if (rec) { rec.v = c.views; rec.s = c.shares; keep(); }
   }
 
   function view() {
@@ -52,10 +64,10 @@
 
   function num(el, n) { // the page's language; data-format="compact" gives 1.2K
     var lang = d.documentElement.lang || info.lang || undefined,
-      compact = (at(el, 'format') || at(s, 'format')) == 'compact', key = lang + compact;
+      compact = (at(el, 'format') || at(s, 'format')) == 'compact', k = lang + compact;
     try {
-      fmts[key] = fmts[key] || new Intl.NumberFormat(lang, compact ? { notation: 'compact', maximumFractionDigits: 1 } : {});
-      return fmts[key].format(n);
+      fmts[k] = fmts[k] || new Intl.NumberFormat(lang, compact ? { notation: 'compact', maximumFractionDigits: 1 } : {});
+      return fmts[k].format(n);
     } catch (e) { return '' + n; }
   }
 
@@ -117,7 +129,7 @@
     left = Math.ceil(ids.length / 100) + 1; // +1: the call after the loop
     function done() {
       if (--left) return;
-      if (!sent && counting && counts[own]) counts[own].views++;
+      if (counts[own]) floor(counts[own], !sent && counting ? 1 : 0);
       view();
       paint();
     }
@@ -139,7 +151,7 @@
       var net = at(el, 'share'), id = idOf(el), c = counts[id], ev = { type: 'share', article: id, network: net };
       // A signed page's share carries the signed fields, so the same signature holds.
       if (id) send(id == own && info.sig ? withPage(ev) : ev);
-      if (c) { c.shares[net] = (c.shares[net] || 0) + 1; c.shares_total++; paint(); }
+      if (c) { c.shares[net] = (c.shares[net] || 0) + 1; c.shares_total++; if (id == own) floor(c, 0); paint(); }
     } catch (x) {}
   }, true);
 

@@ -181,7 +181,9 @@ async fn expected_rows(client: &Client, query: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_article_page_shows_formatted_counts_share_buttons_and_most_read_links() {
-    let app = TestApp::start(&[]).await;
+    // Reads not cached (no-store), so the stop below is seen by the next load's reads
+    // at once rather than after --read-max-age; the other test runs with the cache.
+    let app = TestApp::start(&["--read-max-age", "0"]).await;
     let client = app.client.clone();
     seed(&client).await;
     let page = PageServer::start(app.addr).await;
@@ -265,13 +267,13 @@ async fn the_example_article_page_shows_formatted_counts_share_buttons_and_most_
     wait_for_text(&browser, ".stats [data-views]:not([data-format])", "12,345").await;
     let stored = browser
         .execute(
-            "return localStorage.getItem('viewcounter:' + arguments[0])",
+            "return JSON.parse(localStorage.getItem('viewcounter:' + arguments[0])).t",
             vec![json!(ARTICLE)],
         )
         .await
         .expect("script runs");
     assert!(
-        stored.as_str().is_some_and(|t| !t.is_empty()),
+        stored.as_u64().is_some_and(|t| t > 0),
         "the view's time is remembered: {stored}"
     );
     assert_eq!(page_errors(&browser).await, json!([]));
@@ -323,7 +325,10 @@ async fn a_reload_is_not_counted_but_data_dedupe_0_counts_every_load() {
     browser.close().await.expect("browser closes");
     assert_eq!(client.views(ARTICLE).await, 1, "three loads, one view");
 
-    // The same page with data-dedupe="0" in a new browser: every load counts.
+    // The same page with data-dedupe="0" in a new browser (a new profile: no cached
+    // reads): every load counts, also when a reload's read comes from the HTTP cache.
+    drop(driver);
+    let driver = ChromeDriver::start();
     let page = PageServer::start_with(
         app.addr,
         &[("data-article=\"12345\"", "data-article=\"12345\" data-dedupe=\"0\"")],
@@ -339,5 +344,8 @@ async fn a_reload_is_not_counted_but_data_dedupe_0_counts_every_load() {
     let batch_reads = client
         .metric(r#"viewcounter_http_requests_total{route="/v1/articles",status="200"}"#)
         .await;
-    assert_eq!(batch_reads, 5.0, "one batch read per page load");
+    assert!(
+        (1.0..=5.0).contains(&batch_reads),
+        "at most one batch read per page load (the browser's cache answers some): {batch_reads}"
+    );
 }
