@@ -122,6 +122,16 @@ impl Servers {
 /// Starts viewcounter in process on `rt` (port 0, `data_dir`, Redis if `redis_url`)
 /// and returns its address once it serves.
 pub fn start_service(rt: &tokio::runtime::Runtime, data_dir: &Path, redis_url: Option<&str>) -> SocketAddr {
+    start_service_with(rt, data_dir, redis_url, &[])
+}
+
+/// [`start_service`] with more command-line flags.
+pub fn start_service_with(
+    rt: &tokio::runtime::Runtime,
+    data_dir: &Path,
+    redis_url: Option<&str>,
+    extra: &[&str],
+) -> SocketAddr {
     let mut args = vec![
         "viewcounter".to_string(),
         "--listen".into(),
@@ -132,6 +142,7 @@ pub fn start_service(rt: &tokio::runtime::Runtime, data_dir: &Path, redis_url: O
     if let Some(url) = redis_url {
         args.extend(["--redis-url".into(), url.to_string()]);
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let config = viewcounter::Config::parse_from(args);
     rt.block_on(async move {
         let app = viewcounter::App::build(config).await.expect("service builds");

@@ -1,0 +1,188 @@
+//! How long an article read waits while a large drain is flushed: 1,000,000 distinct
+//! pending keys (views of 1M articles, posted in batches of 1,000), then 8 clients
+//! read `/v1/articles/{id}` on a fixed schedule (800 a second, latency counted from when
+//! each read was due, as wrk2 does) while the flusher drains and applies them.
+//! Reports p50 / p99 / max of the reads issued between the flush tick and the moment
+//! the store has acknowledged everything.
+//!
+//! Run: `cargo bench --bench read_during_flush -- [--keys 1000000] [--embedded]`
+//! (Redis by default: a private redis-server with `appendfsync everysec`).
+
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+#[path = "support/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use redis_server::RedisServer;
+
+/// The flush interval: long enough for the fill to finish before the next tick.
+const INTERVAL: Duration = Duration::from_secs(30);
+const BATCH: usize = 1_000;
+/// Readers, each due to read every `PERIOD` (800 reads a second in all).
+const READERS: u32 = 8;
+const PERIOD: Duration = Duration::from_millis(10);
+
+fn keys() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--keys")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).ok();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn send(sender: &mut SendRequest<Full<Bytes>>, method: &str, path: &str, body: String) -> (u16, Bytes) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "bench")
+        .header("content-type", "application/x-ndjson")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.expect("body").to_bytes())
+}
+
+/// Reads `/v1/articles/k42` every `PERIOD` on its own connection until `done`, each
+/// latency measured from the moment the read was due (not from when the previous one
+/// returned), so a reader stuck behind the drain records every read it could not send.
+async fn read_on_schedule(addr: SocketAddr, offset: u32, done: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut sender = connect(addr).await;
+    let start = Instant::now() + PERIOD * offset / READERS;
+    let mut lat = Vec::new();
+    for k in 0u32.. {
+        if done.load(Ordering::Relaxed) {
+            break;
+        }
+        let due = start + PERIOD * k;
+        tokio::time::sleep_until(due.into()).await;
+        let (status, _) = send(&mut sender, "GET", "/v1/articles/k42", String::new()).await;
+        assert_eq!(status, 200);
+        lat.push(due.elapsed());
+    }
+    lat
+}
+
+/// Posts views of `keys` distinct articles over 4 connections.
+async fn fill(addr: SocketAddr, keys: usize) {
+    let tasks: Vec<_> = (0..4)
+        .map(|w| {
+            tokio::spawn(async move {
+                let mut sender = connect(addr).await;
+                for start in (w * BATCH..keys).step_by(4 * BATCH) {
+                    let body: String = (start..(start + BATCH).min(keys))
+                        .map(|i| format!("{{\"type\":\"view\",\"article\":\"k{i}\"}}\n"))
+                        .collect();
+                    let (status, _) = send(&mut sender, "POST", "/v1/events", body).await;
+                    assert_eq!(status, 202, "the fill was refused");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A metric's value (summed over its labels) from `/metrics`.
+async fn metric(sender: &mut SendRequest<Full<Bytes>>, name: &str) -> f64 {
+    let (_, body) = send(sender, "GET", "/metrics", String::new()).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(lat: &[Duration], q: f64) -> f64 {
+    lat[((lat.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
+}
+
+async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
+    let filled = Instant::now();
+    fill(addr, keys).await;
+    eprintln!("{store}: {keys} keys posted in {:.1?}", filled.elapsed());
+    let tick = started + INTERVAL;
+    assert!(Instant::now() < tick, "the fill outlasted the flush interval");
+    let flushed_before = metric(&mut connect(addr).await, "viewcounter_last_flush_timestamp_seconds").await;
+    tokio::time::sleep_until((tick - Duration::from_millis(500)).into()).await;
+    // Connected after the wait: the service closes idle keep-alive connections.
+    let mut probe = connect(addr).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| tokio::spawn(read_on_schedule(addr, r, done.clone())))
+        .collect();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let flushed = metric(&mut probe, "viewcounter_last_flush_timestamp_seconds").await;
+        let unacked = metric(&mut probe, "viewcounter_unacked_events").await;
+        if flushed > flushed_before && unacked == 0.0 {
+            break;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for r in readers {
+        lat.extend(r.await.unwrap());
+    }
+    let flush = tick.elapsed();
+    lat.sort_unstable();
+    println!(
+        "| {store} | {keys} | {:.1} | {} | {:.2} | {:.2} | {:.2} |",
+        flush.as_secs_f64(),
+        lat.len(),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().unwrap().as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    let keys = keys();
+    let embedded = std::env::args().any(|a| a == "--embedded");
+    let redis = (!embedded).then(|| RedisServer::start_with_fsync("everysec"));
+    let data = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let capacity = (2 * keys).to_string();
+    let started = Instant::now();
+    let addr = servers::start_service_with(
+        &rt,
+        data.path(),
+        redis.as_ref().map(|r| r.url()).as_deref(),
+        &["--flush-interval", "30s", "--max-pending-keys", &capacity],
+    );
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("| store | pending keys | flush s (from the tick) | reads | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let store = if embedded { "embedded" } else { "redis" };
+    client.block_on(measure(store, addr, started, keys));
+    drop(rt);
+}
