@@ -1,6 +1,6 @@
 //! App::build wires counter, store, flusher, metrics and listeners; `run_until`
 //! serves until shutdown, then stops in order: stop accepting -> drain in-flight
-//! requests (bounded) -> close ingest -> final flush (or spill) -> return.
+//! requests (bounded) -> close ingest -> final flush (what the store did not take stays in the journal) -> return.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use crate::shutdown::Lifecycle;
 use crate::store::redis::TOP_REFRESH_EVERY;
 use crate::store::{RedisStore, Store};
 
-/// A built service, listeners bound, spill files replayed, ready to serve.
+/// A built service, listeners bound, the journal replayed, ready to serve.
 #[derive(Debug)]
 pub struct App {
     api: SharedApi,
@@ -77,7 +77,7 @@ async fn open_redis(config: &Config, url: &str) -> anyhow::Result<Store> {
 }
 
 impl App {
-    /// Opens the store, replays spill files, and binds the listeners.
+    /// Opens the store, replays the journal, and binds the listeners.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let metrics = Metrics::new();
         metrics.pending_capacity.set(config.max_pending_keys as i64);
@@ -96,8 +96,9 @@ impl App {
             config.data_dir.clone(),
             config.final_flush_timeout,
         )
-        .with_failpoint(config.failpoint);
-        flusher.replay_spills().await;
+        .with_failpoint(config.failpoint)
+        .with_journal_max_bytes(config.journal_max_bytes);
+        flusher.recover().await;
         let public = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the public listener on {}", config.listen))?;
@@ -205,7 +206,7 @@ impl App {
                 stop_serving.cancel();
                 stop_flushing.cancel();
                 while servers.join_next().await.is_some() {}
-                died.context("the flusher task failed")?;
+                died.context("the flusher task failed")?.context("the flusher stopped")?;
                 anyhow::bail!("the flusher stopped unexpectedly");
             }
         };
@@ -214,7 +215,7 @@ impl App {
         while servers.join_next().await.is_some() {}
         api.lifecycle.close_ingest();
         stop_flushing.cancel();
-        flush_task.await.context("the flusher task failed")?;
+        let kept = flush_task.await.context("the flusher task failed")?;
         if let Some(task) = top_task {
             task.await.context("the top-articles refresher failed")?;
         }
@@ -222,6 +223,7 @@ impl App {
             Some(Err(e)) => Err(e).context("a listener task failed"),
             Some(Ok(())) => anyhow::bail!("a listener stopped unexpectedly"),
             None => {
+                kept.context("stopping")?;
                 tracing::info!("stopped");
                 Ok(())
             }

@@ -72,6 +72,14 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(10) {
@@ -119,7 +127,7 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_REDIS_READ_TIMEOUT", default_value = "500ms", value_name = "DUR", value_parser = humantime::parse_duration)]
     pub redis_read_timeout: Duration,
 
-    /// Directory of the embedded store and of spill files.
+    /// Directory of the embedded store and of the journal.
     #[arg(long, env = "VIEWCOUNTER_DATA_DIR", default_value = "./data", value_name = "DIR")]
     pub data_dir: PathBuf,
 
@@ -169,7 +177,7 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_DRAIN_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
-    /// At shutdown, how long the final flush may wait for the store before spilling to disk.
+    /// At shutdown, how long the final flush may wait for the store before leaving the rest in the journal.
     #[arg(long, env = "VIEWCOUNTER_FINAL_FLUSH_TIMEOUT", default_value = "5s", value_name = "DUR", value_parser = humantime::parse_duration)]
     pub final_flush_timeout: Duration,
 
@@ -194,6 +202,11 @@ pub struct Config {
     /// How long a CDN or browser may reuse a read (Cache-Control max-age); 0 sends no-store.
     #[arg(long, env = "VIEWCOUNTER_READ_MAX_AGE", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
     pub read_max_age: Duration,
+
+    /// Largest size of the local journal in bytes; at the cap, events for new keys get
+    /// 503 until the store catches up.
+    #[arg(long, env = "VIEWCOUNTER_JOURNAL_MAX_BYTES", default_value = "1073741824", value_name = "BYTES", value_parser = parse_positive_u64)]
+    pub journal_max_bytes: u64,
 
     /// Test only: die abruptly at a chosen moment (see failpoint.rs).
     #[arg(long, env = "VIEWCOUNTER_FAILPOINT", value_name = "NAME", hide = true)]

@@ -2,6 +2,7 @@
 //! flusher (which fills and empties it) and the reads (which add it in). A generation
 //! number moves with every change, so a read can tell that the queue changed under it.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -15,6 +16,8 @@ pub struct Unacked {
     pub batch: Arc<Batch>,
     /// The spill file it came from, deleted once none of its batches is left.
     pub spill_file: Option<PathBuf>,
+    /// Left by an earlier run (journal or spill file).
+    pub replayed: bool,
 }
 
 /// What a reader saw of the queue at one moment.
@@ -78,14 +81,29 @@ impl InFlight {
     }
 
     /// Runs `drain` (which empties the counter map) under the write lock and queues
-    /// what it returns, so no reader sees the counts in neither place.
-    pub fn push_drained(&self, drain: impl FnOnce() -> Vec<Unacked>) {
+    /// what it returns, so no reader sees the counts in neither place. Returns the
+    /// batches queued.
+    pub fn push_drained(&self, drain: impl FnOnce() -> Vec<Unacked>) -> Vec<Arc<Batch>> {
         let mut q = self.write();
         let drained = drain();
+        let batches = drained.iter().map(|u| u.batch.clone()).collect();
         if !drained.is_empty() {
             q.extend(drained);
             self.changed();
         }
+        batches
+    }
+
+    /// Keeps in `batches` only those still queued (not acknowledged meanwhile).
+    pub fn keep_queued(&self, batches: &mut Vec<Arc<Batch>>) {
+        let q = self.read();
+        let queued: HashSet<&BatchId> = q.iter().map(|u| &u.batch.id).collect();
+        batches.retain(|b| queued.contains(&b.id));
+    }
+
+    /// When the oldest queued batch was drained (Unix ms), if any is queued.
+    pub fn oldest_flushed_at_ms(&self) -> Option<u64> {
+        self.read().iter().map(|u| u.batch.flushed_at_ms).min()
     }
 
     /// True when nothing waits for the store.

@@ -48,6 +48,14 @@ pub struct Metrics {
     pub tracked_articles: IntGauge,
     /// Always 1; carries the version.
     pub build_info: IntGaugeVec,
+    /// Bytes in the local journal (batches not yet acknowledged by the store).
+    pub journal_bytes: IntGauge,
+    /// `--journal-max-bytes`.
+    pub journal_max_bytes: IntGauge,
+    /// Records written and synced to the journal (one a flush tick with something drained).
+    pub journal_writes: IntCounter,
+    /// Age of the oldest batch the store has not acknowledged (0 when none waits).
+    pub oldest_unacked_age: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,6 +148,18 @@ impl Metrics {
             .unwrap(),
             build_info: IntGaugeVec::new(Opts::new("viewcounter_build_info", "Build information"), &["version"])
                 .unwrap(),
+            journal_bytes: IntGauge::new("viewcounter_journal_bytes", "Bytes in the local journal").unwrap(),
+            journal_max_bytes: IntGauge::new("viewcounter_journal_max_bytes", "Cap of the local journal").unwrap(),
+            journal_writes: IntCounter::new(
+                "viewcounter_journal_writes_total",
+                "Records written and synced to the local journal",
+            )
+            .unwrap(),
+            oldest_unacked_age: Gauge::new(
+                "viewcounter_oldest_unacked_age_seconds",
+                "Age of the oldest batch the store has not acknowledged",
+            )
+            .unwrap(),
             registry,
         };
         m.register_all();
@@ -175,6 +195,10 @@ impl Metrics {
             Box::new(self.accept_errors.clone()),
             Box::new(self.tracked_articles.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.journal_bytes.clone()),
+            Box::new(self.journal_max_bytes.clone()),
+            Box::new(self.journal_writes.clone()),
+            Box::new(self.oldest_unacked_age.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

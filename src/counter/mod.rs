@@ -102,6 +102,8 @@ pub struct CounterMap {
     meta: DashMap<Box<str>, MetaSlot, Hasher>,
     keys: AtomicUsize,
     capacity: usize,
+    /// Set while the journal is at its cap: keys already held count on, new ones are refused.
+    refuse_new: AtomicBool,
     networks: Networks,
 }
 
@@ -113,6 +115,7 @@ impl CounterMap {
             meta: DashMap::with_hasher(Hasher::default()),
             keys: AtomicUsize::new(0),
             capacity,
+            refuse_new: AtomicBool::new(false),
             networks,
         }
     }
@@ -140,9 +143,10 @@ impl CounterMap {
     /// Records every event, or none of them when they would need new keys beyond
     /// the capacity (keys already held keep counting at any fill level).
     pub fn record_all(&self, events: &[Event<'_>]) -> Result<(), CapacityExhausted> {
-        if self.len() + events.len() > self.capacity {
+        let refuse_new = self.refuse_new.load(Ordering::Relaxed);
+        if refuse_new || self.len() + events.len() > self.capacity {
             let missing = events.iter().filter(|e| !self.holds(e)).count();
-            if missing > 0 && self.len() + missing > self.capacity {
+            if missing > 0 && (refuse_new || self.len() + missing > self.capacity) {
                 return Err(CapacityExhausted);
             }
         }
@@ -154,6 +158,11 @@ impl CounterMap {
 
     fn holds(&self, event: &Event<'_>) -> bool {
         with_key(event.counter, event.article, |k| self.counts.contains_key(k))
+    }
+
+    /// Refuses (or admits again) events that need a new key, whatever the fill.
+    pub fn refuse_new_keys(&self, refuse: bool) {
+        self.refuse_new.store(refuse, Ordering::Relaxed);
     }
 
     /// The hot path: one shard read lock and an atomic add for a key already held;

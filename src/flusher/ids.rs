@@ -1,6 +1,7 @@
 //! Batch ids: which process made a batch (a random instance id and its start time)
 //! and its place in that process's sequence.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::store::BatchId;
@@ -10,7 +11,7 @@ use crate::store::BatchId;
 pub struct BatchIds {
     instance: String,
     epoch_ms: u64,
-    seq: u64,
+    seq: AtomicU64,
 }
 
 /// Unix time in milliseconds.
@@ -27,23 +28,17 @@ impl BatchIds {
         BatchIds {
             instance,
             epoch_ms: unix_ms(),
-            seq: 0,
+            seq: AtomicU64::new(0),
         }
     }
 
     /// The next id: every batch, each chunk of a drain too, has its own `seq`.
-    pub(super) fn next(&mut self, chunk: u32) -> BatchId {
-        self.seq += 1;
+    pub(super) fn next(&self, chunk: u32) -> BatchId {
         BatchId {
             instance: self.instance.clone(),
             epoch_ms: self.epoch_ms,
-            seq: self.seq,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             chunk,
         }
-    }
-
-    /// `<instance>-<epoch_ms>-<seq>`: names this run's spill file.
-    pub(super) fn label(&self) -> String {
-        format!("{}-{}-{}", self.instance, self.epoch_ms, self.seq)
     }
 }

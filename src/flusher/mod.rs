@@ -1,11 +1,16 @@
-//! Step 3 of the data flow: every `--flush-interval`, drain the counter map into a
-//! batch and apply it to the store. A batch the store did not acknowledge is retried
-//! as it is, with the same id, while new events accumulate for the next one.
+//! Step 3 of the data flow: every `--flush-interval` the counter map is drained into
+//! batches, which are made durable in the local journal (journal.rs: one write, one
+//! fsync) and applied to the store. Draining and applying run side by side: a slow or
+//! absent store delays acknowledgements, never the journal, so whatever was accepted
+//! before the last tick is on disk. A batch the store did not acknowledge is retried
+//! as it is, with the same id.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time;
 use tokio_util::sync::CancellationToken;
@@ -18,35 +23,55 @@ use crate::spill;
 use crate::store::{Applied, Batch, BatchId, Store};
 
 mod ids;
+pub mod journal;
 
 pub use ids::{unix_ms, BatchIds};
+use journal::{Journal, JournalError};
 
 /// Articles per batch chunk: a big drain is split so each store call stays small.
 pub const CHUNK_ARTICLES: usize = 10_000;
+/// The default `--journal-max-bytes`: 1 GiB.
+pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 1 << 30;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// With nothing to flush, how often the store is pinged so `store_up` stays true to life.
 const IDLE_PING: Duration = Duration::from_secs(5);
 
-/// Owns the flush loop.
+/// A stop that could not keep every accepted count.
+#[derive(Debug, thiserror::Error)]
+#[error("{events} accepted counts could not be kept: the store did not take them and the journal could not be written")]
+pub struct CountsLost {
+    /// Events lost.
+    pub events: u64,
+}
+
+/// Owns the flush loop: the drainer (map -> batches -> journal) and the applier
+/// (batches -> store).
 #[derive(Debug)]
 pub struct Flusher {
-    counter: Arc<CounterMap>,
-    store: Store,
-    metrics: Metrics,
-    in_flight: Arc<InFlight>,
-    ids: BatchIds,
+    drainer: Drainer,
+    applier: Applier,
     interval: Duration,
-    data_dir: PathBuf,
     final_timeout: Duration,
-    backoff: Duration,
-    retry_at: Option<Instant>,
-    store_up: Option<bool>,
-    failpoint: Option<Failpoint>,
-    last_contact: Option<Instant>,
+}
+
+/// Whether the store and the journal work; `store_up` is 1 only while both do.
+#[derive(Debug)]
+struct Health {
+    store: AtomicBool,
+    journal: AtomicBool,
+    metrics: Metrics,
+}
+
+impl Health {
+    fn set(&self, which: &AtomicBool, ok: bool) {
+        which.store(ok, Ordering::Relaxed);
+        let up = self.store.load(Ordering::Relaxed) && self.journal.load(Ordering::Relaxed);
+        self.metrics.store_up.set(i64::from(up));
+    }
 }
 
 impl Flusher {
-    /// A flusher over `counter` into `store`; spill files go to `data_dir`.
+    /// A flusher over `counter` into `store`; the journal lives in `data_dir`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         counter: Arc<CounterMap>,
@@ -58,78 +83,354 @@ impl Flusher {
         data_dir: PathBuf,
         final_timeout: Duration,
     ) -> Self {
+        let health = Arc::new(Health {
+            store: AtomicBool::new(true),
+            journal: AtomicBool::new(true),
+            metrics: metrics.clone(),
+        });
+        metrics.journal_max_bytes.set(DEFAULT_JOURNAL_MAX_BYTES as i64);
         Flusher {
-            counter,
-            store,
-            metrics,
-            in_flight,
-            ids: BatchIds::new(instance),
+            drainer: Drainer {
+                counter,
+                in_flight: in_flight.clone(),
+                metrics: metrics.clone(),
+                ids: Arc::new(BatchIds::new(instance)),
+                data_dir,
+                journal: Arc::new(Mutex::new(None)),
+                unjournaled: Vec::new(),
+                max_bytes: DEFAULT_JOURNAL_MAX_BYTES,
+                health: health.clone(),
+            },
+            applier: Applier {
+                store,
+                metrics,
+                in_flight,
+                backoff: interval,
+                interval,
+                retry_at: None,
+                retrying: false,
+                store_up: None,
+                failpoint: None,
+                last_contact: None,
+                health,
+            },
             interval,
-            data_dir,
             final_timeout,
-            backoff: interval,
-            retry_at: None,
-            store_up: None,
-            failpoint: None,
-            last_contact: None,
         }
     }
 
     /// Arms a test-only failpoint.
     pub fn with_failpoint(mut self, failpoint: Option<Failpoint>) -> Self {
-        self.failpoint = failpoint;
+        self.applier.failpoint = failpoint;
         self
     }
 
-    /// Flushes every interval until `shutdown`, then makes the final flush (or spills).
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = time::interval(self.interval);
-        tick.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => break,
-            }
-            // A store call may hang up to its timeout; shutdown does not wait for it
-            // (the batch stays queued and goes to the final flush).
-            tokio::select! {
-                _ = self.flush_once() => {}
-                _ = shutdown.cancelled() => break,
-            }
-        }
-        self.final_flush().await;
+    /// Caps the journal (`--journal-max-bytes`): at the cap nothing more is drained and
+    /// new keys are refused until the store catches up.
+    pub fn with_journal_max_bytes(mut self, max: u64) -> Self {
+        self.drainer.max_bytes = max;
+        self.drainer.metrics.journal_max_bytes.set(max as i64);
+        self
     }
 
-    /// Loads spill files left by an earlier run into the queue and tries to apply
-    /// them within the final-flush timeout, so they reach the store before serving.
-    pub async fn replay_spills(&mut self) {
-        for (file, batches) in spill::load_all(&self.data_dir, &self.metrics) {
+    /// Drains, journals and applies every interval until `shutdown`, then makes the
+    /// final flush. Errs when the stop could not keep every accepted count.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), CountsLost> {
+        let queued = Notify::new();
+        let Flusher {
+            drainer,
+            applier,
+            interval,
+            ..
+        } = &mut self;
+        let ticks = async {
+            let mut tick = time::interval(*interval);
+            tick.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                // Not cancelled by shutdown: the drained batches must reach the queue.
+                drainer.tick().await;
+                queued.notify_one();
+            }
+        };
+        let applies = async {
+            loop {
+                tokio::select! {
+                    _ = queued.notified() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                // A store call may hang up to its timeout; shutdown does not wait for it
+                // (the batch stays queued and goes to the final flush).
+                tokio::select! {
+                    _ = applier.apply_round() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        tokio::join!(ticks, applies);
+        self.final_flush().await
+    }
+
+    /// Queues what an earlier run left (the journal, and spill files of older
+    /// versions) and tries to apply it within the final-flush timeout, so it reaches
+    /// the store before serving.
+    pub async fn recover(&mut self) {
+        for (file, batches) in spill::load_all(&self.drainer.data_dir, &self.drainer.metrics) {
             for batch in batches {
-                self.in_flight.push(Unacked {
+                self.drainer.in_flight.push(Unacked {
                     batch: Arc::new(batch),
                     spill_file: Some(file.clone()),
+                    replayed: true,
                 });
             }
         }
-        if !self.in_flight.is_empty() {
+        self.drainer.tick().await;
+        if !self.drainer.in_flight.is_empty() {
             let deadline = Instant::now() + self.final_timeout;
-            self.apply_until(deadline).await;
+            self.applier.apply_until(deadline).await;
         }
     }
 
-    /// One tick: drain into a new batch unless one is still unacknowledged, then
-    /// apply what is queued (respecting the back-off after a failure).
+    /// One tick, awaited to the end: drain and journal, then apply what is queued
+    /// (respecting the back-off after a failure).
     pub async fn flush_once(&mut self) {
+        self.drainer.tick().await;
+        self.applier.apply_round().await;
+    }
+
+    /// Drains what is left, journals it and applies everything within the final-flush
+    /// timeout. What the store did not acknowledge stays in the journal for the next
+    /// start; what neither took is counted, logged and reported.
+    pub async fn final_flush(&mut self) -> Result<(), CountsLost> {
+        let deadline = Instant::now() + self.final_timeout;
+        self.drainer.tick().await;
+        if self.applier.apply_until(deadline).await {
+            self.drainer.tick().await; // truncates the journal
+            tracing::info!("final flush done");
+            return Ok(());
+        }
+        if !self.drainer.unjournaled.is_empty() {
+            // The disk may have room again: one more try.
+            self.drainer.tick().await;
+        }
+        let queued = self.drainer.in_flight.snapshot();
+        let lost: u64 = self.drainer.unjournaled.iter().map(|b| b.events()).sum();
+        if lost > 0 {
+            tracing::error!(
+                events = lost,
+                "store and journal both failed at shutdown; these accepted counts are lost"
+            );
+            return Err(CountsLost { events: lost });
+        }
+        tracing::warn!(
+            batches = queued.len(),
+            events = queued.iter().map(|u| u.batch.events()).sum::<u64>(),
+            "store unreachable at shutdown; the journal keeps the pending counts for the next start"
+        );
+        Ok(())
+    }
+}
+
+/// The counter map -> batches -> journal half of the flusher.
+#[derive(Debug)]
+struct Drainer {
+    counter: Arc<CounterMap>,
+    in_flight: Arc<InFlight>,
+    metrics: Metrics,
+    ids: Arc<BatchIds>,
+    data_dir: PathBuf,
+    /// `None` until opened (lazily, so an open that fails is retried at the next tick).
+    // std Mutex: only locked inside blocking tasks, by this drainer.
+    journal: Arc<Mutex<Option<Journal>>>,
+    /// Drained batches the journal does not hold yet (its last write failed).
+    unjournaled: Vec<Arc<Batch>>,
+    max_bytes: u64,
+    health: Arc<Health>,
+}
+
+/// What one tick did, handed back from its blocking task.
+struct TickDone {
+    unjournaled: Vec<Arc<Batch>>,
+    journal: Result<u64, JournalError>,
+    /// A record was written and synced.
+    wrote: bool,
+    full: bool,
+}
+
+impl Drainer {
+    /// Drains the map into the queue and the journal, off the runtime's threads.
+    async fn tick(&mut self) {
         self.metrics.pending_keys.set(self.counter.len() as i64);
+        let job = TickJob {
+            counter: self.counter.clone(),
+            in_flight: self.in_flight.clone(),
+            ids: self.ids.clone(),
+            journal: self.journal.clone(),
+            data_dir: self.data_dir.clone(),
+            max_bytes: self.max_bytes,
+            unjournaled: std::mem::take(&mut self.unjournaled),
+        };
+        let done = match tokio::task::spawn_blocking(move || job.run()).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "the drain task failed");
+                return;
+            }
+        };
+        self.unjournaled = done.unjournaled;
+        self.counter.refuse_new_keys(done.full);
+        match done.journal {
+            Ok(bytes) => {
+                self.metrics.journal_bytes.set(bytes as i64);
+                if done.wrote {
+                    self.metrics.journal_writes.inc();
+                }
+                if !self.health.journal.swap(true, Ordering::Relaxed) {
+                    tracing::info!("journal writable again");
+                }
+                self.health.set(&self.health.journal, true);
+            }
+            Err(e) => {
+                if self.health.journal.load(Ordering::Relaxed) {
+                    tracing::error!(error = %e, "journal write failed; pending counts are kept in memory and retried every interval");
+                }
+                self.health.set(&self.health.journal, false);
+            }
+        }
+        self.metrics.unacked_events.set(self.in_flight.events() as i64);
+        let age = self.in_flight.oldest_flushed_at_ms().map_or(0, |t| unix_ms().saturating_sub(t));
+        self.metrics.oldest_unacked_age.set(age as f64 / 1000.0);
+    }
+}
+
+/// The blocking part of a tick.
+struct TickJob {
+    counter: Arc<CounterMap>,
+    in_flight: Arc<InFlight>,
+    ids: Arc<BatchIds>,
+    journal: Arc<Mutex<Option<Journal>>>,
+    data_dir: PathBuf,
+    max_bytes: u64,
+    unjournaled: Vec<Arc<Batch>>,
+}
+
+impl TickJob {
+    fn run(mut self) -> TickDone {
+        let journal = self.journal.clone();
+        let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.unjournaled.is_empty() {
+            // What the store acknowledged meanwhile need not be written any more.
+            self.in_flight.keep_queued(&mut self.unjournaled);
+        }
+        let mut opened = self.open(&mut journal);
+        if let Ok(j) = opened.as_mut() {
+            if self.in_flight.is_empty() && self.unjournaled.is_empty() && !j.is_empty() {
+                if let Err(e) = j.truncate() {
+                    tracing::warn!(error = %e, "could not empty the journal; it is emptied later");
+                }
+            }
+        }
+        let full = opened.as_ref().is_ok_and(|j| j.len() >= self.max_bytes);
+        if !full {
+            self.drain();
+        }
+        let wrote = !self.unjournaled.is_empty();
+        let written = opened.and_then(|j| j.append(&self.unjournaled).map(|()| j.len()));
+        if written.is_ok() {
+            self.unjournaled.clear();
+        }
+        TickDone {
+            unjournaled: self.unjournaled,
+            wrote: wrote && written.is_ok(),
+            journal: written,
+            full,
+        }
+    }
+
+    /// Opens the journal if it is not open; what an earlier run left in it is queued.
+    fn open<'j>(&self, journal: &'j mut Option<Journal>) -> Result<&'j mut Journal, JournalError> {
+        if journal.is_none() {
+            let (opened, found) = Journal::open(&self.data_dir)?;
+            if found.torn_bytes > 0 {
+                tracing::warn!(
+                    bytes = found.torn_bytes,
+                    "the journal ended in a record cut short (a crash while writing it); that record is dropped"
+                );
+            }
+            if !found.batches.is_empty() {
+                tracing::info!(batches = found.batches.len(), "replaying the journal");
+            }
+            for batch in found.batches {
+                self.in_flight.push(Unacked {
+                    batch: Arc::new(batch),
+                    spill_file: None,
+                    replayed: true,
+                });
+            }
+            *journal = Some(opened);
+        }
+        Ok(journal.as_mut().expect("opened above"))
+    }
+
+    fn drain(&mut self) {
+        let (counter, ids) = (&self.counter, &self.ids);
+        let drained = self.in_flight.push_drained(|| {
+            let articles = counter.drain();
+            let flushed_at_ms = unix_ms();
+            let mut batches = Vec::with_capacity(articles.len().div_ceil(CHUNK_ARTICLES));
+            let mut rest = articles.into_iter();
+            for chunk in 0.. {
+                let articles: Vec<_> = rest.by_ref().take(CHUNK_ARTICLES).collect();
+                if articles.is_empty() {
+                    break;
+                }
+                batches.push(Unacked {
+                    batch: Arc::new(Batch {
+                        id: ids.next(chunk),
+                        flushed_at_ms,
+                        articles,
+                    }),
+                    spill_file: None,
+                    replayed: false,
+                });
+            }
+            batches
+        });
+        self.unjournaled.extend(drained);
+    }
+}
+
+/// The batches -> store half of the flusher.
+#[derive(Debug)]
+struct Applier {
+    store: Store,
+    metrics: Metrics,
+    in_flight: Arc<InFlight>,
+    interval: Duration,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    /// The last round failed: the next one retries.
+    retrying: bool,
+    store_up: Option<bool>,
+    failpoint: Option<Failpoint>,
+    last_contact: Option<Instant>,
+    health: Arc<Health>,
+}
+
+impl Applier {
+    /// Applies what is queued (respecting the back-off after a failure), or pings the
+    /// store when nothing is.
+    async fn apply_round(&mut self) {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
         if self.in_flight.is_empty() {
-            self.drain_into_queue();
-            if self.in_flight.is_empty() {
-                return self.ping_when_idle().await;
-            }
-        } else {
+            return self.ping_when_idle().await;
+        }
+        if self.retrying {
             self.metrics.flush_retries.inc();
         }
         self.apply_queued().await;
@@ -143,27 +444,6 @@ impl Flusher {
             Ok(()) => self.set_store_up(true, None),
             Err(e) => self.set_store_up(false, Some(&e.to_string())),
         }
-    }
-
-    fn drain_into_queue(&mut self) {
-        let (counter, ids) = (&self.counter, &mut self.ids);
-        self.in_flight.push_drained(|| {
-            let articles = counter.drain();
-            let flushed_at_ms = unix_ms();
-            articles
-                .chunks(CHUNK_ARTICLES)
-                .enumerate()
-                .map(|(i, chunk)| Unacked {
-                    batch: Arc::new(Batch {
-                        id: ids.next(i as u32),
-                        flushed_at_ms,
-                        articles: chunk.to_vec(),
-                    }),
-                    spill_file: None,
-                })
-                .collect()
-        });
-        self.metrics.unacked_events.set(self.in_flight.events() as i64);
     }
 
     /// Applies the queued batches, [`Store::batches_at_once`] at a time; starts no
@@ -210,7 +490,7 @@ impl Flusher {
     }
 
     fn applied(&mut self, u: &Unacked, outcome: Applied) {
-        if u.spill_file.is_some() {
+        if u.replayed {
             failpoint::hit(self.failpoint, Failpoint::ExitAfterReplayApply);
         }
         self.acknowledged(&u.batch.id, outcome);
@@ -229,6 +509,7 @@ impl Flusher {
         self.metrics.unacked_events.set(self.in_flight.events() as i64);
         self.backoff = self.interval;
         self.retry_at = None;
+        self.retrying = false;
         self.set_store_up(true, None);
     }
 
@@ -240,12 +521,13 @@ impl Flusher {
         );
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.retrying = true;
         self.set_store_up(false, Some(error));
     }
 
     fn set_store_up(&mut self, up: bool, error: Option<&str>) {
         self.last_contact = Some(Instant::now());
-        self.metrics.store_up.set(i64::from(up));
+        self.health.set(&self.health.store, up);
         if self.store_up != Some(up) {
             match (up, error) {
                 (true, _) => tracing::info!(store = self.store.kind(), "store up"),
@@ -259,7 +541,7 @@ impl Flusher {
         loop {
             self.retry_at = None;
             // The deadline also cuts a store call that hangs: a batch whose answer is
-            // lost stays queued (and spilled), and its id makes a later replay exact.
+            // lost stays queued (and journaled), and its id makes a later replay exact.
             match time::timeout_at(deadline.into(), self.apply_queued()).await {
                 Ok(true) => return true,
                 Ok(false) => {}
@@ -270,31 +552,6 @@ impl Flusher {
                 return false;
             }
             time::sleep(wait).await;
-        }
-    }
-
-    /// Drains what is left and applies everything within the final-flush timeout;
-    /// whatever the store did not acknowledge is written to a spill file.
-    pub async fn final_flush(&mut self) {
-        let deadline = Instant::now() + self.final_timeout;
-        // New deltas join the queue even behind an unacknowledged batch: nothing
-        // else will drain them.
-        self.drain_into_queue();
-        if self.apply_until(deadline).await {
-            tracing::info!("final flush done");
-            return;
-        }
-        let queue = self.in_flight.snapshot();
-        let batches: Vec<Batch> = queue.iter().map(|u| (*u.batch).clone()).collect();
-        match spill::write(&self.data_dir, &self.ids.label(), &batches) {
-            Ok(path) => {
-                self.metrics.spill_files.with_label_values(&["written"]).inc();
-                tracing::warn!(file = %path.display(), batches = batches.len(), "store unreachable at shutdown; pending counts spilled");
-                for old in queue.iter().filter_map(|u| u.spill_file.as_ref()) {
-                    spill::remove(old);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not write the spill file; pending counts are lost"),
         }
     }
 }
