@@ -372,6 +372,8 @@ mod cases {
             r#"{"shares": {"myspace": 1}}"#,
             "nope",
             r#"{"veiws": 1}"#,
+            r#"{"views": 18446744073709551615}"#,
+            r#"{"shares": {"telegram": 9007199254740993}}"#,
         ] {
             let r = app.client.send(Method::PUT, "/v1/admin/articles/m", &auth, bad).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");

@@ -39,6 +39,10 @@ struct SetTotals {
     shares: BTreeMap<String, u64>,
 }
 
+/// The largest total an admin may set: 2^53, where JSON numbers in most clients (and
+/// Lua's in Redis) stop being exact. Events add to it without ever wrapping.
+pub const MAX_TOTAL: u64 = 1 << 53;
+
 fn parse_totals(api: &Api, body: &[u8]) -> Result<StoredCounts, ApiError> {
     let t: SetTotals = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
@@ -48,6 +52,12 @@ fn parse_totals(api: &Api, body: &[u8]) -> Result<StoredCounts, ApiError> {
     })?;
     for network in t.shares.keys() {
         api.counter.networks().find(network).map_err(ApiError::from)?;
+    }
+    if t.views > MAX_TOTAL || t.shares.values().any(|n| *n > MAX_TOTAL) {
+        return Err(ApiError::bad_request(
+            "total_too_large",
+            format!("totals must be at most 2^53 ({MAX_TOTAL})"),
+        ));
     }
     Ok(StoredCounts {
         views: t.views,

@@ -95,9 +95,10 @@ async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Resu
 }
 
 fn add<'a>(c: &mut StoredCounts, views: u64, shares: impl Iterator<Item = (&'a str, u64)>) {
-    c.views += views;
+    c.views = c.views.saturating_add(views);
     for (network, n) in shares {
-        *c.shares.entry(network.to_string()).or_default() += n;
+        let total = c.shares.entry(network.to_string()).or_default();
+        *total = total.saturating_add(n);
     }
 }
 

@@ -99,9 +99,10 @@ pub struct StoredCounts {
 impl StoredCounts {
     /// Adds one batch's deltas of an article.
     pub fn add(&mut self, d: &ArticleDelta) {
-        self.views += d.views;
+        self.views = self.views.saturating_add(d.views);
         for (network, n) in &d.shares {
-            *self.shares.entry(network.to_string()).or_default() += n;
+            let total = self.shares.entry(network.to_string()).or_default();
+            *total = total.saturating_add(*n);
         }
     }
 }

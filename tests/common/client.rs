@@ -77,6 +77,20 @@ impl Client {
         }
     }
 
+    /// `POST /v1/events`; `None` when the connection fails (a server killed mid-request).
+    pub async fn try_post_events(&self, body: String) -> Option<StatusCode> {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/v1/events", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request builds");
+        let resp = self.inner.request(req).await.ok()?;
+        let status = resp.status();
+        resp.into_body().collect().await.ok()?;
+        Some(status)
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, &[], Bytes::new()).await

@@ -6,8 +6,8 @@ mod buckets;
 mod series;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -35,10 +35,43 @@ const SHARE_PREFIX: &str = "share:";
 /// The file name inside `--data-dir`.
 pub const FILE_NAME: &str = "viewcounter.redb";
 
+/// The open database, or none after an error: redb refuses every call after an I/O
+/// error ("Previous I/O error occurred"), so the file is closed and opened afresh by
+/// the next call (the flusher's retries are the back-off) and recovers by itself once
+/// the disk has room again.
+struct Handle {
+    path: PathBuf,
+    // std RwLock: never held across an await, only while cloning or opening.
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Handle {
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = self.db.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(db.clone());
+        }
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        // Fails (DatabaseAlreadyOpen) while a call still holds the old handle: the next
+        // call tries again.
+        let db = Arc::new(Database::create(&self.path).map_err(|e| err(format!("reopening {}: {e}", self.path.display())))?);
+        tracing::info!(file = %self.path.display(), "embedded database reopened");
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Drops the handle after a failed call, so the next one reopens the file.
+    fn close(&self) {
+        self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// A handle to the redb database and the in-memory window tallies; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    handle: Arc<Handle>,
     // std Mutex: held only inside blocking tasks, never across an await.
     windows: Arc<Mutex<Windows>>,
     clock: Arc<dyn Clock>,
@@ -78,11 +111,19 @@ impl EmbeddedStore {
         }
         txn.commit().map_err(err)?;
         let windows = load_windows(&db, clock.now_ms())?;
+        let handle = Handle {
+            path,
+            db: RwLock::new(Some(Arc::new(db))),
+        };
         Ok(EmbeddedStore {
-            db: Arc::new(db),
+            handle: Arc::new(handle),
             windows: Arc::new(Mutex::new(windows)),
             clock,
         })
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.handle.get()
     }
 
     fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
@@ -94,7 +135,15 @@ impl EmbeddedStore {
         f: impl FnOnce(&EmbeddedStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.map_err(err)?
+        tokio::task::spawn_blocking(move || {
+            let result = f(&store);
+            if result.is_err() {
+                store.handle.close();
+            }
+            result
+        })
+        .await
+        .map_err(err)?
     }
 
     async fn write(
@@ -102,7 +151,7 @@ impl EmbeddedStore {
         f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
         self.blocking(move |s| {
-            let txn = s.db.begin_write().map_err(err)?;
+            let txn = s.db()?.begin_write().map_err(err)?;
             f(&txn)?;
             txn.commit().map_err(err)
         })
@@ -115,10 +164,10 @@ impl EmbeddedStore {
         self.blocking(move |s| {
             let now = s.clock.now_ms();
             // Roll the windows before this transaction prunes the buckets they leave.
-            let reader = buckets::Reader(s.db.begin_read().map_err(err)?);
+            let reader = buckets::Reader(s.db()?.begin_read().map_err(err)?);
             s.windows().roll(&reader, now).map_err(err)?;
             drop(reader);
-            let txn = s.db.begin_write().map_err(err)?;
+            let txn = s.db()?.begin_write().map_err(err)?;
             let id = batch.id.to_string();
             {
                 let mut applied = txn.open_table(APPLIED).map_err(err)?;
@@ -144,7 +193,7 @@ impl EmbeddedStore {
     pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
         let articles = articles.to_vec();
         self.blocking(move |s| {
-            let txn = s.db.begin_read().map_err(err)?;
+            let txn = s.db()?.begin_read().map_err(err)?;
             let table = txn.open_table(COUNTS).map_err(err)?;
             articles.iter().map(|a| read_counts(&table, a.as_str())).collect()
         })
@@ -157,7 +206,7 @@ impl EmbeddedStore {
     pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
         let (articles, unacked) = (articles.to_vec(), unacked.to_vec());
         self.blocking(move |s| {
-            let txn = s.db.begin_read().map_err(err)?;
+            let txn = s.db()?.begin_read().map_err(err)?;
             let counts = txn.open_table(COUNTS).map_err(err)?;
             let applied = txn.open_table(APPLIED).map_err(err)?;
             let mut pending = Vec::with_capacity(unacked.len());
@@ -237,7 +286,7 @@ impl EmbeddedStore {
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
         let q = q.clone();
         self.blocking(move |s| {
-            let reader = buckets::Reader(s.db.begin_read().map_err(err)?);
+            let reader = buckets::Reader(s.db()?.begin_read().map_err(err)?);
             let mut windows = s.windows();
             windows.roll(&reader, s.clock.now_ms()).map_err(err)?;
             Ok(windows.top(&q))
@@ -269,7 +318,7 @@ fn add_deltas(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META).map_err(err)?;
     let mut add = |article: &str, counter: &str, n: u64| -> Result<(), StoreError> {
         let old = counts.get((article, counter)).map_err(err)?.map_or(0, |g| g.value());
-        counts.insert((article, counter), old + n).map_err(err)?;
+        counts.insert((article, counter), old.saturating_add(n)).map_err(err)?;
         Ok(())
     };
     for d in &batch.articles {
