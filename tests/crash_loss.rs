@@ -107,7 +107,9 @@ async fn burst(client: &Client, ledger: &Arc<Ledger>, n: usize) {
         let (client, ledger) = (client.clone(), ledger.clone());
         set.spawn(async move {
             for first in (t * PER_REQUEST..n).step_by(4 * PER_REQUEST) {
-                let articles: Vec<String> = (first..(first + PER_REQUEST).min(n)).map(|i| format!("b{i:07}")).collect();
+                let articles: Vec<String> = (first..(first + PER_REQUEST).min(n))
+                    .map(|i| format!("b{i:07}"))
+                    .collect();
                 assert!(post(&client, &ledger, &articles).await, "the burst is answered");
             }
         });
@@ -145,11 +147,7 @@ async fn wait_flushed(client: &Client) {
 
 /// Asserts each article's stored total: no less than what was durable before the
 /// kill, no more than what was accepted (plus requests left unanswered by the kill).
-fn assert_bounded_loss(
-    stored: &HashMap<String, u64>,
-    durable: &HashMap<String, u64>,
-    ledger: &Ledger,
-) -> (u64, u64) {
+fn assert_bounded_loss(stored: &HashMap<String, u64>, durable: &HashMap<String, u64>, ledger: &Ledger) -> (u64, u64) {
     let accepted = ledger.accepted();
     let unanswered = ledger.unanswered.lock().unwrap().clone();
     let (mut lost, mut since_durable) = (0, 0);
@@ -161,7 +159,10 @@ fn assert_bounded_loss(
             got >= before,
             "{article}: {got} stored, {before} were accepted before the last journal write"
         );
-        assert!(got <= n + limbo, "{article}: {got} stored, {n} accepted (+{limbo} unanswered): counted twice");
+        assert!(
+            got <= n + limbo,
+            "{article}: {got} stored, {n} accepted (+{limbo} unanswered): counted twice"
+        );
         lost += n.saturating_sub(got);
         since_durable += n - before;
     }
@@ -171,12 +172,20 @@ fn assert_bounded_loss(
 fn embedded_views(dir: &Path, articles: &[String]) -> HashMap<String, u64> {
     let ids: Vec<ArticleId> = articles.iter().map(|a| ArticleId::parse(a).unwrap()).collect();
     let store = EmbeddedStore::open(dir).unwrap();
-    let counts = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(store.counts(&ids))).unwrap();
-    articles.iter().cloned().zip(counts.into_iter().map(|c| c.views)).collect()
+    let counts =
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(store.counts(&ids))).unwrap();
+    articles
+        .iter()
+        .cloned()
+        .zip(counts.into_iter().map(|c| c.views))
+        .collect()
 }
 
 fn redis_views(url: &str) -> HashMap<String, u64> {
-    load::redis_totals(url, "vc").into_iter().map(|(a, t)| (a, t.views)).collect()
+    load::redis_totals(url, "vc")
+        .into_iter()
+        .map(|(a, t)| (a, t.views))
+        .collect()
 }
 
 fn stop_cleanly(mut process: Process) {
@@ -270,7 +279,10 @@ impl Tmpfs {
             .arg(&path)
             .status()
             .expect("mount runs");
-        assert!(status.success(), "mounting a tmpfs failed: this test runs as root (or with CAP_SYS_ADMIN)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs failed: this test runs as root (or with CAP_SYS_ADMIN)"
+        );
         Tmpfs { path, _dir: dir }
     }
 
@@ -336,7 +348,11 @@ async fn a_full_disk_is_survived_without_a_restart_and_every_count_lands_once() 
 
     let stored = embedded_views(&disk.path, &all_articles(&ledger));
     assert_eq!(stored, ledger.accepted(), "every accepted view, once");
-    assert!(disk.tmp_files().is_empty(), "no stray temp files: {:?}", disk.tmp_files());
+    assert!(
+        disk.tmp_files().is_empty(),
+        "no stray temp files: {:?}",
+        disk.tmp_files()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,6 +376,13 @@ async fn sigterm_with_a_full_disk_exits_non_zero_and_says_how_many_counts_it_los
         lost.then(|| v["events"].as_u64()).flatten()
     });
     let lost = said.expect("a log line says how many counts were lost");
-    assert!(lost > 0 && lost <= 20_000, "{lost} counts said lost, of 20,000 sent to a full disk");
-    assert!(disk.tmp_files().is_empty(), "no stray temp files: {:?}", disk.tmp_files());
+    assert!(
+        lost > 0 && lost <= 20_000,
+        "{lost} counts said lost, of 20,000 sent to a full disk"
+    );
+    assert!(
+        disk.tmp_files().is_empty(),
+        "no stray temp files: {:?}",
+        disk.tmp_files()
+    );
 }

@@ -60,7 +60,10 @@ async fn sigterm_while_redis_is_down_keeps_the_journal_and_the_next_start_replay
     let took = terminate(process);
 
     assert!(took < Duration::from_secs(15), "SIGTERM took {took:?}");
-    assert!(journal_bytes(dir.path()) > 0, "the journal keeps what Redis did not take");
+    assert!(
+        journal_bytes(dir.path()) > 0,
+        "the journal keeps what Redis did not take"
+    );
     assert!(spill_files(dir.path()).is_empty(), "no spill file any more");
     tokio::task::block_in_place(|| redis.restart());
     let app = TestApp::start_in(dir.path(), &["--redis-url", &redis.url()]).await;

@@ -301,7 +301,10 @@ impl Drainer {
             }
         }
         self.metrics.unacked_events.set(self.in_flight.events() as i64);
-        let age = self.in_flight.oldest_flushed_at_ms().map_or(0, |t| unix_ms().saturating_sub(t));
+        let age = self
+            .in_flight
+            .oldest_flushed_at_ms()
+            .map_or(0, |t| unix_ms().saturating_sub(t));
         self.metrics.oldest_unacked_age.set(age as f64 / 1000.0);
     }
 }

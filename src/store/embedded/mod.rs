@@ -56,7 +56,8 @@ impl Handle {
         }
         // Fails (DatabaseAlreadyOpen) while a call still holds the old handle: the next
         // call tries again.
-        let db = Arc::new(Database::create(&self.path).map_err(|e| err(format!("reopening {}: {e}", self.path.display())))?);
+        let db =
+            Arc::new(Database::create(&self.path).map_err(|e| err(format!("reopening {}: {e}", self.path.display())))?);
         tracing::info!(file = %self.path.display(), "embedded database reopened");
         *slot = Some(db.clone());
         Ok(db)
