@@ -270,7 +270,7 @@ impl EmbeddedStore {
     pub async fn series(&self, article: &ArticleId, window: SeriesWindow) -> Result<Series, StoreError> {
         let article = article.clone();
         self.blocking(move |s| {
-            let txn = s.db.begin_read().map_err(err)?;
+            let txn = s.db()?.begin_read().map_err(err)?;
             series::read(&txn, article.as_str(), window, s.clock.now_ms())
         })
         .await
@@ -278,7 +278,7 @@ impl EmbeddedStore {
 
     /// The sections and languages of the articles seen, each sorted.
     pub async fn meta_values(&self) -> Result<MetaValues, StoreError> {
-        self.blocking(|s| series::meta_values(&s.db.begin_read().map_err(err)?))
+        self.blocking(|s| series::meta_values(&s.db()?.begin_read().map_err(err)?))
             .await
     }
 
