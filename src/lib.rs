@@ -26,6 +26,7 @@ pub mod config;
 pub mod counter;
 pub mod event;
 pub mod failpoint;
+pub mod fingerprint;
 pub mod flusher;
 pub mod http;
 pub mod in_flight;

@@ -3,7 +3,6 @@
 //! `If-None-Match`. Applied by the router to every cached read route, after the
 //! handler, so a new read route needs only to be listed there.
 
-use std::hash::Hasher;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,30 +23,8 @@ pub fn cache_control(max_age: Duration) -> HeaderValue {
 /// A strong validator of `body`: the same bytes give the same tag on every instance
 /// (FNV-1a, stable across processes and versions, unlike the std hasher).
 pub fn etag(body: &[u8]) -> HeaderValue {
-    let mut h = Fnv1a::default();
-    h.write(body);
-    HeaderValue::try_from(format!("\"{:016x}\"", h.finish())).expect("ASCII header value")
-}
-
-#[derive(Debug)]
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv1a {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    let tag = crate::fingerprint::fnv1a(body);
+    HeaderValue::try_from(format!("\"{tag:016x}\"")).expect("ASCII header value")
 }
 
 /// True when `If-None-Match` (a list of tags, weak or strong, or `*`) holds `tag`.

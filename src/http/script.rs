@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use super::{text_response, ApiResult};
+use super::{cache, text_response, ApiResult};
 
 /// The script, as served.
 pub const COUNTER_JS: &str = include_str!("../../assets/counter.js");
@@ -18,9 +18,7 @@ pub const COUNTER_JS: &str = include_str!("../../assets/counter.js");
 pub const CACHE_CONTROL: &str = "public, max-age=300";
 
 /// A strong validator: a hash of the script, so it changes exactly when the script does.
-static ETAG: LazyLock<HeaderValue> = LazyLock::new(|| {
-    HeaderValue::from_str(&format!("\"{:016x}\"", fnv1a(COUNTER_JS.as_bytes()))).expect("hex is a valid header")
-});
+static ETAG: LazyLock<HeaderValue> = LazyLock::new(|| cache::etag(COUNTER_JS.as_bytes()));
 
 /// The gzip representation's validator: it differs from the plain one, as RFC 9110 asks
 /// of a strong ETag per representation.
@@ -49,27 +47,10 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     })
 }
 
-/// FNV-1a, 64 bits: not cryptographic, only a content fingerprint.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Whether an If-None-Match header names the current version (`*`, weak or strong, of
 /// either representation).
 fn matches_etag(headers: &HeaderMap) -> bool {
-    let current = [
-        ETAG.to_str().unwrap_or_default(),
-        ETAG_GZIP.to_str().unwrap_or_default(),
-    ];
-    headers.get_all(header::IF_NONE_MATCH).iter().any(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == "*" || current.contains(&tag))
-    })
+    cache::none_match(headers, &ETAG) || cache::none_match(headers, &ETAG_GZIP)
 }
 
 /// `GET /v1/counter.js`: 200 with the script, or 304 when the client has it.
@@ -103,12 +84,6 @@ pub fn counter_js(headers: &HeaderMap) -> ApiResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_etag_changes_with_the_content() {
-        assert_ne!(fnv1a(b"a"), fnv1a(b"b"));
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-    }
 
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {

@@ -27,11 +27,7 @@ impl Partition {
     /// FNV-1a is tiny, stable across Rust versions and platforms, and spreads short
     /// numeric ids well; Rust's `DefaultHasher` makes no such stability promise.
     pub fn of(article: &str) -> Partition {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in article.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let h = crate::fingerprint::fnv1a(article.as_bytes());
         Partition((h % u64::from(PARTITIONS)) as u32)
     }
 
