@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::counter::CounterMap;
 use crate::flusher::Flusher;
+use crate::http::newsroom::Newsroom;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::routes::Surface;
 use crate::http::server::{connection_cap, raise_fd_limit, serve, ServerLimits, INTERNAL_MAX_CONNECTIONS};
@@ -121,6 +122,7 @@ impl App {
             max_body: config.max_body_bytes,
             body_timeout: config.body_read_timeout,
             read_max_age: config.read_max_age,
+            newsroom: config.newsroom.then(|| Newsroom::new(config.newsroom_auth.as_deref())),
             lifecycle: Arc::new(Lifecycle::default()),
             top_cache: TopCache::new(config.flush_interval),
             rate_limit: (config.rate_limit > 0)

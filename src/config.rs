@@ -64,6 +64,21 @@ fn parse_networks(s: &str) -> Result<Networks, String> {
     Networks::new(s.split(',').filter(|n| !n.trim().is_empty()))
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("must be on or off".into()),
+    }
+}
+
+fn parse_user_password(s: &str) -> Result<String, String> {
+    match s.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(s.to_string()),
+        _ => Err("must be USER:PASSWORD, both non-empty".into()),
+    }
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -208,6 +223,14 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_JOURNAL_MAX_BYTES", default_value = "1073741824", value_name = "BYTES", value_parser = parse_positive_u64)]
     pub journal_max_bytes: u64,
 
+    /// Serve the editors' page at /newsroom/ (and redirect / to it): on or off (404).
+    #[arg(long, env = "VIEWCOUNTER_NEWSROOM", default_value = "on", value_name = "on|off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub newsroom: bool,
+
+    /// HTTP Basic authentication for the newsroom page, USER:PASSWORD (unset: open).
+    #[arg(long, env = "VIEWCOUNTER_NEWSROOM_AUTH", value_name = "USER:PASSWORD", hide_env_values = true, value_parser = parse_user_password)]
+    pub newsroom_auth: Option<String>,
+
     /// Test only: die abruptly at a chosen moment (see failpoint.rs).
     #[arg(long, env = "VIEWCOUNTER_FAILPOINT", value_name = "NAME", hide = true)]
     pub failpoint: Option<Failpoint>,
@@ -259,6 +282,24 @@ mod tests {
         assert_eq!(c.client_ip_header.unwrap(), "x-forwarded-for");
         assert!(Config::try_parse_from(["viewcounter", "--client-ip-header", "bad header"]).is_err());
         assert!(Config::try_parse_from(["viewcounter", "--rate-limit", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_newsroom_is_on_and_open_unless_configured() {
+        let c = Config::parse_from(["viewcounter"]);
+        assert!(c.newsroom);
+        assert_eq!(c.newsroom_auth, None);
+        let c = Config::parse_from(["viewcounter", "--newsroom", "off", "--newsroom-auth", "ed:pw:x"]);
+        assert!(!c.newsroom);
+        assert_eq!(c.newsroom_auth.as_deref(), Some("ed:pw:x"));
+        for bad in [
+            &["--newsroom", "yes"][..],
+            &["--newsroom-auth", "editor"],
+            &["--newsroom-auth", ":pw"],
+        ] {
+            let args = std::iter::once("viewcounter").chain(bad.iter().copied());
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

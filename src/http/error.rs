@@ -31,6 +31,9 @@ pub enum ApiError {
     /// Admin endpoint without a valid bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// The newsroom behind `--newsroom-auth` without valid Basic credentials.
+    #[error("the newsroom needs a user name and password")]
+    NewsroomUnauthorized,
     /// Unknown path.
     #[error("no such endpoint")]
     NotFound,
@@ -91,7 +94,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Event { .. } | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::NewsroomUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -110,7 +113,7 @@ impl ApiError {
         match self {
             ApiError::Event { source, .. } => source.code(),
             ApiError::BadRequest { code, .. } => code,
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::NewsroomUnauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -155,6 +158,12 @@ impl ApiError {
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::NewsroomUnauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="viewcounter newsroom", charset="UTF-8""#),
+                );
             }
             ApiError::RateLimited { retry_after } => {
                 // Whole seconds, rounded up: a client that waits that long gets a token.

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod error;
 pub mod ingest;
 pub mod last_known;
+pub mod newsroom;
 pub mod ops;
 pub mod rate_limit;
 pub mod reads;
@@ -62,6 +63,8 @@ pub struct Api {
     pub top_cache: top::TopCache,
     /// The per-client limit of the ingest endpoints (`--rate-limit`; None: off).
     pub rate_limit: Option<rate_limit::RateLimiter>,
+    /// The editors' page (`--newsroom`; None: off).
+    pub newsroom: Option<newsroom::Newsroom>,
 }
 
 /// Shared handle to [`Api`].

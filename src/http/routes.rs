@@ -11,7 +11,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
-    admin, cache, ingest, ops, reads, script, series, text_response, top, ApiError, ApiResult, Body, SharedApi,
+    admin, cache, ingest, newsroom, ops, reads, script, series, text_response, top, ApiError, ApiResult, Body,
+    SharedApi,
 };
 
 /// Which listener a request came in on.
@@ -50,6 +51,8 @@ enum Route<'a> {
     Healthz,
     Readyz,
     Metrics,
+    Root,
+    Newsroom(&'a str),
 }
 
 impl Route<'_> {
@@ -70,6 +73,8 @@ impl Route<'_> {
             "/v1/top" => Some(Route::Top),
             "/v1/meta" => Some(Route::Meta),
             "/v1/counter.js" => Some(Route::CounterJs),
+            "/" => Some(Route::Root),
+            p if p == "/newsroom" || p.starts_with("/newsroom/") => Some(Route::Newsroom(p)),
             _ => {
                 let segment = |prefix: &str| {
                     path.strip_prefix(prefix)
@@ -103,6 +108,8 @@ impl Route<'_> {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
+            Route::Root => "/",
+            Route::Newsroom(_) => "/newsroom/",
         }
     }
 
@@ -113,7 +120,9 @@ impl Route<'_> {
             // The pixel counts a view: a HEAD (a link checker, a prefetch) must not.
             Route::Pixel => "GET, OPTIONS",
             Route::Articles | Route::Article(_) | Route::Series(_) | Route::Meta | Route::Top => "GET, HEAD, OPTIONS",
-            Route::CounterJs | Route::Healthz | Route::Readyz | Route::Metrics => "GET, HEAD",
+            Route::CounterJs | Route::Healthz | Route::Readyz | Route::Metrics | Route::Root | Route::Newsroom(_) => {
+                "GET, HEAD"
+            }
         }
     }
 
@@ -265,6 +274,9 @@ async fn dispatch(
         (Route::Healthz, &Method::GET) => ops::healthz(),
         (Route::Readyz, &Method::GET) => ops::readyz(api),
         (Route::Metrics, &Method::GET) => ops::metrics(api),
+        (Route::Root, &Method::GET) => newsroom::root(api.newsroom.as_ref()),
+        (Route::Newsroom(path), &Method::GET) => newsroom::serve(api.newsroom.as_ref(), path, headers),
+        (Route::Root | Route::Newsroom(_), _) if api.newsroom.is_none() => Err(ApiError::NotFound),
         (r, _) => Err(ApiError::MethodNotAllowed { allow: r.allow() }),
     }
 }
