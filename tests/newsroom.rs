@@ -200,7 +200,11 @@ async fn the_newsroom_ranks_filters_and_charts(backend: Backend, auth: bool) {
     browser.goto(&base).await.expect("page opens");
     let (want, top) = ranking(&client, "window=24h").await;
     let shown = eventually(20, || async { rows(&browser).await == want }).await;
-    let status = js(&browser, "return document.body ? document.body.innerText.slice(0, 300) : 'no body'").await;
+    let status = js(
+        &browser,
+        "return document.body ? document.body.innerText.slice(0, 300) : 'no body'",
+    )
+    .await;
     assert!(shown, "{:?} vs {want:?}; the page shows {status}", rows(&browser).await);
     for entry in top["articles"].as_array().unwrap() {
         let id = entry["article"].as_str().unwrap();
