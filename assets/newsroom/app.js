@@ -7,7 +7,7 @@
   const LIMIT = 20;
   const DEFAULTS = { metric: 'views', window: '24h', section: '', lang: '', network: '', article: '' };
   // Absolute and without user info: fetch() refuses a URL with credentials, which a
-  // relative one inherits from a page opened as http://user:password@host/newsroom/.
+  // relative one inherits from a page opened with user:password@ in its address.
   const API = (() => {
     const u = new URL('../v1/', location.href);
     u.username = '';
