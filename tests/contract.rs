@@ -199,8 +199,9 @@ mod cases {
 
     pub async fn an_unknown_path_gets_a_json_404(fx: Fixture) {
         let app = app(&fx, &[]).await;
+        // `/` redirects to the newsroom (tests/newsroom.rs), a 404 with --newsroom off.
         for path in [
-            "/",
+            "/index.html",
             "/v2/events",
             "/v1/articles/",
             "/v1/articles/a/b",
