@@ -333,3 +333,83 @@ async fn every_alert_rule_names_exported_metrics() {
     );
     assert_all_exported(&path.display().to_string(), &names, &live);
 }
+
+/// The operations board's error-ratio panels (titles with "ratio"), their Prometheus
+/// expressions with the Grafana variables filled in.
+fn ratio_panel_exprs() -> Vec<(String, String)> {
+    let board = load_json(&repo_root().join("dashboards/operations.json"));
+    let mut out = Vec::new();
+    for panel in board["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or_default();
+        if !title.to_lowercase().split_whitespace().any(|w| w == "ratio") {
+            continue;
+        }
+        for target in panel["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if let Some(expr) = target["expr"].as_str() {
+                out.push((title.to_string(), without_grafana_variables(expr)));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn error_ratio_panels_read_zero_not_no_data_on_a_healthy_service() {
+    let exprs = ratio_panel_exprs();
+    assert!(!exprs.is_empty(), "the operations board has an error-ratio panel");
+    let rules = serde_json::json!({
+        "groups": [{
+            "name": "ratios",
+            "rules": exprs.iter().enumerate()
+                .map(|(i, (_, e))| serde_json::json!({ "record": format!("ratio_{i}"), "expr": e }))
+                .collect::<Vec<_>>(),
+        }]
+    });
+    // Healthy: only 2xx on /v1 routes (and, in the second case, no /v1 traffic at all).
+    let healthy = |series: serde_json::Value| {
+        serde_json::json!({
+            "rule_files": ["rules.yml"],
+            "evaluation_interval": "1m",
+            "tests": [{
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": exprs.iter().enumerate().map(|(i, _)| serde_json::json!({
+                    "expr": format!("ratio_{i}"),
+                    "eval_time": "10m",
+                    "exp_samples": [{ "labels": format!("ratio_{i}"), "value": 0 }],
+                })).collect::<Vec<_>>(),
+            }],
+        })
+    };
+    let ok_traffic = serde_json::json!([{
+        "series": r#"viewcounter_http_requests_total{instance="a:8080", route="/v1/events", status="202"}"#,
+        "values": "0+60x20",
+    }]);
+    let no_traffic = serde_json::json!([{
+        "series": r#"viewcounter_http_requests_total{instance="a:8080", route="/healthz", status="200"}"#,
+        "values": "0+6x20",
+    }]);
+    for (case, series) in [("2xx only", ok_traffic), ("no /v1 traffic", no_traffic)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("rules.yml"),
+            serde_json::to_string_pretty(&rules).unwrap(),
+        )
+        .unwrap();
+        let mut test = healthy(series);
+        // A ratio of a labelled sum keeps the instance label; match either shape.
+        if case == "2xx only" {
+            for t in test["tests"][0]["promql_expr_test"].as_array_mut().unwrap() {
+                let name = t["expr"].as_str().unwrap().to_string();
+                t["exp_samples"][0]["labels"] = serde_json::json!(format!(r#"{name}{{instance="a:8080"}}"#));
+            }
+        }
+        let path = dir.path().join("test.yml");
+        std::fs::write(&path, serde_json::to_string_pretty(&test).unwrap()).unwrap();
+        let out = promtool(&["test", "rules", path.to_str().expect("utf-8 path")]);
+        assert_success(
+            &format!("error-ratio panels on a healthy service ({case}): {exprs:?}"),
+            &out,
+        );
+    }
+}
