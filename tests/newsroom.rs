@@ -317,7 +317,8 @@ async fn the_newsroom_ranks_filters_and_charts(backend: Backend, auth: bool) {
     browser.set_window_size(390, 844).await.unwrap();
     browser.back().await.unwrap();
     assert!(eventually(10, || async { !rows(&browser).await.is_empty() }).await);
-    let fits = "return document.documentElement.scrollWidth <= window.innerWidth + 1";
+    let fits = "var t = document.querySelector('.table-wrap'); \
+                return document.documentElement.scrollWidth <= window.innerWidth + 1 && t.scrollWidth <= t.clientWidth + 1";
     assert!(wait_js(&browser, fits, 10).await, "the board fits a phone");
     screenshot(&browser, shots.path(), "newsroom-phone.png").await;
 

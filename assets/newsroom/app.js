@@ -112,7 +112,7 @@
     const tr = document.createElement('tr');
     tr.dataset.article = id;
     const cells = {};
-    for (const c of ['rank num', 'title', 'section meta', 'lang meta', 'count num', 'views num views-col', 'visitors num wide', 'shares', 'spark']) {
+    for (const c of ['rank num', 'title', 'section meta', 'lang meta', 'count num', 'views num views-col', 'visitors num wide', 'shares shares-col', 'spark']) {
       cells[c.split(' ')[0]] = cell(tr, c);
     }
     tr.addEventListener('click', (e) => {
