@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
 use viewcounter::counter::CounterMap;
-use viewcounter::event::{Counter, Event, Networks};
+use viewcounter::event::{Event, Networks};
 use viewcounter::flusher::Flusher;
 use viewcounter::in_flight::InFlight;
 use viewcounter::metrics::Metrics;
@@ -116,12 +116,7 @@ fn main() {
 fn filled(ids: &[String]) -> Arc<CounterMap> {
     let map = Arc::new(CounterMap::new(ids.len() + 1, Networks::default()));
     for id in ids {
-        map.record(&Event {
-            article: id,
-            counter: Counter::View,
-            section: None,
-            lang: None,
-        });
+        map.record(&Event::view(id));
     }
     map
 }

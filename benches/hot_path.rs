@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use viewcounter::counter::CounterMap;
-use viewcounter::event::{ArticleId, Counter, Event, Meta, Networks, RawEvent};
+use viewcounter::event::{ArticleId, BotFilter, Event, Meta, Networks, RawEvent};
 use viewcounter::http::ingest::split_events;
 use viewcounter::top::{rank, Tally, TopQuery};
 
@@ -20,12 +20,7 @@ fn ids(n: usize) -> Vec<String> {
 }
 
 fn view(article: &str) -> Event<'_> {
-    Event {
-        article,
-        counter: Counter::View,
-        section: Some("analytics"),
-        lang: Some("en"),
-    }
+    Event::view(article).with_section("analytics").with_lang("en")
 }
 
 fn filled(ids: &[String]) -> CounterMap {
@@ -103,6 +98,20 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// The bot filter on a browser's User-Agent (the common case: no pattern matches, the
+/// whole automaton runs) and on a crawler's.
+fn bots(c: &mut Criterion) {
+    let filter = BotFilter::new();
+    let browser = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let crawler = b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let mut g = c.benchmark_group("bot_filter");
+    g.throughput(Throughput::Elements(1));
+    for (name, ua) in [("browser", &browser[..]), ("crawler", &crawler[..])] {
+        g.bench_function(name, |b| b.iter(|| black_box(filter.is_bot(black_box(ua)))));
+    }
+    g.finish();
+}
+
 fn drain(c: &mut Criterion) {
     let mut g = c.benchmark_group("drain");
     g.sample_size(10);
@@ -142,6 +151,7 @@ fn top(c: &mut Criterion) {
             Meta {
                 section: Some(section.into()),
                 lang: Some("en".into()),
+                ..Meta::default()
             },
         );
     }
@@ -157,5 +167,5 @@ fn top(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, parse, drain, top);
+criterion_group!(benches, record, parse, bots, drain, top);
 criterion_main!(benches);

@@ -48,7 +48,9 @@ fn batch(i: usize, flushed_at_ms: u64) -> Batch {
             meta: Meta {
                 section: Some(format!("s{}", n % 10).into()),
                 lang: Some("en".into()),
+                ..Meta::default()
             },
+            visitors: Vec::new(),
         })
         .collect();
     Batch {

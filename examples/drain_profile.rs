@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use viewcounter::counter::CounterMap;
-use viewcounter::event::{Counter, Event, Networks};
+use viewcounter::event::{Event, Networks};
 
 fn main() {
     let n: usize = std::env::args()
@@ -16,12 +16,7 @@ fn main() {
     for round in 0..3 {
         let t = Instant::now();
         for id in &ids {
-            map.record(&Event {
-                article: id,
-                counter: Counter::View,
-                section: Some("news"),
-                lang: Some("en"),
-            });
+            map.record(&Event::view(id).with_section("news").with_lang("en"));
         }
         let recorded = t.elapsed();
         let t = Instant::now();

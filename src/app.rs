@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::counter::CounterMap;
+use crate::event::BotFilter;
 use crate::flusher::Flusher;
+use crate::http::client::ClientAddr;
 use crate::http::newsroom::Newsroom;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::routes::Surface;
@@ -25,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::Lifecycle;
 use crate::store::redis::TOP_REFRESH_EVERY;
 use crate::store::{RedisStore, Store};
+use crate::visitors::{self, Salts};
 
 /// A built service, listeners bound, the journal replayed, ready to serve.
 #[derive(Debug)]
@@ -111,7 +114,14 @@ impl App {
             ),
             None => None,
         };
+        let salts = Arc::new(Salts::default());
+        // Before serving, so the first views already count their visitors; a store that
+        // does not answer now is retried every minute in the background.
+        if let Err(e) = salts.refresh(&store, visitors::today()).await {
+            tracing::warn!(error = %e, "fetching the visitor salts failed; visitors count once the store answers");
+        }
         let api = Arc::new(Api {
+            salts,
             counter,
             store,
             in_flight,
@@ -125,8 +135,10 @@ impl App {
             newsroom: config.newsroom.then(|| Newsroom::new(config.newsroom_auth.as_deref())),
             lifecycle: Arc::new(Lifecycle::default()),
             top_cache: TopCache::new(config.flush_interval),
-            rate_limit: (config.rate_limit > 0)
-                .then(|| RateLimiter::new(config.rate_limit, config.client_ip_header.clone())),
+            rate_limit: (config.rate_limit > 0).then(|| RateLimiter::new(config.rate_limit)),
+            client_addr: ClientAddr::new(config.client_ip_header.clone(), config.trusted_proxies.clone()),
+            bots: (!config.count_bots).then(BotFilter::new),
+            signer: config.beacon_secret.clone(),
         });
         let fd_limit = raise_fd_limit();
         let max_connections = connection_cap(config.max_connections, fd_limit);
@@ -196,6 +208,7 @@ impl App {
             )),
             Store::Embedded(_) => None,
         };
+        let salts_task = tokio::spawn(api.salts.clone().run(api.store.clone(), stop_flushing.clone()));
         tracing::info!(store = api.store.kind(), "serving");
 
         let early_exit = tokio::select! {
@@ -218,6 +231,7 @@ impl App {
         api.lifecycle.close_ingest();
         stop_flushing.cancel();
         let kept = flush_task.await.context("the flusher task failed")?;
+        salts_task.await.context("the visitor-salt refresher failed")?;
         if let Some(task) = top_task {
             task.await.context("the top-articles refresher failed")?;
         }

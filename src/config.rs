@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::event::{Networks, DEFAULT_NETWORKS};
+use crate::event::{Networks, Signer, DEFAULT_NETWORKS};
 use crate::failpoint::Failpoint;
+use crate::http::client::Cidr;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -162,15 +163,28 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_SHARE_NETWORKS", default_value = DEFAULT_NETWORKS, value_name = "LIST", value_parser = parse_networks)]
     pub share_networks: Networks,
 
-    /// Ingest requests (POST /v1/events, the pixel) a second per client, in bursts of
-    /// as many; more get 429 with Retry-After. 0: no limit.
+    /// Events (POST /v1/events, the pixel) a second per client, in bursts of as many;
+    /// a request over it gets 429 with Retry-After and counts nothing. 0: no limit.
     #[arg(long, env = "VIEWCOUNTER_RATE_LIMIT", default_value = "0", value_name = "N")]
     pub rate_limit: u32,
 
-    /// Header naming the client behind a proxy (e.g. X-Forwarded-For: its last address,
-    /// the one the proxy added); unset: the connection's peer address.
+    /// Header naming the client behind the site's own proxy (e.g. X-Forwarded-For: its
+    /// rightmost address not in --trusted-proxies); unset: the connection's peer address.
     #[arg(long, env = "VIEWCOUNTER_CLIENT_IP_HEADER", value_name = "NAME")]
     pub client_ip_header: Option<http::HeaderName>,
+
+    /// CIDRs of the site's proxies, comma-separated, for --client-ip-header: the header is
+    /// read only from them, and their addresses in it are skipped.
+    #[arg(long, env = "VIEWCOUNTER_TRUSTED_PROXIES", value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(Cidr))]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// Count automated clients too (crawlers, link previews, HTTP libraries, headless browsers).
+    #[arg(long, env = "VIEWCOUNTER_COUNT_BOTS")]
+    pub count_bots: bool,
+
+    /// Secrets for signed beacons, comma-separated (any one signs: rotation); unset: unsigned beacons count.
+    #[arg(long, env = "VIEWCOUNTER_BEACON_SECRET", value_name = "LIST", hide_env_values = true, value_parser = Signer::parse)]
+    pub beacon_secret: Option<Signer>,
 
     /// Capacity of the in-memory map of pending counters; new keys beyond it get 503.
     #[arg(long, env = "VIEWCOUNTER_MAX_PENDING_KEYS", default_value = "1000000", value_name = "N", value_parser = parse_positive)]
@@ -231,9 +245,95 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_NEWSROOM_AUTH", value_name = "USER:PASSWORD", hide_env_values = true, value_parser = parse_user_password)]
     pub newsroom_auth: Option<String>,
 
+    /// A tool instead of the server (none: run the server).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Test only: die abruptly at a chosen moment (see failpoint.rs).
     #[arg(long, env = "VIEWCOUNTER_FAILPOINT", value_name = "NAME", hide = true)]
     pub failpoint: Option<Failpoint>,
+}
+
+/// The tools the binary also is.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print the data-* attributes of a signed beacon, for a page's counter.js tag.
+    Sign(SignArgs),
+}
+
+/// `viewcounter sign`: what a page's beacon carries, signed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignArgs {
+    /// One of the --beacon-secret secrets.
+    #[arg(long, value_name = "SECRET")]
+    pub secret: String,
+    /// The article id.
+    #[arg(long, value_name = "ID", value_parser = parse_article)]
+    pub article: String,
+    /// Expiry, Unix seconds (default: 30 days from now).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub exp: Option<u64>,
+    /// The section, exactly as the page sends it.
+    #[arg(long)]
+    pub section: Option<String>,
+    /// The language, exactly as the page sends it.
+    #[arg(long)]
+    pub lang: Option<String>,
+    /// The title, exactly as the page sends it.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// The url, exactly as the page sends it.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+fn parse_article(s: &str) -> Result<String, String> {
+    crate::event::validate_article(s)
+        .map(String::from)
+        .map_err(|e| e.to_string())
+}
+
+impl SignArgs {
+    /// The default lifetime of a signature.
+    pub const DEFAULT_LIFETIME_SECS: u64 = 30 * 24 * 3600;
+
+    /// The `data-*` attributes, signed, with `now` (Unix seconds) deciding the default expiry.
+    pub fn attributes(&self, now: u64) -> String {
+        let exp = self.exp.unwrap_or(now + Self::DEFAULT_LIFETIME_SECS).to_string();
+        let field = |f: &Option<String>| f.as_deref().unwrap_or("").to_string();
+        let signed = crate::event::verify::Signed {
+            article: &self.article,
+            exp: &exp,
+            section: &field(&self.section),
+            lang: &field(&self.lang),
+            title: &field(&self.title),
+            url: &field(&self.url),
+        }
+        .sign(&self.secret);
+        let mut out = vec![("article", self.article.clone()), ("exp", exp)];
+        for (name, value) in [
+            ("section", &self.section),
+            ("lang", &self.lang),
+            ("title", &self.title),
+            ("url", &self.url),
+        ] {
+            if let Some(v) = value {
+                out.push((name, v.clone()));
+            }
+        }
+        out.push(("sig", signed));
+        out.iter()
+            .map(|(name, v)| format!("data-{name}=\"{}\"", html_escape(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl Config {
@@ -300,6 +400,56 @@ mod tests {
             let args = std::iter::once("viewcounter").chain(bad.iter().copied());
             assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sign_prints_the_attributes_of_a_signed_beacon() {
+        let c = Config::parse_from([
+            "viewcounter",
+            "sign",
+            "--secret",
+            "k",
+            "--article",
+            "a",
+            "--exp",
+            "1",
+            "--title",
+            "A \"quote\"",
+        ]);
+        let Some(Command::Sign(args)) = c.command else {
+            panic!("a sign command")
+        };
+        let expected_sig = crate::event::verify::Signed {
+            article: "a",
+            exp: "1",
+            title: "A \"quote\"",
+            ..Default::default()
+        }
+        .sign("k");
+        assert_eq!(
+            args.attributes(0),
+            format!(r#"data-article="a" data-exp="1" data-title="A &quot;quote&quot;" data-sig="{expected_sig}""#)
+        );
+        assert!(Config::parse_from(["viewcounter"]).command.is_none());
+        assert!(Config::try_parse_from(["viewcounter", "sign", "--secret", "k", "--article", "a b"]).is_err());
+    }
+
+    #[test]
+    fn bots_are_filtered_and_beacons_unsigned_unless_asked() {
+        let c = Config::parse_from(["viewcounter"]);
+        assert!(!c.count_bots && c.beacon_secret.is_none() && c.trusted_proxies.is_empty());
+        let c = Config::parse_from([
+            "viewcounter",
+            "--count-bots",
+            "--beacon-secret",
+            "a,b",
+            "--trusted-proxies",
+            "10.0.0.0/8,127.0.0.1",
+        ]);
+        assert!(c.count_bots && c.beacon_secret.is_some());
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(Config::try_parse_from(["viewcounter", "--trusted-proxies", "10.0.0.0/99"]).is_err());
+        assert!(Config::try_parse_from(["viewcounter", "--beacon-secret", ""]).is_err());
     }
 
     #[test]

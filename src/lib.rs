@@ -36,6 +36,7 @@ pub mod shutdown;
 pub mod spill;
 pub mod store;
 pub mod top;
+pub mod visitors;
 
 pub use app::App;
 pub use config::Config;

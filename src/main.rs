@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use viewcounter::config::Command;
 use viewcounter::{logging, shutdown, App, Config};
 
 fn bad_config(message: &str) -> ExitCode {
@@ -24,6 +25,13 @@ fn main() -> ExitCode {
             return bad_config(line.trim_start_matches("error: "));
         }
     };
+    if let Some(Command::Sign(args)) = &config.command {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        println!("{}", args.attributes(now));
+        return ExitCode::SUCCESS;
+    }
     if let Err(message) = config.validate() {
         return bad_config(&message);
     }

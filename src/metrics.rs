@@ -18,6 +18,12 @@ pub struct Metrics {
     pub events_share: IntCounter,
     /// Refused events by reason (the error code).
     pub rejected: IntCounterVec,
+    /// Valid events not counted, by reason (`bot`).
+    pub ignored: IntCounterVec,
+    /// `ignored{reason="bot"}`, resolved once.
+    pub ignored_bot: IntCounter,
+    /// Optional metadata fields dropped as invalid, by field.
+    pub fields_dropped: IntCounterVec,
     /// Requests by route template and status.
     pub http_requests: IntCounterVec,
     /// Request latency by route template.
@@ -78,10 +84,28 @@ impl Metrics {
             &["type"],
         )
         .unwrap();
+        let ignored = IntCounterVec::new(
+            Opts::new(
+                "viewcounter_events_ignored_total",
+                "Valid events not counted (automated clients), by reason",
+            ),
+            &["reason"],
+        )
+        .unwrap();
         let m = Metrics {
             events_view: events.with_label_values(&["view"]),
             events_share: events.with_label_values(&["share"]),
             events,
+            ignored_bot: ignored.with_label_values(&["bot"]),
+            ignored,
+            fields_dropped: IntCounterVec::new(
+                Opts::new(
+                    "viewcounter_event_fields_dropped_total",
+                    "Optional metadata fields dropped as invalid (the event counted without them), by field",
+                ),
+                &["field"],
+            )
+            .unwrap(),
             rejected: IntCounterVec::new(
                 Opts::new("viewcounter_events_rejected_total", "Refused events by reason"),
                 &["reason"],
@@ -170,6 +194,9 @@ impl Metrics {
         for l in ["public", "internal"] {
             m.open_connections.with_label_values(&[l]);
         }
+        for f in crate::event::META_FIELDS {
+            m.fields_dropped.with_label_values(&[f]);
+        }
         for a in ["written", "replayed", "set_aside"] {
             m.spill_files.with_label_values(&[a]);
         }
@@ -180,6 +207,8 @@ impl Metrics {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.events.clone()),
             Box::new(self.rejected.clone()),
+            Box::new(self.ignored.clone()),
+            Box::new(self.fields_dropped.clone()),
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.pending_keys.clone()),

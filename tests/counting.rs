@@ -27,12 +27,9 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn event(article: usize, counter: Option<u8>) -> Event<'static> {
-    Event {
-        article: ARTICLES[article],
-        counter: counter.map_or(Counter::View, Counter::Share),
-        section: Some("news"),
-        lang: None,
-    }
+    Event::new(ARTICLES[article], counter.map_or(Counter::View, Counter::Share))
+        .unwrap()
+        .with_section("news")
 }
 
 fn batch(seq: u64, map: &CounterMap) -> Batch {
@@ -160,12 +157,7 @@ fn threads_recording_while_the_flusher_drains_lose_nothing() {
                     } else {
                         Counter::View
                     };
-                    map.record(&Event {
-                        article,
-                        counter,
-                        section: None,
-                        lang: None,
-                    });
+                    map.record(&Event::new(article, counter).unwrap());
                 }
             })
         })
@@ -187,12 +179,7 @@ fn threads_recording_while_the_flusher_drains_lose_nothing() {
 #[test]
 fn metadata_reaches_a_batch_when_it_changes_not_every_flush() {
     let map = CounterMap::new(10, Networks::default());
-    let with_section = |s: &'static str| Event {
-        article: "m",
-        counter: Counter::View,
-        section: Some(s),
-        lang: None,
-    };
+    let with_section = |s: &'static str| Event::view("m").with_section(s);
     map.record(&with_section("news"));
     assert_eq!(map.drain()[0].meta.section.as_deref(), Some("news"));
     map.record(&with_section("news"));
@@ -200,5 +187,11 @@ fn metadata_reaches_a_batch_when_it_changes_not_every_flush() {
     assert_eq!(d[0].views, 1);
     assert!(d[0].meta.is_empty(), "unchanged metadata is not sent again");
     map.record(&with_section("sport"));
-    assert_eq!(map.drain()[0].meta.section.as_deref(), Some("sport"));
+    assert!(
+        map.drain()[0].meta.is_empty(),
+        "an unsigned event cannot change a section already given"
+    );
+    map.record(&with_section("sport").signed());
+    let d = map.drain();
+    assert_eq!((d[0].meta.section.as_deref(), d[0].meta.signed), (Some("sport"), true));
 }

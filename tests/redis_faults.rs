@@ -226,11 +226,6 @@ async fn a_drain_of_several_chunks_applied_through_a_stall_lands_exactly_once() 
 fn record_view_and_share(map: &CounterMap, article: &str) {
     let share = Counter::Share(Networks::default().find("telegram").unwrap());
     for counter in [Counter::View, share] {
-        map.record(&Event {
-            article,
-            counter,
-            section: None,
-            lang: None,
-        });
+        map.record(&Event::new(article, counter).unwrap());
     }
 }

@@ -129,6 +129,7 @@ fn crashed_batch(seq: u64) -> Batch {
             views: seq,
             shares: vec![("telegram".into(), 1)],
             meta: Meta::default(),
+            visitors: Vec::new(),
         })
         .collect();
     Batch {

@@ -36,6 +36,7 @@ fn delta(article: &str, views: u64, shares: &[(&str, u64)]) -> ArticleDelta {
         views,
         shares: shares.iter().map(|(n, k)| ((*n).into(), *k)).collect(),
         meta: Meta::default(),
+        visitors: Vec::new(),
     }
 }
 
@@ -176,24 +177,30 @@ async fn admin_set_replaces_totals_and_delete_forgets_counts_and_metadata() {
 }
 
 #[tokio::test]
-async fn metadata_a_batch_does_not_give_is_kept() {
+async fn unsigned_metadata_fills_only_fields_not_stored_and_signed_metadata_replaces() {
     let redis = RedisServer::start();
     let store = store(&redis);
     let mut first = delta("a", 1, &[]);
     first.meta.section = Some("sport".into());
-    first.meta.lang = Some("ru".into());
     let mut second = delta("a", 1, &[]);
+    second.meta.section = Some("casino".into());
     second.meta.lang = Some("az".into());
+    let mut signed = delta("a", 1, &[]);
+    signed.meta.section = Some("politics".into());
+    signed.meta.signed = true;
 
     store.apply(&batch(id("run", 1, 0), vec![first])).await.unwrap();
     store.apply(&batch(id("run", 2, 0), vec![second])).await.unwrap();
-
     let Store::Redis(s) = &store else { unreachable!() };
-    let meta = s.meta(&ArticleId::parse("a").unwrap()).await.unwrap();
+    let a = ArticleId::parse("a").unwrap();
+    let meta = s.meta(&a).await.unwrap();
     assert_eq!(
         (meta.section.as_deref(), meta.lang.as_deref()),
         (Some("sport"), Some("az"))
     );
+
+    store.apply(&batch(id("run", 3, 0), vec![signed])).await.unwrap();
+    assert_eq!(s.meta(&a).await.unwrap().section.as_deref(), Some("politics"));
 }
 
 #[tokio::test]
@@ -307,6 +314,7 @@ async fn a_piece_larger_than_a_lua_unpack_is_applied_whole() {
             meta: Meta {
                 section: Some("news".into()),
                 lang: Some("en".into()),
+                ..Meta::default()
             },
             ..delta(a, 2, &[("telegram", 1)])
         })

@@ -189,6 +189,7 @@ async fn a_late_batch_counts_at_its_apply_time_and_closed_buckets_never_change()
         views: 3,
         shares: vec![],
         meta: Meta::default(),
+        visitors: Vec::new(),
     };
     h.apply(vec![late], flushed_long_ago).await;
     assert_eq!(

@@ -47,7 +47,26 @@ impl CounterMap {
             d.shares.sort_unstable();
         }
         self.attach_meta(&mut out);
+        self.attach_visitors(&mut out);
         out
+    }
+
+    /// Moves each drained article's visitor marks into its delta. Marks of an article
+    /// whose count is not in this drain (it raced it) stay for the next one.
+    fn attach_visitors(&self, sorted: &mut [ArticleDelta]) {
+        let articles: Vec<Box<str>> = self.visitors.iter().map(|e| e.key().clone()).collect();
+        for article in articles {
+            let Ok(i) = sorted.binary_search_by(|d| d.article.as_str().cmp(&article)) else {
+                continue;
+            };
+            // Removed, not emptied: a mark added after this point makes a new entry.
+            if let Some((_, marks)) = self.visitors.remove(&*article) {
+                self.visitor_marks.fetch_sub(marks.len(), Ordering::Relaxed);
+                let mut marks: Vec<_> = marks.into_iter().collect();
+                marks.sort_unstable();
+                sorted[i].visitors = marks;
+            }
+        }
     }
 
     /// Gives each drained article the metadata that changed since the last drain (so
@@ -114,6 +133,7 @@ impl ArticleDelta {
             views: 0,
             shares: Vec::new(),
             meta: Meta::default(),
+            visitors: Vec::new(),
         }
     }
 }

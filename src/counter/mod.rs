@@ -3,11 +3,13 @@
 //! for the flusher without losing an increment that races it.
 
 use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
 use crate::event::{Counter, Event, Meta, Networks, MAX_ARTICLE_LEN};
+use crate::visitors::Mark;
 
 mod drain;
 
@@ -81,6 +83,10 @@ impl MetaSlot {
     }
 }
 
+/// At most this many pending visitor marks are held between two drains; past it a view
+/// still counts, its visitor does not (memory stays bounded under a flood).
+pub const MAX_PENDING_VISITORS: usize = 1_000_000;
+
 /// New keys were refused: the map holds `--max-pending-keys` already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("pending-counter capacity exhausted")]
@@ -100,6 +106,9 @@ pub struct PendingCounts {
 pub struct CounterMap {
     counts: DashMap<CounterKey, AtomicU64, Hasher>,
     meta: DashMap<Box<str>, MetaSlot, Hasher>,
+    /// Distinct visitor marks of each article's views since the last drain.
+    visitors: DashMap<Box<str>, HashSet<Mark, Hasher>, Hasher>,
+    visitor_marks: AtomicUsize,
     keys: AtomicUsize,
     capacity: usize,
     /// Set while the journal is at its cap: keys already held count on, new ones are refused.
@@ -113,6 +122,8 @@ impl CounterMap {
         CounterMap {
             counts: DashMap::with_hasher(Hasher::default()),
             meta: DashMap::with_hasher(Hasher::default()),
+            visitors: DashMap::with_hasher(Hasher::default()),
+            visitor_marks: AtomicUsize::new(0),
             keys: AtomicUsize::new(0),
             capacity,
             refuse_new: AtomicBool::new(false),
@@ -157,7 +168,7 @@ impl CounterMap {
     }
 
     fn holds(&self, event: &Event<'_>) -> bool {
-        with_key(event.counter, event.article, |k| self.counts.contains_key(k))
+        with_key(event.counter(), event.article(), |k| self.counts.contains_key(k))
     }
 
     /// Refuses (or admits again) events that need a new key, whatever the fill.
@@ -168,10 +179,10 @@ impl CounterMap {
     /// The hot path: one shard read lock and an atomic add for a key already held;
     /// only a key's first sighting takes the shard's write lock.
     pub fn record(&self, event: &Event<'_>) {
-        if event.section.is_some() || event.lang.is_some() {
+        if event.has_meta() {
             self.remember_meta(event);
         }
-        let added = with_key(event.counter, event.article, |k| {
+        let added = with_key(event.counter(), event.article(), |k| {
             if let Some(slot) = self.counts.get(k) {
                 slot.fetch_add(1, Ordering::Relaxed);
                 return true;
@@ -179,7 +190,7 @@ impl CounterMap {
             false
         });
         if !added {
-            let key = with_key(event.counter, event.article, |k| CounterKey(k.into()));
+            let key = with_key(event.counter(), event.article(), |k| CounterKey(k.into()));
             self.counts
                 .entry(key)
                 .or_insert_with(|| {
@@ -192,26 +203,53 @@ impl CounterMap {
         }
     }
 
+    /// Keeps the event's metadata for the next drain: unsigned values fill only the
+    /// fields not known yet (the first writer stands), signed ones replace.
     fn remember_meta(&self, event: &Event<'_>) {
-        let same = |m: &Meta| {
-            m.section.as_deref() == event.section.or(m.section.as_deref())
-                && m.lang.as_deref() == event.lang.or(m.lang.as_deref())
+        let changes = |m: &Meta| {
+            [
+                (event.section(), &m.section),
+                (event.lang(), &m.lang),
+                (event.title(), &m.title),
+                (event.url(), &m.url),
+            ]
+            .into_iter()
+            .any(|(new, old)| new.is_some_and(|v| old.is_none() || (event.is_signed() && old.as_deref() != Some(v))))
         };
-        if let Some(slot) = self.meta.get(event.article) {
-            if same(&slot.meta) {
+        if let Some(slot) = self.meta.get(event.article()) {
+            if !changes(&slot.meta) {
                 slot.touch();
                 return;
             }
         }
-        let mut slot = self.meta.entry(event.article.into()).or_default();
-        if let Some(s) = event.section {
-            slot.meta.section = Some(s.into());
+        let mut slot = self.meta.entry(event.article().into()).or_default();
+        if slot.meta.merge(&event.meta(), event.is_signed()) {
+            slot.meta.signed |= event.is_signed();
+            *slot.dirty.get_mut() = true;
         }
-        if let Some(l) = event.lang {
-            slot.meta.lang = Some(l.into());
-        }
-        *slot.dirty.get_mut() = true;
         slot.touch();
+    }
+
+    /// The metadata this instance holds for `article` (not flushed yet, or recently
+    /// flushed), which reads use until the store has it.
+    pub fn pending_meta(&self, article: &str) -> Option<Meta> {
+        self.meta.get(article).map(|slot| slot.meta.clone())
+    }
+
+    /// Remembers that visitor `mark` viewed `article` (once per request with views).
+    /// A read lock and a set lookup for a visitor already seen in this interval.
+    pub fn record_visitor(&self, article: &str, mark: Mark) {
+        if let Some(set) = self.visitors.get(article) {
+            if set.contains(&mark) {
+                return;
+            }
+        }
+        if self.visitor_marks.load(Ordering::Relaxed) >= MAX_PENDING_VISITORS {
+            return;
+        }
+        if self.visitors.entry(article.into()).or_default().insert(mark) {
+            self.visitor_marks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// What this instance holds for `article` and has not handed to the flusher.
@@ -229,6 +267,11 @@ impl CounterMap {
             views: read(Counter::View),
             shares,
         }
+    }
+
+    /// Drops the metadata this instance holds for `article` (an admin change replaced it).
+    pub fn forget_meta(&self, article: &str) {
+        self.meta.remove(article);
     }
 
     /// Drops every pending count of `article` (admin set/delete), returning nothing.

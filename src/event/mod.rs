@@ -7,11 +7,16 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bots;
+pub mod meta;
 mod networks;
+pub mod verify;
 
+pub use bots::BotFilter;
 pub use networks::{Networks, DEFAULT_NETWORKS, MAX_NETWORKS};
+pub use verify::Signer;
 
-/// Why an event (or one of its fields) was refused; maps to a 400 with a stable code.
+/// Why an event was refused; maps to a 400 (403 for a signature) with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
     /// The body or query is not an event object.
@@ -23,15 +28,12 @@ pub enum EventError {
     /// `article` is missing or not a valid id.
     #[error("article id must be 1-64 characters of A-Z a-z 0-9 . _ -")]
     InvalidArticle,
-    /// `section` is not a valid section.
-    #[error("section must be 1-32 characters of a-z 0-9 _ -")]
-    InvalidSection,
-    /// `lang` is not a valid language tag.
-    #[error("lang must be 2-16 characters of a-z A-Z 0-9 -")]
-    InvalidLang,
     /// `network` is missing on a share or not one of the configured networks.
     #[error("network must be one of the configured share networks")]
     InvalidNetwork,
+    /// `--beacon-secret` is set and the event has no valid, unexpired signature.
+    #[error("the event needs a valid, unexpired signature (exp and sig)")]
+    InvalidSignature,
 }
 
 impl EventError {
@@ -41,9 +43,8 @@ impl EventError {
             EventError::Malformed(_) => "malformed_json",
             EventError::UnknownType => "invalid_type",
             EventError::InvalidArticle => "invalid_article",
-            EventError::InvalidSection => "invalid_section",
-            EventError::InvalidLang => "invalid_lang",
             EventError::InvalidNetwork => "invalid_network",
+            EventError::InvalidSignature => "invalid_signature",
         }
     }
 }
@@ -55,42 +56,12 @@ fn is_article_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
-fn is_section_byte(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-')
-}
-
-fn is_lang_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-'
-}
-
-fn valid(s: &str, len: std::ops::RangeInclusive<usize>, byte_ok: fn(u8) -> bool) -> bool {
-    len.contains(&s.len()) && s.bytes().all(byte_ok)
-}
-
 /// Checks an article id without allocating (the hot path validates borrowed ids).
 pub fn validate_article(s: &str) -> Result<&str, EventError> {
-    if valid(s, 1..=MAX_ARTICLE_LEN, is_article_byte) {
+    if (1..=MAX_ARTICLE_LEN).contains(&s.len()) && s.bytes().all(is_article_byte) {
         Ok(s)
     } else {
         Err(EventError::InvalidArticle)
-    }
-}
-
-/// Checks a section name without allocating.
-pub fn validate_section(s: &str) -> Result<&str, EventError> {
-    if valid(s, 1..=32, is_section_byte) {
-        Ok(s)
-    } else {
-        Err(EventError::InvalidSection)
-    }
-}
-
-/// Checks a language tag without allocating.
-pub fn validate_lang(s: &str) -> Result<&str, EventError> {
-    if valid(s, 2..=16, is_lang_byte) {
-        Ok(s)
-    } else {
-        Err(EventError::InvalidLang)
     }
 }
 
@@ -132,7 +103,7 @@ impl<'de> Deserialize<'de> for ArticleId {
     }
 }
 
-/// An article's section and language, as the latest event gave them.
+/// An article's metadata as events (or the admin API) gave it, normalised.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// e.g. `analytics`.
@@ -141,14 +112,70 @@ pub struct Meta {
     /// e.g. `en`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<Box<str>>,
+    /// The article's headline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Box<str>>,
+    /// The article's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Box<str>>,
+    /// The values come from validly signed events: they replace what the store holds
+    /// (unsigned values only fill fields the store does not have yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed: bool,
 }
 
 impl Meta {
-    /// True when the event carried neither a section nor a language.
+    /// True when no field is set.
     pub fn is_empty(&self) -> bool {
-        self.section.is_none() && self.lang.is_none()
+        self.section.is_none() && self.lang.is_none() && self.title.is_none() && self.url.is_none()
+    }
+
+    /// The fields that are set, by name (`section`, `lang`, `title`, `url`).
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        [
+            ("section", &self.section),
+            ("lang", &self.lang),
+            ("title", &self.title),
+            ("url", &self.url),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_deref().map(|v| (name, v)))
+    }
+
+    /// Sets field `name` (one of [`META_FIELDS`]); other names are ignored.
+    pub fn set(&mut self, name: &str, value: &str) {
+        let slot = match name {
+            "section" => &mut self.section,
+            "lang" => &mut self.lang,
+            "title" => &mut self.title,
+            "url" => &mut self.url,
+            _ => return,
+        };
+        *slot = Some(value.into());
+    }
+
+    /// Fills each field `other` has: every one when `replace`, else only those unset here.
+    /// True when anything changed.
+    pub fn merge(&mut self, other: &Meta, replace: bool) -> bool {
+        let mut changed = false;
+        for (name, value) in other.fields() {
+            let slot = match name {
+                "section" => &mut self.section,
+                "lang" => &mut self.lang,
+                "title" => &mut self.title,
+                _ => &mut self.url,
+            };
+            if slot.is_none() || (replace && slot.as_deref() != Some(value)) {
+                *slot = Some(value.into());
+                changed = true;
+            }
+        }
+        changed
     }
 }
+
+/// The metadata fields, in the order reads and stores list them.
+pub const META_FIELDS: [&str; 4] = ["section", "lang", "title", "url"];
 
 /// Which counter of an article an event adds to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,17 +186,137 @@ pub enum Counter {
     Share(u8),
 }
 
-/// One valid event, borrowing its text from the request.
+/// One valid event, borrowing its text from the request where it needed no
+/// normalising. Built only by [`RawEvent::validate`] or [`Event::new`], so every field
+/// holds a valid value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event<'a> {
+    article: &'a str,
+    counter: Counter,
+    section: Option<Cow<'a, str>>,
+    lang: Option<Cow<'a, str>>,
+    title: Option<Cow<'a, str>>,
+    url: Option<&'a str>,
+    signed: bool,
+    dropped: u8,
+}
+
+impl<'a> Event<'a> {
+    /// An event of `counter` on `article` (validated), without metadata.
+    pub fn new(article: &'a str, counter: Counter) -> Result<Self, EventError> {
+        Ok(Event {
+            article: validate_article(article)?,
+            counter,
+            section: None,
+            lang: None,
+            title: None,
+            url: None,
+            signed: false,
+            dropped: 0,
+        })
+    }
+
+    /// A view of `article`; panics on an invalid id (tests and benches).
+    pub fn view(article: &'a str) -> Self {
+        Event::new(article, Counter::View).expect("a valid article id")
+    }
+
+    /// With `section`, normalised (dropped when still invalid).
+    pub fn with_section(mut self, raw: &'a str) -> Self {
+        self.section = self.keep(meta::section(raw), 0);
+        self
+    }
+
+    /// With `lang`, normalised (dropped when still invalid).
+    pub fn with_lang(mut self, raw: &'a str) -> Self {
+        self.lang = self.keep(meta::lang(raw), 1);
+        self
+    }
+
+    /// With `title`, normalised (dropped when still invalid).
+    pub fn with_title(mut self, raw: &'a str) -> Self {
+        self.title = self.keep(meta::title(raw), 2);
+        self
+    }
+
+    /// With `url` (dropped when invalid).
+    pub fn with_url(mut self, raw: &'a str) -> Self {
+        self.url = self.keep(meta::url(raw), 3);
+        self
+    }
+
+    /// Marks the event as validly signed: its metadata replaces what is stored.
+    pub fn signed(mut self) -> Self {
+        self.signed = true;
+        self
+    }
+
+    fn keep<T>(&mut self, value: Option<T>, bit: u8) -> Option<T> {
+        if value.is_none() {
+            self.dropped |= 1 << bit;
+        }
+        value
+    }
+
     /// The article counted.
-    pub article: &'a str,
+    pub fn article(&self) -> &str {
+        self.article
+    }
+
     /// View or share (and where to).
-    pub counter: Counter,
-    /// Section, if the event gave one.
-    pub section: Option<&'a str>,
-    /// Language, if the event gave one.
-    pub lang: Option<&'a str>,
+    pub fn counter(&self) -> Counter {
+        self.counter
+    }
+
+    /// The normalised section, if the event gave a valid one.
+    pub fn section(&self) -> Option<&str> {
+        self.section.as_deref()
+    }
+
+    /// The normalised language, if the event gave a valid one.
+    pub fn lang(&self) -> Option<&str> {
+        self.lang.as_deref()
+    }
+
+    /// The normalised title, if the event gave a valid one.
+    pub fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+
+    /// The url, if the event gave a valid one.
+    pub fn url(&self) -> Option<&str> {
+        self.url
+    }
+
+    /// True when the event carried a valid signature.
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// True when the event carries any metadata.
+    pub fn has_meta(&self) -> bool {
+        self.section.is_some() || self.lang.is_some() || self.title.is_some() || self.url.is_some()
+    }
+
+    /// The metadata fields the event gave but that were invalid and dropped.
+    pub fn dropped(&self) -> impl Iterator<Item = &'static str> + '_ {
+        META_FIELDS
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| self.dropped & (1 << i) != 0)
+            .map(|(_, name)| name)
+    }
+
+    /// The metadata as the store keeps it.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            section: self.section().map(Into::into),
+            lang: self.lang().map(Into::into),
+            title: self.title().map(Into::into),
+            url: self.url().map(Into::into),
+            signed: self.signed,
+        }
+    }
 }
 
 /// The fields of an event before validation; strings borrow from the body where
@@ -188,9 +335,21 @@ pub struct RawEvent<'a> {
     /// Optional language.
     #[serde(borrow)]
     pub lang: Option<Cow<'a, str>>,
+    /// Optional headline (views).
+    #[serde(borrow)]
+    pub title: Option<Cow<'a, str>>,
+    /// Optional address (views).
+    #[serde(borrow)]
+    pub url: Option<Cow<'a, str>>,
     /// The share network (shares only).
     #[serde(borrow)]
     pub network: Option<Cow<'a, str>>,
+    /// Signed beacons: when the signature expires, Unix seconds.
+    #[serde(borrow, default, deserialize_with = "string_or_integer")]
+    pub exp: Option<Cow<'a, str>>,
+    /// Signed beacons: the signature, lowercase hex.
+    #[serde(borrow)]
+    pub sig: Option<Cow<'a, str>>,
 }
 
 fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
@@ -217,7 +376,8 @@ fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Co
 }
 
 impl<'a> RawEvent<'a> {
-    /// Validates every field; the first invalid one decides the error.
+    /// Validates the type, article and network (the first invalid one decides the
+    /// error); normalises the optional metadata, dropping what is still invalid.
     pub fn validate<'s>(&'s self, networks: &Networks) -> Result<Event<'s>, EventError> {
         let counter = match self.kind.as_deref() {
             Some("view") => Counter::View,
@@ -227,15 +387,20 @@ impl<'a> RawEvent<'a> {
             }
             _ => return Err(EventError::UnknownType),
         };
-        let article = validate_article(self.article.as_deref().unwrap_or(""))?;
-        let section = self.section.as_deref().map(validate_section).transpose()?;
-        let lang = self.lang.as_deref().map(validate_lang).transpose()?;
-        Ok(Event {
-            article,
-            counter,
-            section,
-            lang,
-        })
+        let mut event = Event::new(self.article.as_deref().unwrap_or(""), counter)?;
+        if let Some(s) = self.section.as_deref() {
+            event = event.with_section(s);
+        }
+        if let Some(l) = self.lang.as_deref() {
+            event = event.with_lang(l);
+        }
+        if let Some(t) = self.title.as_deref() {
+            event = event.with_title(t);
+        }
+        if let Some(u) = self.url.as_deref() {
+            event = event.with_url(u);
+        }
+        Ok(event)
     }
 }
 
@@ -251,17 +416,50 @@ mod tests {
     fn a_view_with_section_and_lang_is_valid() {
         let r = raw(r#"{"type":"view","article":"12345","section":"analytics","lang":"en"}"#);
         let e = r.validate(&Networks::default()).unwrap();
-        assert_eq!(e.article, "12345");
-        assert_eq!(e.counter, Counter::View);
-        assert_eq!(e.section, Some("analytics"));
-        assert_eq!(e.lang, Some("en"));
+        assert_eq!(e.article(), "12345");
+        assert_eq!(e.counter(), Counter::View);
+        assert_eq!(e.section(), Some("analytics"));
+        assert_eq!(e.lang(), Some("en"));
+    }
+
+    #[test]
+    fn invalid_metadata_is_dropped_and_the_event_kept() {
+        let r = raw(r#"{"type":"view","article":"a","section":"a/b","lang":"EN_gb","url":"ftp://x","title":" T "}"#);
+        let e = r.validate(&Networks::default()).unwrap();
+        assert_eq!(
+            (e.section(), e.lang(), e.title(), e.url()),
+            (None, Some("en-gb"), Some("T"), None)
+        );
+        assert_eq!(e.dropped().collect::<Vec<_>>(), ["section", "url"]);
+    }
+
+    #[test]
+    fn networks_match_case_insensitively() {
+        let r = raw(r#"{"type":"share","article":"a","network":"Telegram"}"#);
+        assert_eq!(r.validate(&Networks::default()).unwrap().counter(), Counter::Share(3));
+    }
+
+    #[test]
+    fn unsigned_metadata_fills_only_what_is_missing() {
+        let mut stored = Meta {
+            section: Some("politics".into()),
+            ..Meta::default()
+        };
+        let incoming = Event::view("a").with_section("casino").with_lang("en").meta();
+        assert!(stored.merge(&incoming, false));
+        assert_eq!(
+            (stored.section.as_deref(), stored.lang.as_deref()),
+            (Some("politics"), Some("en"))
+        );
+        assert!(stored.merge(&incoming, true));
+        assert_eq!(stored.section.as_deref(), Some("casino"));
     }
 
     #[test]
     fn a_share_needs_a_configured_network() {
         let n = Networks::default();
         let ok = raw(r#"{"type":"share","article":"a","network":"telegram"}"#);
-        assert_eq!(ok.validate(&n).unwrap().counter, Counter::Share(3));
+        assert_eq!(ok.validate(&n).unwrap().counter(), Counter::Share(3));
         let missing = raw(r#"{"type":"share","article":"a"}"#);
         assert_eq!(missing.validate(&n), Err(EventError::InvalidNetwork));
         let unknown = raw(r#"{"type":"share","article":"a","network":"myspace"}"#);
@@ -275,10 +473,6 @@ mod tests {
         assert!(validate_article("").is_err());
         assert!(validate_article("a b").is_err());
         assert!(validate_article("ü").is_err());
-        assert!(validate_section("Analytics").is_err());
-        assert!(validate_section(&"s".repeat(33)).is_err());
-        assert!(validate_lang("e").is_err());
-        assert!(validate_lang("en-GB").is_ok());
     }
 
     #[test]
@@ -294,7 +488,7 @@ mod tests {
     #[test]
     fn numeric_article_ids_are_accepted() {
         let r = raw(r#"{"type":"view","article":12345}"#);
-        assert_eq!(r.validate(&Networks::default()).unwrap().article, "12345");
+        assert_eq!(r.validate(&Networks::default()).unwrap().article(), "12345");
         assert!(serde_json::from_str::<RawEvent<'_>>(r#"{"type":"view","article":-1}"#).is_err());
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{validate_section, EventError};
+use super::EventError;
 
 /// The configured share networks; an event's network is an index into this list.
 #[derive(Debug, Clone)]
@@ -17,12 +17,16 @@ pub const DEFAULT_NETWORKS: &str =
 pub const MAX_NETWORKS: usize = 64;
 
 impl Networks {
-    /// Builds the list; names follow the section rules (`a-z 0-9 _ -`), no duplicates.
+    /// Builds the list; names are 1-32 characters of `a-z 0-9 _ -`, no duplicates.
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Result<Self, String> {
         let mut list: Vec<Box<str>> = Vec::new();
         for name in names {
             let name = name.as_ref().trim();
-            if validate_section(name).is_err() {
+            let valid = (1..=32).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
+            if !valid {
                 return Err(format!("invalid share network name {name:?}"));
             }
             if list.iter().any(|n| &**n == name) {
@@ -36,11 +40,13 @@ impl Networks {
         Ok(Networks(list.into()))
     }
 
-    /// The index of a configured network.
+    /// The index of a configured network, matched case-insensitively (`Telegram` is
+    /// `telegram`).
     pub fn find(&self, name: &str) -> Result<u8, EventError> {
+        let name = name.trim();
         self.0
             .iter()
-            .position(|n| &**n == name)
+            .position(|n| n.eq_ignore_ascii_case(name))
             .map(|i| i as u8)
             .ok_or(EventError::InvalidNetwork)
     }

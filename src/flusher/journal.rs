@@ -222,6 +222,7 @@ mod tests {
                 views,
                 shares: vec![],
                 meta: Meta::default(),
+                visitors: Vec::new(),
             }],
         })
     }

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::reads::counts_of;
 use super::{json_response, Api, ApiError, ApiResult};
-use crate::event::ArticleId;
+use crate::event::{meta as event_meta, ArticleId, Meta};
 use crate::store::StoredCounts;
 
 /// Checks `Authorization: Bearer <token>` against the configured token.
@@ -32,50 +32,86 @@ pub fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SetTotals {
-    #[serde(default)]
-    views: u64,
-    #[serde(default)]
-    shares: BTreeMap<String, u64>,
+struct SetArticle {
+    views: Option<u64>,
+    shares: Option<BTreeMap<String, u64>>,
+    section: Option<String>,
+    lang: Option<String>,
+    title: Option<String>,
+    url: Option<String>,
 }
 
 /// The largest total an admin may set: 2^53, where JSON numbers in most clients (and
 /// Lua's in Redis) stop being exact. Events add to it without ever wrapping.
 pub const MAX_TOTAL: u64 = 1 << 53;
 
-fn parse_totals(api: &Api, body: &[u8]) -> Result<StoredCounts, ApiError> {
-    let t: SetTotals = serde_json::from_slice(body).map_err(|e| {
+/// An admin `PUT`: new totals (when it names views or shares) and metadata to replace.
+struct Change {
+    totals: Option<StoredCounts>,
+    meta: Meta,
+}
+
+fn parse_change(api: &Api, body: &[u8]) -> Result<Change, ApiError> {
+    let t: SetArticle = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "malformed_json",
-            format!("expected {{\"views\": N, \"shares\": {{...}}}}: {e}"),
+            format!("expected {{\"views\": N, \"shares\": {{...}}, \"section\": ..., \"lang\": ..., \"title\": ..., \"url\": ...}}: {e}"),
         )
     })?;
-    for network in t.shares.keys() {
-        api.counter.networks().find(network).map_err(ApiError::from)?;
+    let mut shares = BTreeMap::new();
+    for (network, n) in t.shares.clone().unwrap_or_default() {
+        let i = api.counter.networks().find(&network).map_err(ApiError::from)?;
+        shares.insert(api.counter.networks().name(i).to_string(), n);
     }
-    if t.views > MAX_TOTAL || t.shares.values().any(|n| *n > MAX_TOTAL) {
+    if t.views.unwrap_or(0) > MAX_TOTAL || shares.values().any(|n| *n > MAX_TOTAL) {
         return Err(ApiError::bad_request(
             "total_too_large",
             format!("totals must be at most 2^53 ({MAX_TOTAL})"),
         ));
     }
-    Ok(StoredCounts {
-        views: t.views,
-        shares: t.shares,
-    })
+    let totals = (t.views.is_some() || t.shares.is_some()).then(|| StoredCounts {
+        views: t.views.unwrap_or(0),
+        shares,
+    });
+    let invalid = |code, what| ApiError::bad_request(code, format!("{what} is invalid after normalisation"));
+    let mut meta = Meta::default();
+    if let Some(s) = &t.section {
+        meta.section = Some(
+            event_meta::section(s)
+                .ok_or(invalid("invalid_section", "section"))?
+                .into(),
+        );
+    }
+    if let Some(l) = &t.lang {
+        meta.lang = Some(event_meta::lang(l).ok_or(invalid("invalid_lang", "lang"))?.into());
+    }
+    if let Some(ti) = &t.title {
+        meta.title = Some(event_meta::title(ti).ok_or(invalid("invalid_title", "title"))?.into());
+    }
+    if let Some(u) = &t.url {
+        meta.url = Some(event_meta::url(u).ok_or(invalid("invalid_url", "url"))?.into());
+    }
+    Ok(Change { totals, meta })
 }
 
 fn store_error(e: crate::store::StoreError) -> ApiError {
     ApiError::StoreUnavailable(e.to_string())
 }
 
-/// `PUT /v1/admin/articles/{article}`: sets the totals; answers the article's counts.
+/// `PUT /v1/admin/articles/{article}`: sets the totals (when given) and replaces the
+/// metadata fields given; answers the article as a read does.
 pub async fn put_article(api: &Api, id: &str, body: &Bytes) -> ApiResult {
     let id = ArticleId::parse(id)?;
-    let totals = parse_totals(api, body)?;
-    api.counter.forget(id.as_str());
-    api.last_known.forget(&id);
-    api.store.set(&id, &totals).await.map_err(store_error)?;
+    let change = parse_change(api, body)?;
+    if let Some(totals) = &change.totals {
+        api.counter.forget(id.as_str());
+        api.last_known.forget(&id);
+        api.store.set(&id, totals).await.map_err(store_error)?;
+    }
+    if !change.meta.is_empty() {
+        api.counter.forget_meta(id.as_str());
+        api.store.set_meta(&id, &change.meta).await.map_err(store_error)?;
+    }
     let mut counts = counts_of(api, std::slice::from_ref(&id)).await?;
     Ok(json_response(StatusCode::OK, &counts.remove(0)))
 }

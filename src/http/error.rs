@@ -93,6 +93,10 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Event {
+                source: EventError::InvalidSignature,
+                ..
+            } => StatusCode::FORBIDDEN,
             ApiError::Event { .. } | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::NewsroomUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,

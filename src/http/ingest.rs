@@ -2,6 +2,8 @@
 //! A request is all-or-nothing: it is validated whole before anything is recorded.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -87,38 +89,53 @@ fn parse_raw(i: usize, raw: &RawValue) -> Result<RawEvent<'_>, ApiError> {
     serde_json::from_str(raw.get()).map_err(|e| malformed(Some(i), e.to_string()))
 }
 
-fn type_label(e: &Event<'_>) -> &'static str {
-    match e.counter {
-        Counter::View => "view",
-        Counter::Share(_) => "share",
-    }
+/// Who sent an ingest request: what the rate limit, the bot filter and the visitor
+/// hash look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    /// The client address (the peer, or `--client-ip-header`'s).
+    pub addr: IpAddr,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<&'a [u8]>,
 }
 
-/// Records `events` through the ingest gate; counts them in the metrics.
-fn record(api: &Api, events: &[Event<'_>]) -> Result<(), ApiError> {
-    match api.lifecycle.admit(|| api.counter.record_all(events)) {
-        None => Err(ApiError::ShuttingDown),
-        Some(Err(_)) => Err(ApiError::CapacityExhausted),
-        Some(Ok(())) => {
-            let views = events.iter().filter(|e| type_label(e) == "view").count() as u64;
-            api.metrics.events_view.inc_by(views);
-            api.metrics.events_share.inc_by(events.len() as u64 - views);
-            Ok(())
+impl<'a> Sender<'a> {
+    /// The sender of a request from `peer` with `headers`.
+    pub fn of(api: &Api, peer: IpAddr, headers: &'a HeaderMap) -> Self {
+        Sender {
+            addr: api.client_addr.of(peer, headers),
+            user_agent: headers.get(header::USER_AGENT).map(HeaderValue::as_bytes),
         }
     }
 }
 
-/// `POST /v1/events`.
-pub fn post_events(api: &Api, headers: &HeaderMap, body: &Bytes) -> ApiResult {
-    check_content_type(headers)?;
-    let raws = split_events(body)?;
-    let parsed = raws
-        .iter()
-        .enumerate()
-        .map(|(i, r)| parse_raw(i, r))
-        .collect::<Result<Vec<_>, _>>()?;
+/// `--rate-limit`: `events` tokens of the sender's bucket, or 429 for the whole request.
+fn rate_limit(api: &Api, sender: &Sender<'_>, events: usize) -> Result<(), ApiError> {
+    match &api.rate_limit {
+        Some(limiter) => limiter
+            .check(sender.addr, events, Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited { retry_after }),
+        None => Ok(()),
+    }
+}
+
+/// `--beacon-secret`: every event needs a valid, unexpired signature, else 403 for the
+/// whole request.
+fn verify(api: &Api, raws: &[RawEvent<'_>]) -> Result<(), ApiError> {
+    let Some(signer) = &api.signer else { return Ok(()) };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for (i, raw) in raws.iter().enumerate() {
+        signer
+            .verify(raw, now)
+            .map_err(|source| ApiError::Event { index: Some(i), source })?;
+    }
+    Ok(())
+}
+
+/// Validates every event (400 naming the first bad one), then checks signatures.
+fn validate_all<'r>(api: &Api, raws: &'r [RawEvent<'_>]) -> Result<Vec<Event<'r>>, ApiError> {
     let networks = api.counter.networks();
-    let events = parsed
+    let events = raws
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -126,17 +143,89 @@ pub fn post_events(api: &Api, headers: &HeaderMap, body: &Bytes) -> ApiResult {
                 .map_err(|source| ApiError::Event { index: Some(i), source })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    record(api, &events)?;
+    verify(api, raws)?;
+    let signed = api.signer.is_some();
+    Ok(events
+        .into_iter()
+        .map(|e| if signed { e.signed() } else { e })
+        .collect())
+}
+
+/// Records `events` through the ingest gate unless the sender is a bot; counts them
+/// in the metrics. Answers how many were counted.
+fn record(api: &Api, sender: &Sender<'_>, events: &[Event<'_>]) -> Result<usize, ApiError> {
+    for field in events.iter().flat_map(Event::dropped) {
+        api.metrics.fields_dropped.with_label_values(&[field]).inc();
+    }
+    let bot = match (&api.bots, sender.user_agent) {
+        (Some(filter), Some(ua)) => filter.is_bot(ua),
+        _ => false,
+    };
+    if bot {
+        api.metrics.ignored_bot.inc_by(events.len() as u64);
+        return Ok(0);
+    }
+    let record = || {
+        api.counter.record_all(events)?;
+        record_visitor(api, sender, events);
+        Ok::<(), crate::counter::CapacityExhausted>(())
+    };
+    match api.lifecycle.admit(record) {
+        None => Err(ApiError::ShuttingDown),
+        Some(Err(_)) => Err(ApiError::CapacityExhausted),
+        Some(Ok(())) => {
+            let views = events.iter().filter(|e| e.counter() == Counter::View).count() as u64;
+            api.metrics.events_view.inc_by(views);
+            api.metrics.events_share.inc_by(events.len() as u64 - views);
+            Ok(events.len())
+        }
+    }
+}
+
+/// Remembers the sender as a visitor of each article it viewed: one keyed hash per
+/// request, not per event.
+fn record_visitor(api: &Api, sender: &Sender<'_>, events: &[Event<'_>]) {
+    let mut views = events.iter().filter(|e| e.counter() == Counter::View).peekable();
+    if views.peek().is_none() {
+        return;
+    }
+    let ua = sender.user_agent.unwrap_or_default();
+    let Some(mark) = api.salts.mark(crate::visitors::today(), sender.addr, ua) else {
+        return;
+    };
+    for e in views {
+        api.counter.record_visitor(e.article(), mark);
+    }
+}
+
+/// `POST /v1/events`.
+pub fn post_events(api: &Api, sender: &Sender<'_>, headers: &HeaderMap, body: &Bytes) -> ApiResult {
+    check_content_type(headers)?;
+    let raws = split_events(body)?;
+    rate_limit(api, sender, raws.len())?;
+    let parsed = raws
+        .iter()
+        .enumerate()
+        .map(|(i, r)| parse_raw(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let events = validate_all(api, &parsed)?;
+    let counted = record(api, sender, &events)?;
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &Accepted { accepted: events.len() },
+        &Accepted {
+            accepted: events.len(),
+            counted,
+        },
     ))
 }
 
 /// The answer to an accepted `POST /v1/events`.
 #[derive(serde::Serialize)]
 struct Accepted {
+    /// Valid events.
     accepted: usize,
+    /// Of which counted (the rest came from an automated client).
+    counted: usize,
 }
 
 /// The event of a pixel request's query string.
@@ -148,7 +237,11 @@ pub fn pixel_event(query: &str) -> RawEvent<'_> {
             "article" => &mut raw.article,
             "section" => &mut raw.section,
             "lang" => &mut raw.lang,
+            "title" => &mut raw.title,
+            "url" => &mut raw.url,
             "network" => &mut raw.network,
+            "exp" => &mut raw.exp,
+            "sig" => &mut raw.sig,
             _ => continue,
         };
         if slot.is_none() {
@@ -159,10 +252,14 @@ pub fn pixel_event(query: &str) -> RawEvent<'_> {
 }
 
 /// `GET /v1/pixel.gif?type=view&article=...`.
-pub fn pixel(api: &Api, query: &str) -> ApiResult {
-    let raw = pixel_event(query);
-    let event = raw.validate(api.counter.networks())?;
-    record(api, std::slice::from_ref(&event))?;
+pub fn pixel(api: &Api, sender: &Sender<'_>, query: &str) -> ApiResult {
+    rate_limit(api, sender, 1)?;
+    let raw = [pixel_event(query)];
+    let events = validate_all(api, &raw).map_err(|e| match e {
+        ApiError::Event { source, .. } => ApiError::Event { index: None, source },
+        other => other,
+    })?;
+    record(api, sender, &events)?;
     let mut resp: Response<Body> = text_response(StatusCode::OK, "image/gif", Bytes::from_static(PIXEL_GIF));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod client;
 pub mod error;
 pub mod ingest;
 pub mod last_known;
@@ -65,6 +66,14 @@ pub struct Api {
     pub rate_limit: Option<rate_limit::RateLimiter>,
     /// The editors' page (`--newsroom`; None: off).
     pub newsroom: Option<newsroom::Newsroom>,
+    /// How a request's client address is found (`--client-ip-header`, `--trusted-proxies`).
+    pub client_addr: client::ClientAddr,
+    /// The bot filter (None with `--count-bots`).
+    pub bots: Option<crate::event::BotFilter>,
+    /// The visitor salts of today and tomorrow.
+    pub salts: Arc<crate::visitors::Salts>,
+    /// The beacon secrets (`--beacon-secret`; None: unsigned beacons are counted).
+    pub signer: Option<crate::event::Signer>,
 }
 
 /// Shared handle to [`Api`].

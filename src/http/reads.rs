@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
-use crate::event::ArticleId;
+use crate::event::{ArticleId, Meta};
 use crate::store::{all_unapplied, Batch, Snapshot, StoredCounts};
 
 /// Most ids one batch read may ask for.
@@ -26,6 +26,30 @@ pub struct ArticleCounts {
     pub shares: BTreeMap<String, u64>,
     /// Sum of `shares`.
     pub shares_total: u64,
+    /// Distinct visitors per day, summed over days (estimated; flushed visitors only).
+    pub visitors: u64,
+    /// The section, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section: Option<Box<str>>,
+    /// The language, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang: Option<Box<str>>,
+    /// The title, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<Box<str>>,
+    /// The url, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Box<str>>,
+}
+
+impl ArticleCounts {
+    fn with_meta(mut self, meta: Meta) -> Self {
+        self.section = meta.section;
+        self.lang = meta.lang;
+        self.title = meta.title;
+        self.url = meta.url;
+        self
+    }
 }
 
 /// The body of `GET /v1/articles?ids=...`.
@@ -56,16 +80,25 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
             continue;
         }
         let networks = api.counter.networks();
+        let metas = metas(api, ids).await;
+        let visitors = api.store.visitors(ids).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "visitors read failed; answering without them");
+            vec![0; ids.len()]
+        });
         return Ok(ids
             .iter()
             .zip(snapshots)
             .zip(view.also)
-            .map(|((id, s), p)| {
+            .zip(metas.into_iter().zip(visitors))
+            .map(|(((id, s), p), (meta, visitors))| {
                 let mut c = s.stored;
                 let unapplied = s.unapplied.shares.iter().map(|(n, k)| (n.as_str(), *k));
                 add(&mut c, s.unapplied.views, unapplied);
                 add(&mut c, p.views, p.shares.iter().map(|(i, k)| (networks.name(*i), *k)));
-                present(id, c)
+                ArticleCounts {
+                    visitors,
+                    ..present(id, c).with_meta(meta)
+                }
             })
             .collect());
     }
@@ -94,6 +127,29 @@ async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Resu
     }
 }
 
+/// Each article's stored metadata, completed by what this instance holds and has not
+/// stored yet (a first view's section shows at once). A store that fails here costs
+/// the metadata, not the read.
+async fn metas(api: &Api, ids: &[ArticleId]) -> Vec<Meta> {
+    let stored = match api.store.metas(ids).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "metadata read failed; answering without it");
+            vec![Meta::default(); ids.len()]
+        }
+    };
+    ids.iter()
+        .zip(stored)
+        .map(|(id, mut m)| {
+            if let Some(pending) = api.counter.pending_meta(id.as_str()) {
+                m.merge(&pending, false);
+            }
+            m.signed = false;
+            m
+        })
+        .collect()
+}
+
 fn add<'a>(c: &mut StoredCounts, views: u64, shares: impl Iterator<Item = (&'a str, u64)>) {
     c.views = c.views.saturating_add(views);
     for (network, n) in shares {
@@ -109,6 +165,11 @@ fn present(id: &ArticleId, c: StoredCounts) -> ArticleCounts {
         views: c.views,
         shares_total: shares.values().sum(),
         shares,
+        visitors: 0,
+        section: None,
+        lang: None,
+        title: None,
+        url: None,
     }
 }
 

@@ -165,20 +165,18 @@ pub async fn handle(
     let route = Route::of(parts.uri.path(), surface);
     let result = match route {
         None => Err(ApiError::NotFound),
-        Some(r) => match rate_limit(&api, r, &parts.method, peer, &parts.headers) {
-            Err(e) => Err(e),
-            Ok(()) => {
-                dispatch(
-                    &api,
-                    r,
-                    &parts.method,
-                    parts.uri.query().unwrap_or(""),
-                    &parts.headers,
-                    body,
-                )
-                .await
-            }
-        },
+        Some(r) => {
+            dispatch(
+                &api,
+                r,
+                &parts.method,
+                parts.uri.query().unwrap_or(""),
+                &ingest::Sender::of(&api, peer, &parts.headers),
+                &parts.headers,
+                body,
+            )
+            .await
+        }
     };
     let result = match result {
         Ok(resp) if route.is_some_and(|r| r.is_cached_read()) => {
@@ -212,31 +210,12 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Applies `--rate-limit` to the requests that count (an ingest POST, a pixel GET).
-fn rate_limit(
-    api: &SharedApi,
-    route: Route<'_>,
-    method: &Method,
-    peer: IpAddr,
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    let counts = matches!(
-        (route, method),
-        (Route::Events, &Method::POST) | (Route::Pixel, &Method::GET)
-    );
-    match &api.rate_limit {
-        Some(limiter) if counts => limiter
-            .check(limiter.client(peer, headers), Instant::now())
-            .map_err(|retry_after| ApiError::RateLimited { retry_after }),
-        _ => Ok(()),
-    }
-}
-
 async fn dispatch(
     api: &SharedApi,
     route: Route<'_>,
     method: &Method,
     query: &str,
+    sender: &ingest::Sender<'_>,
     headers: &HeaderMap,
     body: Incoming,
 ) -> ApiResult {
@@ -252,9 +231,9 @@ async fn dispatch(
         (Route::Events, &Method::POST) => {
             ingest::check_content_type(headers)?;
             let body = read_body(body, headers, api.max_body, api.body_timeout).await?;
-            ingest::post_events(api, headers, &body)
+            ingest::post_events(api, sender, headers, &body)
         }
-        (Route::Pixel, &Method::GET) => ingest::pixel(api, query),
+        (Route::Pixel, &Method::GET) => ingest::pixel(api, sender, query),
         (Route::Articles, &Method::GET) => reads::articles(api, query).await,
         (Route::Article(id), &Method::GET) => reads::article(api, id).await,
         (Route::Series(id), &Method::GET) => series::series(api, id, query).await,

@@ -76,6 +76,30 @@ impl Keys {
         format!("{}:{{{partition}}}:meta", self.prefix)
     }
 
+    /// `<prefix>:{pN}:pages`: one hash per partition, fields `<article>:title` and
+    /// `<article>:url` (apart from `meta`, which the top windows read whole at load).
+    pub fn pages(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:pages", self.prefix)
+    }
+
+    /// `<prefix>:salt:<day>`: the visitor salt of a UTC day (days since the epoch), hex.
+    pub fn salt(&self, day: u32) -> String {
+        format!("{}:salt:{day}", self.prefix)
+    }
+
+    /// `<prefix>:{pN}:visitors`: one hash per partition, field `<article>`: the
+    /// article's visitors, summed over days.
+    pub fn visitors(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:visitors", self.prefix)
+    }
+
+    /// `<prefix>:{pN}:v:`: the start of the partition's HyperLogLog sketches of
+    /// visitors, one per article and day: `<prefix>:{pN}:v:<day>:<article>`, kept three
+    /// days (the flush script builds the names).
+    pub fn sketch_prefix(&self, partition: Partition) -> String {
+        format!("{}:{{{partition}}}:v:", self.prefix)
+    }
+
     /// `<prefix>:{pN}:m:<minute>`: the minute's log, a list with one entry per applied
     /// flush piece (lines `<article>:<counter> <n>`); or `<prefix>:{pN}:h:<hour>`: the
     /// hour bucket, a hash with fields `<article>:<counter>` (see [`article_field`]),

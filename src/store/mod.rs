@@ -56,6 +56,10 @@ pub struct ArticleDelta {
     /// Section and language, when events gave them.
     #[serde(default)]
     pub meta: Meta,
+    /// The visitors of the article's views, (day, keyed hash), sorted and distinct:
+    /// what the store adds to the day's sketch (see `crate::visitors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub visitors: Vec<crate::visitors::Mark>,
 }
 
 /// Deltas moved out of the counter map at one flush, applied to a store as one unit.
@@ -204,6 +208,30 @@ impl Store {
         }
     }
 
+    /// The stored metadata of each article, in the order asked.
+    pub async fn metas(&self, articles: &[ArticleId]) -> Result<Vec<Meta>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.metas(articles).await,
+            Store::Redis(s) => s.metas(articles).await,
+        }
+    }
+
+    /// Each article's visitors: distinct visitors per day, summed over days.
+    pub async fn visitors(&self, articles: &[ArticleId]) -> Result<Vec<u64>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.visitors(articles).await,
+            Store::Redis(s) => s.visitors(articles).await,
+        }
+    }
+
+    /// Replaces the metadata fields `meta` has (admin `PUT`).
+    pub async fn set_meta(&self, article: &ArticleId, meta: &Meta) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.set_meta(article, meta).await,
+            Store::Redis(s) => s.set_meta(article, meta).await,
+        }
+    }
+
     /// Replaces an article's totals (admin migration).
     pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
         match self {
@@ -242,6 +270,20 @@ impl Store {
         match self {
             Store::Embedded(s) => s.meta_values().await,
             Store::Redis(s) => s.meta_values().await,
+        }
+    }
+
+    /// The visitor salt of `day`: the one stored, or `candidate` stored now when there is
+    /// none yet (the first writer wins, so every instance uses the same salt). Salts are
+    /// deleted [`crate::visitors::KEEP_DAYS`] days after their own.
+    pub async fn salt(
+        &self,
+        day: crate::visitors::Day,
+        candidate: crate::visitors::Salt,
+    ) -> Result<crate::visitors::Salt, StoreError> {
+        match self {
+            Store::Embedded(s) => s.salt(day, candidate).await,
+            Store::Redis(s) => s.salt(day, candidate).await,
         }
     }
 

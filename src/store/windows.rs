@@ -161,6 +161,14 @@ impl Windows {
         }
     }
 
+    /// Replaces an article's section and language (admin set); title and url are not
+    /// held here (they are read per article from the store).
+    pub fn set_meta(&mut self, article: &ArticleId, meta: Meta) {
+        let m = self.meta.entry(article.clone()).or_default();
+        m.section = meta.section;
+        m.lang = meta.lang;
+    }
+
     /// Replaces an article's all-time totals (admin set).
     pub fn set_total(&mut self, article: &ArticleId, total: Tally) {
         if total.is_zero() {

@@ -5,7 +5,7 @@ mod rank;
 
 pub use rank::{rank, TopEntry};
 
-use crate::event::{validate_lang, validate_section, Networks};
+use crate::event::{meta, Networks};
 
 /// A ranking window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,20 +152,25 @@ impl TopQuery {
                     ))?
                 }
                 "limit" => q.limit = parse_limit(&v)?,
+                // Normalised as events are: ?section=Analytics finds `analytics`.
                 "section" => {
                     q.section = Some(
-                        validate_section(&v)
-                            .map_err(|_| {
-                                BadTopQuery("invalid_section", "section must be 1-32 characters of a-z 0-9 _ -")
-                            })?
-                            .to_string(),
+                        meta::section(&v)
+                            .ok_or(BadTopQuery(
+                                "invalid_section",
+                                "section must be 1-64 letters or digits and - _ . (white space becomes -)",
+                            ))?
+                            .into_owned(),
                     )
                 }
                 "lang" => {
                     q.lang = Some(
-                        validate_lang(&v)
-                            .map_err(|_| BadTopQuery("invalid_lang", "lang must be 2-16 characters of a-z A-Z 0-9 -"))?
-                            .to_string(),
+                        meta::lang(&v)
+                            .ok_or(BadTopQuery(
+                                "invalid_lang",
+                                "lang must be 2-16 characters of a-z 0-9 - (_ becomes -)",
+                            ))?
+                            .into_owned(),
                     )
                 }
                 _ => {
@@ -181,13 +186,13 @@ impl TopQuery {
             (None | Some("views"), Some(_)) => return Err(BadTopQuery("invalid_query", "network needs metric=shares")),
             (Some("shares"), None) => Metric::Shares(None),
             (Some("shares"), Some(n)) => {
-                networks.find(&n).map_err(|_| {
+                let i = networks.find(&n).map_err(|_| {
                     BadTopQuery(
                         "invalid_network",
                         "network must be one of the configured share networks",
                     )
                 })?;
-                Metric::Shares(Some(n))
+                Metric::Shares(Some(networks.name(i).to_string()))
             }
             _ => return Err(BadTopQuery("invalid_metric", "metric must be views or shares")),
         };
@@ -274,6 +279,16 @@ mod tests {
     }
 
     #[test]
+    fn filters_are_normalised_as_events_are() {
+        let t = q("section=World%20News&lang=EN_gb&metric=shares&network=Telegram").unwrap();
+        assert_eq!(
+            (t.section.as_deref(), t.lang.as_deref()),
+            (Some("world-news"), Some("en-gb"))
+        );
+        assert_eq!(t.metric, Metric::Shares(Some("telegram".into())));
+    }
+
+    #[test]
     fn defaults_are_views_24h_10() {
         let t = q("").unwrap();
         assert_eq!((t.metric, t.window, t.limit), (Metric::Views, Window::H24, 10));
@@ -289,7 +304,7 @@ mod tests {
             ("metric=clicks", "invalid_metric"),
             ("metric=shares&network=myspace", "invalid_network"),
             ("network=telegram", "invalid_query"),
-            ("section=Big", "invalid_section"),
+            ("section=a%2Fb", "invalid_section"),
             ("lang=x", "invalid_lang"),
             ("windw=1h", "invalid_query"),
         ] {

@@ -113,7 +113,7 @@ mod tests {
             for (a, views, s) in &rows {
                 let id = ArticleId::parse(&format!("a{a}")).unwrap();
                 tallies.insert(id.clone(), Tally::of_views(*views));
-                meta.insert(id, Meta { section: Some(format!("s{s}").into()), lang: None });
+                meta.insert(id, Meta { section: Some(format!("s{s}").into()), ..Meta::default() });
             }
             let query = match section {
                 Some(s) => format!("limit={limit}&section=s{s}"),

@@ -13,7 +13,9 @@ pub fn views(rows: &[(&str, u64, &str)]) -> Vec<ArticleDelta> {
             meta: Meta {
                 section: Some((*section).into()),
                 lang: Some("en".into()),
+                ..Meta::default()
             },
+            visitors: Vec::new(),
         })
         .collect()
 }
@@ -25,6 +27,7 @@ pub fn shares(article: &str, shares: &[(&str, u64)]) -> ArticleDelta {
         views: 0,
         shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
         meta: Meta::default(),
+        visitors: Vec::new(),
     }
 }
 

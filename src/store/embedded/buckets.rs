@@ -83,6 +83,7 @@ impl BucketSource for Reader {
                     views: 0,
                     shares: Vec::new(),
                     meta: Meta::default(),
+                    visitors: Vec::new(),
                 });
             }
             let d = out.last_mut().expect("pushed above");

@@ -18,11 +18,21 @@ use super::{all_unapplied, Applied, Batch, Snapshot, StoreError, StoredCounts};
 use crate::clock::{Clock, SystemClock};
 use crate::event::{ArticleId, Meta};
 use crate::top::{Tally, TopEntry, TopQuery};
+use crate::visitors::Sketch;
 
 /// (article, counter) -> total. The counter is `views` or `share:<network>`.
 const COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counts");
 /// article -> (section, lang).
 const META: TableDefinition<&str, (Option<&str>, Option<&str>)> = TableDefinition::new("meta");
+/// article -> (title, url): apart from `META`, which the top windows load whole.
+const PAGES: TableDefinition<&str, (Option<&str>, Option<&str>)> = TableDefinition::new("pages");
+/// day -> the visitor salt of that UTC day.
+const SALTS: TableDefinition<u32, [u8; 16]> = TableDefinition::new("visitor_salts");
+/// article -> visitors, summed over days.
+const VISITORS: TableDefinition<&str, u64> = TableDefinition::new("visitors");
+/// (day, article) -> the day's sketch of the article's visitors (JSON of a
+/// cardinality-estimator HyperLogLog), kept two days.
+const SKETCHES: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("visitor_sketches");
 /// batch id -> when it was applied (Unix ms): the exactly-once record.
 const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("applied_batches");
 
@@ -103,6 +113,10 @@ impl EmbeddedStore {
         {
             txn.open_table(COUNTS).map_err(err)?;
             txn.open_table(META).map_err(err)?;
+            txn.open_table(PAGES).map_err(err)?;
+            txn.open_table(SALTS).map_err(err)?;
+            txn.open_table(VISITORS).map_err(err)?;
+            txn.open_table(SKETCHES).map_err(err)?;
             txn.open_table(APPLIED).map_err(err)?;
             txn.open_table(buckets::MINUTES).map_err(err)?;
             txn.open_table(buckets::HOURS).map_err(err)?;
@@ -161,7 +175,7 @@ impl EmbeddedStore {
 
     /// Applies `batch` in one transaction, unless its id was applied before.
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
-        let batch = batch.clone();
+        let mut batch = batch.clone();
         self.blocking(move |s| {
             let now = s.clock.now_ms();
             // Roll the windows before this transaction prunes the buckets they leave.
@@ -179,7 +193,7 @@ impl EmbeddedStore {
                 let horizon = now.saturating_sub(DEDUPE_TTL.as_millis() as u64);
                 applied.retain(|_, at| at >= horizon).map_err(err)?;
             }
-            add_deltas(&txn, &batch)?;
+            add_deltas(&txn, &mut batch)?;
             buckets::write(&txn, &batch, now)?;
             series::write(&txn, &batch, now)?;
             series::note_meta(&txn, &batch)?;
@@ -258,6 +272,14 @@ impl EmbeddedStore {
                 .map_err(err)?
                 .remove(article.as_str())
                 .map_err(err)?;
+            txn.open_table(PAGES)
+                .map_err(err)?
+                .remove(article.as_str())
+                .map_err(err)?;
+            txn.open_table(VISITORS)
+                .map_err(err)?
+                .remove(article.as_str())
+                .map_err(err)?;
             buckets::forget(txn, article.as_str(), now)?;
             series::forget(txn, article.as_str(), now)
         })
@@ -276,10 +298,84 @@ impl EmbeddedStore {
         .await
     }
 
+    /// The visitor salt of `day` (`candidate` stored when there is none); salts older
+    /// than two days are deleted.
+    pub async fn salt(
+        &self,
+        day: crate::visitors::Day,
+        candidate: crate::visitors::Salt,
+    ) -> Result<crate::visitors::Salt, StoreError> {
+        self.blocking(move |s| {
+            let txn = s.db()?.begin_write().map_err(err)?;
+            let salt = {
+                let mut salts = txn.open_table(SALTS).map_err(err)?;
+                let stored = salts.get(day).map_err(err)?.map(|g| g.value());
+                let salt = match stored {
+                    Some(salt) => salt,
+                    None => {
+                        salts.insert(day, candidate).map_err(err)?;
+                        candidate
+                    }
+                };
+                let oldest = day.saturating_sub(crate::visitors::KEEP_DAYS);
+                salts.retain(|d, _| d >= oldest).map_err(err)?;
+                txn.open_table(SKETCHES)
+                    .map_err(err)?
+                    .retain(|(d, _), _| d >= oldest)
+                    .map_err(err)?;
+                salt
+            };
+            txn.commit().map_err(err)?;
+            Ok(salt)
+        })
+        .await
+    }
+
     /// The sections and languages of the articles seen, each sorted.
     pub async fn meta_values(&self) -> Result<MetaValues, StoreError> {
         self.blocking(|s| series::meta_values(&s.db()?.begin_read().map_err(err)?))
             .await
+    }
+
+    /// The stored metadata of each article, in the order asked.
+    pub async fn metas(&self, articles: &[ArticleId]) -> Result<Vec<Meta>, StoreError> {
+        let articles = articles.to_vec();
+        self.blocking(move |s| {
+            let txn = s.db()?.begin_read().map_err(err)?;
+            let (meta, pages) = (txn.open_table(META).map_err(err)?, txn.open_table(PAGES).map_err(err)?);
+            articles.iter().map(|a| read_meta(&meta, &pages, a.as_str())).collect()
+        })
+        .await
+    }
+
+    /// Each article's visitors (summed over days), in the order asked.
+    pub async fn visitors(&self, articles: &[ArticleId]) -> Result<Vec<u64>, StoreError> {
+        let articles = articles.to_vec();
+        self.blocking(move |s| {
+            let txn = s.db()?.begin_read().map_err(err)?;
+            let table = txn.open_table(VISITORS).map_err(err)?;
+            articles
+                .iter()
+                .map(|a| Ok(table.get(a.as_str()).map_err(err)?.map_or(0, |g| g.value())))
+                .collect()
+        })
+        .await
+    }
+
+    /// Replaces the metadata fields `meta` has (admin `PUT`).
+    pub async fn set_meta(&self, article: &ArticleId, meta: &Meta) -> Result<(), StoreError> {
+        let (article, meta) = (article.clone(), meta.clone());
+        let (windows, id) = (self.windows.clone(), article.clone());
+        let stored = self
+            .blocking(move |s| {
+                let txn = s.db()?.begin_write().map_err(err)?;
+                let merged = merge_meta(&txn, article.as_str(), &meta, true)?;
+                txn.commit().map_err(err)?;
+                Ok(merged)
+            })
+            .await?;
+        windows.lock().unwrap_or_else(|e| e.into_inner()).set_meta(&id, stored);
+        Ok(())
     }
 
     /// The ranking of `q` at the store's clock: buckets that left a window are
@@ -307,6 +403,7 @@ fn load_windows(db: &Database, now_ms: u64) -> Result<Windows, StoreError> {
             let m = Meta {
                 section: section.map(Into::into),
                 lang: lang.map(Into::into),
+                ..Meta::default()
             };
             meta.insert(id, m);
         }
@@ -314,9 +411,10 @@ fn load_windows(db: &Database, now_ms: u64) -> Result<Windows, StoreError> {
     Windows::load(&buckets::Reader(txn), now_ms, all, meta).map_err(err)
 }
 
-fn add_deltas(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
+/// Adds the batch's deltas and merges its metadata; each delta's metadata becomes
+/// what is stored after the merge, so the windows show the stored section and language.
+fn add_deltas(txn: &WriteTransaction, batch: &mut Batch) -> Result<(), StoreError> {
     let mut counts = txn.open_table(COUNTS).map_err(err)?;
-    let mut meta = txn.open_table(META).map_err(err)?;
     let mut add = |article: &str, counter: &str, n: u64| -> Result<(), StoreError> {
         let old = counts.get((article, counter)).map_err(err)?.map_or(0, |g| g.value());
         counts.insert((article, counter), old.saturating_add(n)).map_err(err)?;
@@ -330,18 +428,81 @@ fn add_deltas(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
         for (network, n) in &d.shares {
             add(article, &format!("{SHARE_PREFIX}{network}"), *n)?;
         }
-        if !d.meta.is_empty() {
-            let old = meta.get(article).map_err(err)?.map(|g| {
-                let (s, l) = g.value();
-                (s.map(String::from), l.map(String::from))
-            });
-            let (old_s, old_l) = old.unwrap_or_default();
-            let section = d.meta.section.as_deref().or(old_s.as_deref());
-            let lang = d.meta.lang.as_deref().or(old_l.as_deref());
-            meta.insert(article, (section, lang)).map_err(err)?;
+    }
+    add_visitors(txn, batch)?;
+    for d in batch.articles.iter_mut().filter(|d| !d.meta.is_empty()) {
+        d.meta = merge_meta(txn, d.article.as_str(), &d.meta, d.meta.signed)?;
+    }
+    Ok(())
+}
+
+/// Adds each article's visitor marks to its sketch of their day and what the sketch's
+/// estimate grew by to the article's visitors.
+fn add_visitors(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
+    let mut sketches = txn.open_table(SKETCHES).map_err(err)?;
+    let mut totals = txn.open_table(VISITORS).map_err(err)?;
+    for d in batch.articles.iter().filter(|d| !d.visitors.is_empty()) {
+        let article = d.article.as_str();
+        let mut grew = 0u64;
+        for day_marks in d.visitors.chunk_by(|a, b| a.0 == b.0) {
+            let day = day_marks[0].0;
+            let mut sketch: Sketch = match sketches.get((day, article)).map_err(err)? {
+                Some(g) => serde_json::from_slice(g.value()).map_err(err)?,
+                None => Sketch::new(),
+            };
+            let before = sketch.estimate();
+            day_marks.iter().for_each(|(_, hash)| sketch.insert_hash(*hash));
+            grew += sketch.estimate().saturating_sub(before) as u64;
+            let bytes = serde_json::to_vec(&sketch).map_err(err)?;
+            sketches.insert((day, article), bytes.as_slice()).map_err(err)?;
+        }
+        if grew > 0 {
+            let old = totals.get(article).map_err(err)?.map_or(0, |g| g.value());
+            totals.insert(article, old + grew).map_err(err)?;
         }
     }
     Ok(())
+}
+
+/// Merges `incoming` into an article's stored metadata: every field it has when
+/// `replace` (signed events, the admin API), else only fields not stored yet (the
+/// first value stands). Answers the stored metadata after the merge.
+fn merge_meta(txn: &WriteTransaction, article: &str, incoming: &Meta, replace: bool) -> Result<Meta, StoreError> {
+    let mut meta = txn.open_table(META).map_err(err)?;
+    let mut pages = txn.open_table(PAGES).map_err(err)?;
+    let mut stored = read_meta(&meta, &pages, article)?;
+    if stored.merge(incoming, replace) {
+        meta.insert(article, (stored.section.as_deref(), stored.lang.as_deref()))
+            .map_err(err)?;
+        if stored.title.is_some() || stored.url.is_some() {
+            pages
+                .insert(article, (stored.title.as_deref(), stored.url.as_deref()))
+                .map_err(err)?;
+        }
+    }
+    Ok(stored)
+}
+
+/// The value of the `META` and `PAGES` tables: two optional texts.
+type TwoTexts = (Option<&'static str>, Option<&'static str>);
+
+fn read_meta(
+    meta: &impl ReadableTable<&'static str, TwoTexts>,
+    pages: &impl ReadableTable<&'static str, TwoTexts>,
+    article: &str,
+) -> Result<Meta, StoreError> {
+    let mut out = Meta::default();
+    if let Some(g) = meta.get(article).map_err(err)? {
+        let (s, l) = g.value();
+        out.section = s.map(Into::into);
+        out.lang = l.map(Into::into);
+    }
+    if let Some(g) = pages.get(article).map_err(err)? {
+        let (t, u) = g.value();
+        out.title = t.map(Into::into);
+        out.url = u.map(Into::into);
+    }
+    Ok(out)
 }
 
 fn read_counts(

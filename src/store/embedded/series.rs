@@ -135,6 +135,7 @@ mod tests {
                 views: 1,
                 shares: vec![],
                 meta: Meta::default(),
+                visitors: Vec::new(),
             }],
         }
     }

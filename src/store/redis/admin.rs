@@ -111,6 +111,8 @@ impl RedisStore {
             .key(self.keys.counts(partition))
             .key(self.keys.meta(partition))
             .key(self.keys.admin(partition))
+            .key(self.keys.pages(partition))
+            .key(self.keys.visitors(partition))
             .arg(a)
             .arg(self.keys.partition_prefix(partition))
             .arg(minute.bucket(now).saturating_sub(minute.retention() + 1))

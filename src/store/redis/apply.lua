@@ -9,14 +9,22 @@
 -- KEYS[6]    <prefix>:{pN}:sd:<day>                                   daily series, fields <article>:v|s
 -- KEYS[7]    <prefix>:{pN}:sections                                   set of the sections seen
 -- KEYS[8]    <prefix>:{pN}:langs                                      set of the languages seen
+-- KEYS[9]    <prefix>:{pN}:pages                                      fields <article>:title|url
+-- KEYS[10]   <prefix>:{pN}:visitors                                   field <article>: visitors
 -- ARGV[1]    TTL of the applied record, seconds
 -- ARGV[2]    this batch's bit in the record
 -- ARGV[3]    TTL of the minute log, seconds
 -- ARGV[4]    the piece's deltas as one entry of the minute log: "<article>:<counter> <n>\n"...
--- ARGV[5]    n, then n x (counts field, delta); then m, then m x (meta field, value);
+-- ARGV[5]    n, then n x (counts field, delta); then m, then m x (key, op, field, value):
+--            key 3 (meta) or 9 (pages), op HSET (a signed value replaces) or HSETNX
+--            (unsigned: the first value stored, by any instance, stands);
 --            then the TTLs of the hour and the day series buckets (0: past retention,
 --            not written), k, k x (article, views, shares); then the sections of the
---            piece (count, values), then its languages (count, values)
+--            piece (count, values), then its languages (count, values); then the sketch
+--            key prefix <prefix>:{pN}:v:, the sketches' TTL, g, and g x (article, day, c,
+--            c visitor hashes): added to the day's HyperLogLog of the article
+--            (<prefix>:{pN}:v:<day>:<article>), and what its count grew by to the
+--            article's visitors (distinct visitors per day, summed over days)
 --
 -- Returns 1 when applied now, 0 when this batch's bit was set before. The record does
 -- not depend on order, so a run may have several batches in flight at once.
@@ -79,7 +87,7 @@ end
 -- The series: one field per article and measure in the hour's and the day's hash.
 local m_at = 6 + 2 * n
 local m = tonumber(ARGV[m_at])
-local s_at = m_at + 2 * m + 1
+local s_at = m_at + 4 * m + 1
 local ttls = { tonumber(ARGV[s_at]), tonumber(ARGV[s_at + 1]) }
 local k = tonumber(ARGV[s_at + 2])
 local s_fields, s_deltas = {}, {}
@@ -103,7 +111,9 @@ end
 redis.call('SETBIT', KEYS[1], ARGV[2], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 hset_in_slices(KEYS[2], totals, 1, #totals)
-hset_in_slices(KEYS[3], ARGV, m_at + 1, m_at + 2 * m)
+for i = m_at + 1, m_at + 4 * m, 4 do
+  redis.call(ARGV[i + 1], KEYS[tonumber(ARGV[i])], ARGV[i + 2], ARGV[i + 3])
+end
 for b = 1, 2 do
   if series[b] then
     hset_in_slices(KEYS[4 + b], series[b], 1, #series[b])
@@ -117,6 +127,29 @@ for set = 7, 8 do
     redis.call('SADD', KEYS[set], unpack(ARGV, i, math.min(i + SLICE - 1, v_at + count)))
   end
   v_at = v_at + count + 1
+end
+-- The visitors: one sketch per article and day; the article's total grows by what
+-- the sketch's count grew.
+local groups = tonumber(ARGV[v_at + 2])
+local at = v_at + 3
+for _ = 1, groups do
+  local article, c = ARGV[at], tonumber(ARGV[at + 2])
+  local key = ARGV[v_at] .. ARGV[at + 1] .. ':' .. article
+  local before = redis.call('PFCOUNT', key)
+  local changed = 0
+  for first = at + 3, at + 2 + c, SLICE do
+    changed = changed + redis.call('PFADD', key, unpack(ARGV, first, math.min(first + SLICE - 1, at + 2 + c)))
+  end
+  if changed > 0 then
+    local grew = redis.call('PFCOUNT', key) - before
+    if grew > 0 then
+      redis.call('HINCRBY', KEYS[10], article, grew)
+    end
+    if before == 0 then
+      redis.call('EXPIRE', key, ARGV[v_at + 1])
+    end
+  end
+  at = at + 3 + c
 end
 if ARGV[4] ~= '' then
   -- One command per piece, whatever its size: the top windows' time buckets. The TTL

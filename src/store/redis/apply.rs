@@ -56,7 +56,7 @@ impl RedisStore {
             // for each retry.
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(APPLY.get_hash())
-                .arg(8)
+                .arg(10)
                 .arg(self.keys.applied(partition, &batch.id))
                 .arg(self.keys.counts(partition))
                 .arg(self.keys.meta(partition))
@@ -65,6 +65,8 @@ impl RedisStore {
                 .arg(self.keys.series(partition, Step::Day, Step::Day.bucket(series_at)))
                 .arg(self.keys.meta_values(partition, MetaKind::Section))
                 .arg(self.keys.meta_values(partition, MetaKind::Lang))
+                .arg(self.keys.pages(partition))
+                .arg(self.keys.visitors(partition))
                 .arg(APPLIED_TTL.as_secs())
                 .arg(keys::applied_bit(&batch.id))
                 .arg(MINUTE_TTL.as_secs())
@@ -72,6 +74,8 @@ impl RedisStore {
             push_piece_args(&mut cmd, deltas);
             push_series_args(&mut cmd, deltas, series_at, now);
             push_meta_values(&mut cmd, deltas);
+            cmd.arg(self.keys.sketch_prefix(partition)).arg(SKETCH_TTL.as_secs());
+            push_visitor_args(&mut cmd, deltas);
             calls.push(cmd);
         }
         calls
@@ -91,10 +95,17 @@ fn increments(d: &ArticleDelta) -> impl Iterator<Item = (Option<&str>, u64)> {
 }
 
 /// The meta attributes the batch sets; an attribute the events did not give is kept.
-fn meta_attrs(d: &ArticleDelta) -> impl Iterator<Item = (&str, &str)> {
-    [("section", &d.meta.section), ("lang", &d.meta.lang)]
-        .into_iter()
-        .filter_map(|(attr, v)| v.as_deref().map(|v| (attr, v)))
+fn meta_attrs(d: &ArticleDelta) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+    d.meta.fields()
+}
+
+/// The script's key index of a meta attribute: section and lang in the meta hash (read
+/// whole when the top windows load), title and url apart in the pages hash (read per article).
+fn meta_key(attr: &str) -> u8 {
+    match attr {
+        "section" | "lang" => 3,
+        _ => 9,
+    }
 }
 
 /// The piece's minute log entry: one line `<article>:<counter> <n>` per increment.
@@ -123,6 +134,25 @@ fn push_field(out: &mut String, article: &str, network: Option<&str>) {
     }
 }
 
+/// How long a day's sketch is kept after its first visitor: its day, then the two the
+/// salt is kept, so a late batch still finds it.
+const SKETCH_TTL: Duration = Duration::from_secs((1 + crate::visitors::KEEP_DAYS as u64) * 86_400);
+
+/// `g`, then per (article, day) of the piece's visitor marks: article, day, `k`, the
+/// `k` hashes.
+fn push_visitor_args(cmd: &mut Cmd, deltas: &[&ArticleDelta]) {
+    let groups = |d: &&ArticleDelta| d.visitors.chunk_by(|a, b| a.0 == b.0).count();
+    cmd.arg(deltas.iter().map(groups).sum::<usize>());
+    for d in deltas {
+        for marks in d.visitors.chunk_by(|a, b| a.0 == b.0) {
+            cmd.arg(d.article.as_str()).arg(marks[0].0).arg(marks.len());
+            for (_, hash) in marks {
+                cmd.arg(*hash);
+            }
+        }
+    }
+}
+
 /// `n`, the `n` (counts field, delta) pairs, `m`, the `m` (meta field, value) pairs, as
 /// the script reads them; written straight into the command, one reused field buffer.
 fn push_piece_args(cmd: &mut Cmd, deltas: &[&ArticleDelta]) {
@@ -137,12 +167,13 @@ fn push_piece_args(cmd: &mut Cmd, deltas: &[&ArticleDelta]) {
     }
     cmd.arg(deltas.iter().map(|d| meta_attrs(d).count()).sum::<usize>());
     for d in deltas {
+        let op = if d.meta.signed { "HSET" } else { "HSETNX" };
         for (attr, value) in meta_attrs(d) {
             field.clear();
             field.push_str(d.article.as_str());
             field.push(':');
             field.push_str(attr);
-            cmd.arg(field.as_str()).arg(value);
+            cmd.arg(meta_key(attr)).arg(op).arg(field.as_str()).arg(value);
         }
     }
 }
@@ -189,7 +220,9 @@ mod tests {
             meta: Meta {
                 section: None,
                 lang: lang.map(Into::into),
+                ..Meta::default()
             },
+            visitors: Vec::new(),
         }
     }
 

@@ -93,6 +93,7 @@ pub fn diff(new: &Content, old: Option<&Content>) -> Vec<ArticleDelta> {
                 views,
                 shares,
                 meta: Meta::default(),
+                visitors: Vec::new(),
             });
         }
     }

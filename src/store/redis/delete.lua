@@ -6,6 +6,8 @@
 -- KEYS[2]    <prefix>:{pN}:meta
 -- KEYS[3]    <prefix>:{pN}:admin      stream of admin changes: every instance forgets the
 --                                     article and lowers its all-time total by what it held
+-- KEYS[4]    <prefix>:{pN}:pages
+-- KEYS[5]    <prefix>:{pN}:visitors
 -- ARGV[1]    the article
 -- ARGV[2]    the partition's key prefix, <prefix>:{pN}:   (logs ..m:<minute>, hours ..h:<hour>)
 -- ARGV[3..4] first and last minute kept; ARGV[5..6] first and last hour kept
@@ -50,4 +52,6 @@ for m = tonumber(ARGV[3]), tonumber(ARGV[4]) do
   end
 end
 redis.call('HDEL', KEYS[2], ARGV[1] .. ':section', ARGV[1] .. ':lang')
+redis.call('HDEL', KEYS[4], ARGV[1] .. ':title', ARGV[1] .. ':url')
+redis.call('HDEL', KEYS[5], ARGV[1])
 return 1

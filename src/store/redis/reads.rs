@@ -7,9 +7,12 @@ use std::sync::Arc;
 use redis::{Cmd, Value};
 
 use super::{err, RedisStore};
-use crate::event::{ArticleId, Meta};
+use crate::event::{ArticleId, Meta, META_FIELDS};
 use crate::store::keys::{self, article_field, Partition, VIEWS_FIELD};
 use crate::store::{ArticleDelta, Batch, Snapshot, StoreError, StoredCounts};
+
+/// The values of an `HMGET`.
+type Fields = Vec<Option<String>>;
 
 impl RedisStore {
     /// Stored totals of each article, in the order asked (all read at once).
@@ -60,24 +63,106 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// The stored section and language of an article.
+    /// The stored metadata of an article.
     pub async fn meta(&self, article: &ArticleId) -> Result<Meta, StoreError> {
-        let a = article.as_str();
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.keys.meta(Partition::of(a)))
-            .arg(article_field(a, "section"))
-            .arg(article_field(a, "lang"));
-        let cmd = &cmd;
-        let (section, lang): (Option<String>, Option<String>) = self
-            .call(
-                self.read_timeout,
-                |mut conn| async move { cmd.query_async(&mut conn).await },
-            )
-            .await?;
-        Ok(Meta {
-            section: section.map(Into::into),
-            lang: lang.map(Into::into),
-        })
+        let mut all = self.metas(std::slice::from_ref(article)).await?;
+        Ok(all.remove(0))
+    }
+
+    /// The stored metadata of each article, in the order asked (all read at once; per
+    /// article one transaction of its meta and pages fields, which share a slot).
+    pub async fn metas(&self, articles: &[ArticleId]) -> Result<Vec<Meta>, StoreError> {
+        let reads: Vec<redis::Pipeline> = articles
+            .iter()
+            .map(|a| {
+                let (a, p) = (a.as_str(), Partition::of(a.as_str()));
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("HMGET")
+                    .arg(self.keys.meta(p))
+                    .arg(article_field(a, "section"))
+                    .arg(article_field(a, "lang"))
+                    .cmd("HMGET")
+                    .arg(self.keys.pages(p))
+                    .arg(article_field(a, "title"))
+                    .arg(article_field(a, "url"));
+                pipe
+            })
+            .collect();
+        let replies: Vec<(Fields, Fields)> = self.each_read(&reads).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(meta, pages)| {
+                let mut out = Meta::default();
+                for (name, value) in META_FIELDS.into_iter().zip(meta.into_iter().chain(pages)) {
+                    if let Some(v) = value {
+                        out.set(name, &v);
+                    }
+                }
+                out
+            })
+            .collect())
+    }
+
+    /// The visitor salt of `day`, `candidate` if none was stored (`SET NX`: the first
+    /// instance's wins), expiring two days after the day ends.
+    pub async fn salt(
+        &self,
+        day: crate::visitors::Day,
+        candidate: crate::visitors::Salt,
+    ) -> Result<crate::visitors::Salt, StoreError> {
+        let key = self.keys.salt(day);
+        let expire_at = (u64::from(day) + 1 + u64::from(crate::visitors::KEEP_DAYS)) * 86_400;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(hex::encode(candidate))
+            .arg("NX")
+            .arg("EXAT")
+            .arg(expire_at)
+            .ignore()
+            .get(&key);
+        let (stored,): (String,) = self.query(&pipe).await?;
+        let bytes = hex::decode(stored).map_err(super::err)?;
+        bytes
+            .try_into()
+            .map_err(|_| super::err("a stored salt is not 16 bytes"))
+    }
+
+    /// Each article's visitors (summed over days), in the order asked (read at once).
+    pub async fn visitors(&self, articles: &[ArticleId]) -> Result<Vec<u64>, StoreError> {
+        let reads: Vec<Cmd> = articles
+            .iter()
+            .map(|a| {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(self.keys.visitors(Partition::of(a.as_str()))).arg(a.as_str());
+                cmd
+            })
+            .collect();
+        let values: Vec<Option<u64>> = self.each_read(&reads).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Replaces the metadata fields `meta` has (admin `PUT`).
+    pub async fn set_meta(&self, article: &ArticleId, meta: &Meta) -> Result<(), StoreError> {
+        let (a, p) = (article.as_str(), Partition::of(article.as_str()));
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (name, value) in meta.fields() {
+            let key = match name {
+                "section" | "lang" => self.keys.meta(p),
+                _ => self.keys.pages(p),
+            };
+            pipe.hset(key, article_field(a, name), value).ignore();
+        }
+        self.query::<()>(&pipe).await?;
+        // This instance's windows follow at once; the others when the article is next flushed.
+        let stored = self.meta(article).await?;
+        if let Some(state) = self.top.lock().await.as_mut() {
+            state.windows.set_meta(article, stored);
+        }
+        Ok(())
     }
 }
 

@@ -236,6 +236,7 @@ impl RedisStore {
         let meta = values.chunks(2).map(|v| Meta {
             section: v[0].as_deref().map(Into::into),
             lang: v.get(1).and_then(|l| l.as_deref()).map(Into::into),
+            ..Meta::default()
         });
         Ok(order.into_iter().zip(meta).collect())
     }

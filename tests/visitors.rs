@@ -1,0 +1,96 @@
+//! Unique visitors against real processes: distinct (address, User-Agent) pairs are
+//! counted within ±3 % at 10,000 and 100,000 visitors on both stores, a visitor's
+//! repeat views count once, and nothing but the sketches and the totals is stored.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Backend, RedisServer, TestApp};
+use http::{Method, StatusCode};
+
+/// Sends one view of `article` from each of `n` distinct visitors (client addresses
+/// through a trusted proxy's X-Forwarded-For, and User-Agents), `views_each` times.
+async fn visit(app: &TestApp, article: &str, n: u32, views_each: u32) {
+    let client = Arc::new(app.client.clone());
+    let body = format!(r#"{{"type":"view","article":"{article}"}}"#);
+    let mut tasks = tokio::task::JoinSet::new();
+    const WORKERS: u32 = 16;
+    for w in 0..WORKERS {
+        let (client, body) = (client.clone(), body.clone());
+        tasks.spawn(async move {
+            for i in (w..n).step_by(WORKERS as usize) {
+                let addr = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+                let ua = format!("Mozilla/5.0 (X11; Linux x86_64) Reader/{}", i % 7);
+                for _ in 0..views_each {
+                    let headers = [
+                        ("content-type", "application/json"),
+                        ("x-forwarded-for", addr.as_str()),
+                        ("user-agent", ua.as_str()),
+                    ];
+                    let r = client.send(Method::POST, "/v1/events", &headers, body.clone()).await;
+                    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// Waits until every view of `article` is flushed (visitors are read from the store
+/// only), then answers its visitors.
+async fn visitors_when_flushed(app: &TestApp, article: &str, views: u64) -> u64 {
+    let ok = common::eventually(60, || async { app.client.views(article).await == views }).await;
+    assert!(ok, "views of {article} reached {views}");
+    let flushed = common::eventually(60, || async {
+        app.client.metric("viewcounter_pending_keys").await == 0.0
+            && app.client.metric("viewcounter_unacked_events").await == 0.0
+    })
+    .await;
+    assert!(flushed, "everything was flushed");
+    app.client.article(article).await["visitors"].as_u64().unwrap()
+}
+
+fn within(estimate: u64, truth: u32, tolerance: f64) -> bool {
+    (estimate as f64 - f64::from(truth)).abs() <= f64::from(truth) * tolerance
+}
+
+async fn visitors_are_counted_within_three_percent(backend: Backend) {
+    let args = [
+        "--flush-interval",
+        "100ms",
+        "--client-ip-header",
+        "X-Forwarded-For",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+    ];
+    let app = TestApp::start_on(&backend, &args).await;
+    visit(&app, "few", 3, 4).await;
+    assert_eq!(
+        visitors_when_flushed(&app, "few", 12).await,
+        3,
+        "repeat views count one visitor"
+    );
+    for n in [10_000u32, 100_000] {
+        let article = format!("v-{n}");
+        visit(&app, &article, n, 1).await;
+        let estimate = visitors_when_flushed(&app, &article, u64::from(n)).await;
+        eprintln!("{n} distinct visitors estimated as {estimate}");
+        assert!(within(estimate, n, 0.03), "{n} visitors estimated as {estimate}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_are_counted_within_three_percent_on_the_embedded_store() {
+    visitors_are_counted_within_three_percent(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_are_counted_within_three_percent_on_redis() {
+    let redis = RedisServer::start();
+    visitors_are_counted_within_three_percent(Backend::Redis(redis.url())).await;
+    let keys = redis.cli(&["KEYS", "*"]).unwrap_or_default();
+    assert!(!keys.contains("10.0."), "no address is stored: {keys}");
+}
