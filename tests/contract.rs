@@ -360,9 +360,14 @@ mod cases {
             let r = app.client.send(Method::PUT, "/v1/admin/articles/m", &auth, body).await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         }
+        let mut read = app.client.article("m").await;
+        // The view before the PUT may have reached the store with its visitor: the
+        // admin sets counts, not visitors.
+        let visitors = read.as_object_mut().unwrap().remove("visitors");
+        assert!(matches!(visitors.and_then(|v| v.as_u64()), Some(0 | 1)));
         assert_eq!(
-            app.client.article("m").await,
-            json!({"article": "m", "views": 479, "shares": {"telegram": 5, "facebook": 3}, "shares_total": 8, "visitors": 0})
+            read,
+            json!({"article": "m", "views": 479, "shares": {"telegram": 5, "facebook": 3}, "shares_total": 8})
         );
         app.client.view("m").await;
         assert_eq!(app.client.views("m").await, 480);
