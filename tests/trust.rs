@@ -146,6 +146,12 @@ async fn forgiving_metadata(backend: &Backend) {
     )
     .await;
     top_shows(&app, "lang=en-GB", &["m-1"]).await;
+    let top = app.client.get("/v1/top?window=all&section=analytics").await.json();
+    assert_eq!(
+        (&top["articles"][0]["title"], &top["articles"][0]["url"]),
+        (&json!("Why page views are hard"), &json!("https://site.example/a/m-1")),
+        "{top}"
+    );
     let a = app.client.article("m-1").await;
     assert_eq!(
         (

@@ -9,6 +9,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
+use crate::event::ArticleId;
 use crate::top::{BadTopQuery, Metric, TopEntry, TopQuery};
 
 /// Distinct queries cached at once; beyond it the cache starts over.
@@ -81,6 +82,28 @@ fn response(q: &TopQuery, articles: Vec<TopEntry>) -> TopResponse {
     }
 }
 
+/// Each entry's title and url, read from the store (at most 100 articles, once per
+/// cached ranking): the rankings keep no titles in memory. A failed read costs the
+/// titles, not the ranking.
+async fn add_titles(api: &Api, entries: &mut [TopEntry]) {
+    let ids: Vec<ArticleId> = entries
+        .iter()
+        .filter_map(|e| ArticleId::parse(&e.article).ok())
+        .collect();
+    if ids.len() != entries.len() || ids.is_empty() {
+        return;
+    }
+    match api.store.metas(&ids).await {
+        Ok(metas) => {
+            for (entry, meta) in entries.iter_mut().zip(metas) {
+                entry.title = meta.title;
+                entry.url = meta.url;
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "title read for /v1/top failed; answering without titles"),
+    }
+}
+
 /// `GET /v1/top?metric=&window=&limit=&section=&lang=&network=`.
 pub async fn top(api: &Api, query: &str) -> ApiResult {
     let q = TopQuery::parse(query, api.counter.networks())
@@ -89,11 +112,12 @@ pub async fn top(api: &Api, query: &str) -> ApiResult {
     let body = match cached {
         Some(r) => r,
         None => {
-            let articles = api
+            let mut articles = api
                 .store
                 .top(&q)
                 .await
                 .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+            add_titles(api, &mut articles).await;
             let r = Arc::new(response(&q, articles));
             api.top_cache.put(q, r.clone());
             r

@@ -23,6 +23,12 @@ pub struct TopEntry {
     /// Its language, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lang: Option<String>,
+    /// Its title, if known (read from the store per entry, never held in the rankings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<Box<str>>,
+    /// Its url, if known (as the title).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Box<str>>,
 }
 
 fn matches(meta: Option<&Meta>, q: &TopQuery) -> bool {
@@ -70,6 +76,8 @@ pub fn rank<S: BuildHasher>(
                 count,
                 section: m.and_then(|m| m.section.as_deref()).map(String::from),
                 lang: m.and_then(|m| m.lang.as_deref()).map(String::from),
+                title: None,
+                url: None,
             }
         })
         .collect()
