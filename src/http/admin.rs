@@ -106,6 +106,7 @@ pub async fn put_article(api: &Api, id: &str, body: &Bytes) -> ApiResult {
     if let Some(totals) = &change.totals {
         api.counter.forget(id.as_str());
         api.last_known.forget(&id);
+        settle(api, &id).await;
         api.store.set(&id, totals).await.map_err(store_error)?;
     }
     if !change.meta.is_empty() {
@@ -116,11 +117,31 @@ pub async fn put_article(api: &Api, id: &str, body: &Bytes) -> ApiResult {
     Ok(json_response(StatusCode::OK, &counts.remove(0)))
 }
 
+/// How long an admin change waits for queued batches of its article to land.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits (bounded) until no batch drained before the change and still queued holds the
+/// article: one landing after the change would undo it. With the store away the change
+/// goes ahead after [`SETTLE_WITHIN`], as it did before.
+async fn settle(api: &Api, id: &ArticleId) {
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    let queued = || {
+        api.in_flight
+            .snapshot()
+            .iter()
+            .any(|u| u.batch.get(id.as_str()).is_some())
+    };
+    while queued() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// `DELETE /v1/admin/articles/{article}`: forgets the article.
 pub async fn delete_article(api: &Api, id: &str) -> ApiResult {
     let id = ArticleId::parse(id)?;
     api.counter.forget(id.as_str());
     api.last_known.forget(&id);
+    settle(api, &id).await;
     api.store.delete(&id).await.map_err(store_error)?;
     Ok(json_response(
         StatusCode::OK,
