@@ -93,14 +93,18 @@ local k = tonumber(ARGV[s_at + 2])
 local s_fields, s_deltas = {}, {}
 for i = 0, k - 1 do
   local at = s_at + 3 + 3 * i
-  s_fields[#s_fields + 1] = ARGV[at] .. ':v'
-  s_deltas[#s_deltas + 1] = tonumber(ARGV[at + 1])
-  s_fields[#s_fields + 1] = ARGV[at] .. ':s'
-  s_deltas[#s_deltas + 1] = tonumber(ARGV[at + 2])
+  -- Only the measures that changed: most articles of a flush have views, few shares.
+  for measure = 1, 2 do
+    local n = tonumber(ARGV[at + measure])
+    if n > 0 then
+      s_fields[#s_fields + 1] = ARGV[at] .. (measure == 1 and ':v' or ':s')
+      s_deltas[#s_deltas + 1] = n
+    end
+  end
 end
 local series = {}
 for b = 1, 2 do
-  if ttls[b] > 0 and k > 0 then
+  if ttls[b] > 0 and #s_fields > 0 then
     series[b], failed = added(KEYS[4 + b], s_fields, s_deltas)
     if not series[b] then
       return failed
