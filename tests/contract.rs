@@ -528,6 +528,37 @@ mod series_cases {
         );
     }
 
+    pub async fn top_entries_carry_the_title_and_url_where_known(fx: Fixture) {
+        let app = TestApp::start_on(&fx.backend, &["--flush-interval", "50ms"]).await;
+        let r = app
+            .client
+            .post_events(
+                r#"[{"type":"view","article":"t-1","title":"  The budget, line by line ","url":"https://daily.example/t-1"},
+                    {"type":"view","article":"t-1","title":"A second writer's title"},
+                    {"type":"view","article":"t-2"}]"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        let top = common::eventually_some(10, || {
+            let client = app.client.clone();
+            async move {
+                let v = client.get("/v1/top?window=1h").await.json();
+                (v["articles"].as_array().map(Vec::len) == Some(2)).then_some(v)
+            }
+        })
+        .await
+        .expect("both articles ranked");
+        assert_eq!(
+            top["articles"][0],
+            json!({"article": "t-1", "count": 2, "title": "The budget, line by line", "url": "https://daily.example/t-1"})
+        );
+        assert_eq!(
+            top["articles"][1],
+            json!({"article": "t-2", "count": 1}),
+            "no title, no field"
+        );
+    }
+
     pub async fn series_refuses_bad_windows_and_ids(fx: Fixture) {
         let app = TestApp::start_on(&fx.backend, &[]).await;
         for (path, code) in [
@@ -715,4 +746,5 @@ on_every_backend!(
     top_refuses_every_bad_parameter,
     series_and_meta_follow_the_events,
     series_refuses_bad_windows_and_ids,
+    top_entries_carry_the_title_and_url_where_known,
 );

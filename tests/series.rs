@@ -211,3 +211,26 @@ async fn meta_lists_each_section_and_language_seen_once_sorted() {
         assert_eq!(m.langs, ["en", "ru"], "{name}");
     }
 }
+
+#[tokio::test]
+async fn meta_lists_what_is_stored_not_what_a_second_writer_sent() {
+    let t0 = midnight();
+    let s = Stores::at(t0);
+    s.apply(batch(1, t0, views(&[("a", 1, "politics")]))).await;
+    // An unsigned second writer cannot move the article, nor add its section to the filters.
+    s.apply(batch(2, t0, views(&[("a", 1, "casino")]))).await;
+    for (name, store) in s.both() {
+        assert_eq!(store.meta_values().await.unwrap().sections, ["politics"], "{name}");
+        // The admin API replaces the section: the filters offer it.
+        let meta = viewcounter::event::Meta {
+            section: Some("economy".into()),
+            ..Default::default()
+        };
+        store.set_meta(&id("a"), &meta).await.unwrap();
+        assert_eq!(
+            store.meta_values().await.unwrap().sections,
+            ["economy", "politics"],
+            "{name}"
+        );
+    }
+}

@@ -370,6 +370,7 @@ impl EmbeddedStore {
             .blocking(move |s| {
                 let txn = s.db()?.begin_write().map_err(err)?;
                 let merged = merge_meta(&txn, article.as_str(), &meta, true)?;
+                series::note_values(&txn, &merged)?;
                 txn.commit().map_err(err)?;
                 Ok(merged)
             })

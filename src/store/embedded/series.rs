@@ -6,6 +6,7 @@
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::err;
+use crate::event::Meta;
 use crate::store::series::{MetaValues, Point, Series, SeriesWindow, Step};
 use crate::store::{Batch, StoreError};
 
@@ -48,14 +49,21 @@ pub fn write(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<(), S
     Ok(())
 }
 
-/// Records the sections and languages the batch carries.
+/// Records the sections and languages of the batch's articles as stored (after the
+/// merge of their metadata: a value the first writer's refused is not listed).
 pub fn note_meta(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
-    let mut t = txn.open_table(META_VALUES).map_err(err)?;
     for d in &batch.articles {
-        for (kind, value) in [("section", &d.meta.section), ("lang", &d.meta.lang)] {
-            if let Some(v) = value.as_deref() {
-                t.insert((kind, v), ()).map_err(err)?;
-            }
+        note_values(txn, &d.meta)?;
+    }
+    Ok(())
+}
+
+/// Records the section and language of `meta`, where it has them.
+pub fn note_values(txn: &WriteTransaction, meta: &Meta) -> Result<(), StoreError> {
+    let mut t = txn.open_table(META_VALUES).map_err(err)?;
+    for (kind, value) in [("section", &meta.section), ("lang", &meta.lang)] {
+        if let Some(v) = value.as_deref() {
+            t.insert((kind, v), ()).map_err(err)?;
         }
     }
     Ok(())
@@ -116,7 +124,7 @@ mod tests {
     use super::*;
     use redb::ReadableDatabase;
 
-    use crate::event::{ArticleId, Meta};
+    use crate::event::ArticleId;
     use crate::store::{ArticleDelta, BatchId};
 
     const HOUR: u64 = 3_600_000;

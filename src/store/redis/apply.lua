@@ -19,8 +19,7 @@
 --            key 3 (meta) or 9 (pages), op HSET (a signed value replaces) or HSETNX
 --            (unsigned: the first value stored, by any instance, stands);
 --            then the TTLs of the hour and the day series buckets (0: past retention,
---            not written), k, k x (article, views, shares); then the sections of the
---            piece (count, values), then its languages (count, values); then the sketch
+--            not written), k, k x (article, views, shares); then the sketch
 --            key prefix <prefix>:{pN}:v:, the sketches' TTL, g, and g x (article, day, c,
 --            c visitor hashes): added to the day's HyperLogLog of the article
 --            (<prefix>:{pN}:v:<day>:<article>), and what its count grew by to the
@@ -115,8 +114,18 @@ end
 redis.call('SETBIT', KEYS[1], ARGV[2], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 hset_in_slices(KEYS[2], totals, 1, #totals)
+-- The sections and languages that are stored now (a first value, or a signed one that
+-- replaces) go to the sets /v1/meta reads; a value HSETNX refused does not.
+local stored_now = { {}, {} }
 for i = m_at + 1, m_at + 4 * m, 4 do
-  redis.call(ARGV[i + 1], KEYS[tonumber(ARGV[i])], ARGV[i + 2], ARGV[i + 3])
+  local wrote = redis.call(ARGV[i + 1], KEYS[tonumber(ARGV[i])], ARGV[i + 2], ARGV[i + 3])
+  if ARGV[i] == '3' and (ARGV[i + 1] == 'HSET' or wrote == 1) then
+    local attr = string.match(ARGV[i + 2], ':(%a+)$')
+    local set = (attr == 'section' and 1) or (attr == 'lang' and 2) or nil
+    if set then
+      stored_now[set][ARGV[i + 3]] = true
+    end
+  end
 end
 for b = 1, 2 do
   if series[b] then
@@ -124,14 +133,16 @@ for b = 1, 2 do
     redis.call('EXPIRE', KEYS[4 + b], ttls[b])
   end
 end
-local v_at = s_at + 3 + 3 * k
-for set = 7, 8 do
-  local count = tonumber(ARGV[v_at])
-  for i = v_at + 1, v_at + count, SLICE do
-    redis.call('SADD', KEYS[set], unpack(ARGV, i, math.min(i + SLICE - 1, v_at + count)))
+for set = 1, 2 do
+  local values = {}
+  for v in pairs(stored_now[set]) do
+    values[#values + 1] = v
   end
-  v_at = v_at + count + 1
+  for i = 1, #values, SLICE do
+    redis.call('SADD', KEYS[6 + set], unpack(values, i, math.min(i + SLICE - 1, #values)))
+  end
 end
+local v_at = s_at + 3 + 3 * k
 -- The visitors: one sketch per article and day; the article's total grows by what
 -- the sketch's count grew.
 local groups = tonumber(ARGV[v_at + 2])

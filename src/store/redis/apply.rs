@@ -4,7 +4,6 @@
 //! series, notes the sections and languages, and appends the piece to its minute's
 //! log, atomically; reads test the same bit.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -73,7 +72,6 @@ impl RedisStore {
                 .arg(log_entry(deltas));
             push_piece_args(&mut cmd, deltas);
             push_series_args(&mut cmd, deltas, series_at, now);
-            push_meta_values(&mut cmd, deltas);
             cmd.arg(self.keys.sketch_prefix(partition)).arg(SKETCH_TTL.as_secs());
             push_visitor_args(&mut cmd, deltas);
             calls.push(cmd);
@@ -192,18 +190,6 @@ fn push_series_args(cmd: &mut Cmd, deltas: &[&ArticleDelta], series_at: u64, now
     cmd.arg(points.len());
     for (article, p) in points {
         cmd.arg(article).arg(p.views).arg(p.shares);
-    }
-}
-
-/// The distinct sections of the piece (count, values), then its languages.
-fn push_meta_values(cmd: &mut Cmd, deltas: &[&ArticleDelta]) {
-    let sections: BTreeSet<&str> = deltas.iter().filter_map(|d| d.meta.section.as_deref()).collect();
-    let langs: BTreeSet<&str> = deltas.iter().filter_map(|d| d.meta.lang.as_deref()).collect();
-    for set in [sections, langs] {
-        cmd.arg(set.len());
-        for value in set {
-            cmd.arg(value);
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use redis::{Cmd, Value};
 
 use super::{err, RedisStore};
 use crate::event::{ArticleId, Meta, META_FIELDS};
-use crate::store::keys::{self, article_field, Partition, VIEWS_FIELD};
+use crate::store::keys::{self, article_field, MetaKind, Partition, VIEWS_FIELD};
 use crate::store::{ArticleDelta, Batch, Snapshot, StoreError, StoredCounts};
 
 /// The values of an `HMGET`.
@@ -155,6 +155,15 @@ impl RedisStore {
                 _ => self.keys.pages(p),
             };
             pipe.hset(key, article_field(a, name), value).ignore();
+            let kind = match name {
+                "section" => Some(MetaKind::Section),
+                "lang" => Some(MetaKind::Lang),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                // What /v1/meta offers follows what is stored.
+                pipe.sadd(self.keys.meta_values(p, kind), value).ignore();
+            }
         }
         self.query::<()>(&pipe).await?;
         // This instance's windows follow at once; the others when the article is next flushed.
