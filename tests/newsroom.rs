@@ -319,7 +319,13 @@ async fn the_newsroom_ranks_filters_and_charts(backend: Backend, auth: bool) {
     assert!(eventually(10, || async { !rows(&browser).await.is_empty() }).await);
     let fits = "var t = document.querySelector('.table-wrap'); \
                 return document.documentElement.scrollWidth <= window.innerWidth + 1 && t.scrollWidth <= t.clientWidth + 1";
-    assert!(wait_js(&browser, fits, 10).await, "the board fits a phone");
+    let fit = wait_js(&browser, fits, 10).await;
+    let widths = js(
+        &browser,
+        "var t = document.querySelector('.table-wrap'); return [window.innerWidth, t.scrollWidth, t.clientWidth].concat(Array.prototype.map.call(document.querySelectorAll('#top tbody tr:first-child td'), function (td) { return td.className + ':' + td.offsetWidth; }))",
+    )
+    .await;
+    assert!(fit, "the board fits a phone: {widths}");
     screenshot(&browser, shots.path(), "newsroom-phone.png").await;
 
     // The service goes away: the page says so plainly (within one 15 s refresh).

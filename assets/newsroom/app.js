@@ -173,12 +173,14 @@
   function sparkline(row, series) {
     if (!series || typeof uPlot === 'undefined') return;
     const data = xy(series).slice(0, 2);
+    const width = window.matchMedia('(max-width: 700px)').matches ? 76 : 120;
     if (row.spark) {
       row.spark.setData(data);
+      if (row.spark.width !== width) row.spark.setSize({ width, height: 30 });
       return;
     }
     row.spark = new uPlot({
-      width: 120, height: 30, pxAlign: false, cursor: { show: false }, legend: { show: false },
+      width, height: 30, pxAlign: false, cursor: { show: false }, legend: { show: false },
       select: { show: false }, axes: [{ show: false }, { show: false }],
       scales: { x: { time: false }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
       series: [{}, { stroke: color('--views'), fill: color('--views') + '22', width: 1.5, points: { show: false } }],
@@ -368,7 +370,7 @@
     let resized = null;
     window.addEventListener('resize', () => {
       clearTimeout(resized);
-      resized = setTimeout(() => state.article && refresh(), 200);
+      resized = setTimeout(refresh, 200);
     });
   }
 
