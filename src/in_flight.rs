@@ -80,9 +80,9 @@ impl InFlight {
         self.changed();
     }
 
-    /// Runs `drain` (which empties the counter map) under the write lock and queues
-    /// what it returns, so no reader sees the counts in neither place. Returns the
-    /// batches queued.
+    /// Runs `drain` (which takes the batches' deltas out of the counter map) under
+    /// the write lock and queues what it returns, so no reader sees the counts in
+    /// neither place or in both. Returns the batches queued.
     pub fn push_drained(&self, drain: impl FnOnce() -> Vec<Unacked>) -> Vec<Arc<Batch>> {
         let mut q = self.write();
         let drained = drain();

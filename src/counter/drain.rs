@@ -1,25 +1,38 @@
-//! Draining the map for a flush: every pending delta swapped out, grouped by article,
-//! with the metadata that changed; keys idle for a whole interval leave the map.
+//! Draining the map for a flush, in two halves so no reader waits for it: every pending
+//! delta copied out, grouped by article, with the metadata that changed (no lock a
+//! reader takes), then each copied delta subtracted from its slot (one atomic each)
+//! while the flusher queues the batch. Keys idle for a whole interval leave the map.
 
 use std::sync::atomic::Ordering;
 
-use super::{CounterKey, CounterMap, IDLE};
+use super::{with_key, CounterKey, CounterMap, IDLE};
 use crate::event::{ArticleId, Counter, Meta};
 use crate::store::ArticleDelta;
 
 impl CounterMap {
-    /// Moves every pending delta out (swapping each count to zero, so an increment
-    /// that races the drain lands in the next one) and removes keys idle for a whole
-    /// interval. The result is sorted by article.
+    /// Moves every pending delta out and removes keys idle for a whole interval: a
+    /// [`CounterMap::copy_pending`] followed at once by its [`CounterMap::settle`].
+    /// The result is sorted by article.
     pub fn drain(&self) -> Vec<ArticleDelta> {
+        let drained = self.copy_pending();
+        self.settle(&drained);
+        drained
+    }
+
+    /// The first half of a drain, which takes no lock a reader waits on: copies every
+    /// pending delta (leaving it in the map, where reads still see it), attaches the
+    /// metadata that changed, and removes keys idle for a whole interval. The caller
+    /// must hand the copy to [`CounterMap::settle`] at the moment it makes the copied
+    /// deltas visible elsewhere (the flusher's queue). Sorted by article.
+    pub fn copy_pending(&self) -> Vec<ArticleDelta> {
         let mut rows: Vec<(ArticleId, Counter, u64)> = Vec::with_capacity(self.len());
         let mut idle: Vec<CounterKey> = Vec::new();
         for entry in self.counts.iter() {
-            let old = entry.value().swap(IDLE, Ordering::Relaxed);
-            if old == IDLE {
+            let now = entry.value().load(Ordering::Relaxed);
+            if now == IDLE {
                 idle.push(entry.key().clone());
             }
-            let delta = old & !IDLE;
+            let delta = now & !IDLE;
             if delta > 0 {
                 let (counter, article) = entry.key().decode();
                 rows.push((
@@ -67,6 +80,34 @@ impl CounterMap {
                 sorted[i].visitors = marks;
             }
         }
+    }
+
+    /// The second half of a drain: subtracts from each slot what
+    /// [`CounterMap::copy_pending`] copied (an increment since stays, for the next
+    /// drain) and marks the slot drained, so a key that then sees no event for a whole
+    /// interval leaves the map. One atomic subtraction per copied counter.
+    pub fn settle(&self, copied: &[ArticleDelta]) {
+        for d in copied {
+            let article = d.article.as_str();
+            if d.views > 0 {
+                self.take(Counter::View, article, d.views);
+            }
+            for (network, n) in &d.shares {
+                if let Ok(i) = self.networks.find(network) {
+                    self.take(Counter::Share(i), article, *n);
+                }
+            }
+        }
+    }
+
+    fn take(&self, counter: Counter, article: &str, n: u64) {
+        with_key(counter, article, |k| {
+            // Absent only after an admin forget, which dropped the count anyway.
+            if let Some(slot) = self.counts.get(k) {
+                slot.fetch_sub(n, Ordering::Relaxed);
+                slot.fetch_or(IDLE, Ordering::Relaxed);
+            }
+        });
     }
 
     /// Gives each drained article the metadata that changed since the last drain (so
@@ -135,5 +176,43 @@ impl ArticleDelta {
             meta: Meta::default(),
             visitors: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Networks};
+
+    fn view(map: &CounterMap, article: &str) {
+        map.record(&Event::view(article));
+    }
+
+    #[test]
+    fn a_copy_leaves_the_counts_pending_until_it_is_settled() {
+        let map = CounterMap::new(10, Networks::default());
+        view(&map, "a");
+        view(&map, "a");
+        let copied = map.copy_pending();
+        assert_eq!(copied[0].views, 2);
+        assert_eq!(map.pending("a").views, 2, "a reader still sees the copied counts here");
+
+        map.settle(&copied);
+        assert_eq!(map.pending("a").views, 0);
+    }
+
+    #[test]
+    fn an_event_between_the_copy_and_the_settle_stays_for_the_next_drain() {
+        let map = CounterMap::new(10, Networks::default());
+        view(&map, "a");
+        let copied = map.copy_pending();
+        view(&map, "a");
+        map.settle(&copied);
+
+        assert_eq!(map.pending("a").views, 1);
+        assert_eq!(map.drain()[0].views, 1);
+        assert!(map.drain().is_empty());
+        assert!(map.drain().is_empty());
+        assert_eq!(map.len(), 0, "idle for a whole interval, the key left");
     }
 }

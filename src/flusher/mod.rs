@@ -206,6 +206,8 @@ impl Flusher {
     /// start; what neither took is counted, logged and reported.
     pub async fn final_flush(&mut self) -> Result<(), CountsLost> {
         let deadline = Instant::now() + self.final_timeout;
+        // Past the journal's cap too: nothing will drain the map after this.
+        self.drainer.max_bytes = u64::MAX;
         self.drainer.tick().await;
         if self.applier.apply_until(deadline).await {
             self.drainer.tick().await; // truncates the journal
@@ -378,31 +380,42 @@ impl TickJob {
         Ok(journal.as_mut().expect("opened above"))
     }
 
+    /// Copies the pending deltas into batches with no lock a reader waits on, then
+    /// queues each batch while subtracting it from the map (one atomic a counter), so
+    /// a read sees each count once: pending before, queued after.
     fn drain(&mut self) {
-        let (counter, ids) = (&self.counter, &self.ids);
-        let drained = self.in_flight.push_drained(|| {
-            let articles = counter.drain();
-            let flushed_at_ms = unix_ms();
-            let mut batches = Vec::with_capacity(articles.len().div_ceil(CHUNK_ARTICLES));
-            let mut rest = articles.into_iter();
-            for chunk in 0.. {
-                let articles: Vec<_> = rest.by_ref().take(CHUNK_ARTICLES).collect();
-                if articles.is_empty() {
-                    break;
-                }
-                batches.push(Unacked {
-                    batch: Arc::new(Batch {
-                        id: ids.next(chunk),
-                        flushed_at_ms,
-                        articles,
-                    }),
-                    spill_file: None,
-                    replayed: false,
-                });
+        let articles = self.counter.copy_pending();
+        if articles.is_empty() {
+            return;
+        }
+        let flushed_at_ms = unix_ms();
+        let mut batches = Vec::with_capacity(articles.len().div_ceil(CHUNK_ARTICLES));
+        let mut rest = articles.into_iter();
+        for chunk in 0.. {
+            let articles: Vec<_> = rest.by_ref().take(CHUNK_ARTICLES).collect();
+            if articles.is_empty() {
+                break;
             }
-            batches
-        });
-        self.unjournaled.extend(drained);
+            batches.push(Unacked {
+                batch: Arc::new(Batch {
+                    id: self.ids.next(chunk),
+                    flushed_at_ms,
+                    articles,
+                }),
+                spill_file: None,
+                replayed: false,
+            });
+        }
+        // One chunk at a time: an article is in one chunk only, so each read sees it
+        // whole, and the lock is held for one chunk's subtractions (about a millisecond).
+        for u in batches {
+            let counter = &self.counter;
+            let queued = self.in_flight.push_drained(|| {
+                counter.settle(&u.batch.articles);
+                vec![u]
+            });
+            self.unjournaled.extend(queued);
+        }
     }
 }
 
