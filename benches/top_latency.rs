@@ -5,7 +5,13 @@
 //! client sends the same query sequentially, as a dashboard poller would; a second
 //! phase sends distinct queries (every one a cache miss: store refresh and ranking).
 //!
-//! Run: `CARGO_TARGET_DIR=... cargo bench --bench top_latency -- [--requests 5000]`
+//! A third phase runs 50 clients at once (`--clients`), each asking every combination
+//! of window, metric, network, section and language (1,584 distinct rankings), so
+//! most first requests of a ranking are cache misses shared by whoever asks meanwhile.
+//! `--articles 1000000` fills a million articles (the fill takes minutes); `--embedded-only`
+//! skips the Redis run.
+//!
+//! Run: `cargo bench --bench top_latency -- [--requests 5000] [--articles N] [--clients 50]`
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)]
@@ -27,20 +33,32 @@ use viewcounter::clock::{Clock, ManualClock, SystemClock};
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::store::{ArticleDelta, Batch, BatchId, EmbeddedStore, RedisStore, Store};
 
-const ARTICLES: usize = 100_000;
-const BATCH: usize = 2_000;
-
-fn requests() -> usize {
+fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--requests")
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(5_000)
+        .unwrap_or(default)
 }
 
-/// Batch `i` of the fill: articles `i*BATCH..`.
+fn requests() -> usize {
+    arg("--requests", 5_000)
+}
+
+/// Articles in the fill (`--articles`, default 100,000).
+fn articles() -> usize {
+    arg("--articles", 100_000)
+}
+
+/// Articles a fill batch holds: 50 batches for the default fill, at most 100.
+fn batch_size() -> usize {
+    (articles() / 50).max(articles() / 100).max(1)
+}
+
+/// Batch `i` of the fill: articles `i*batch_size()..`.
 fn batch(i: usize, flushed_at_ms: u64) -> Batch {
-    let articles = (i * BATCH..(i + 1) * BATCH)
+    let size = batch_size();
+    let articles = (i * size..(i + 1) * size)
         .map(|n| ArticleDelta {
             article: ArticleId::parse(&format!("article-{n:06}")).unwrap(),
             views: 1 + (n as u64 * 7919) % 500,
@@ -70,19 +88,39 @@ fn batch(i: usize, flushed_at_ms: u64) -> Batch {
 /// background task would have done at the time.
 async fn fill(redis_url: Option<&str>, dir: &Path) {
     let now = SystemClock.now_ms();
-    let batches = ARTICLES / BATCH;
+    let batches = articles() / batch_size();
+    // Spread over the last 23 hours, oldest first.
+    let spacing = 23 * 3_600_000 / batches as u64;
+    let first_at = now - (batches - 1) as u64 * spacing;
+    // The embedded store is opened once, its clock moved to each batch's flush time.
+    let clock = Arc::new(ManualClock::at(first_at));
+    let embedded = match redis_url {
+        Some(_) => None,
+        None => Some(Store::Embedded(
+            EmbeddedStore::open_with_clock(dir, clock.clone()).unwrap(),
+        )),
+    };
     for i in 0..batches {
-        let at = now - (batches - 1 - i) as u64 * 28 * 60_000;
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(at));
-        let store = match redis_url {
-            Some(url) => Store::Redis(RedisStore::open_with_clock(url, "vc", clock).unwrap()),
-            None => Store::Embedded(EmbeddedStore::open_with_clock(dir, clock).unwrap()),
+        let at = first_at + i as u64 * spacing;
+        clock.advance(at - clock.now_ms());
+        let store = match (redis_url, &embedded) {
+            (Some(url), _) => {
+                Store::Redis(RedisStore::open_with_clock(url, "vc", Arc::new(ManualClock::at(at))).unwrap())
+            }
+            (None, Some(s)) => s.clone(),
+            (None, None) => unreachable!(),
         };
         store.apply(&batch(i, at)).await.unwrap();
         let later = at + 3 * 60_000;
         if let (Some(url), true) = (redis_url, later <= now) {
             let store = RedisStore::open_with_clock(url, "vc", Arc::new(ManualClock::at(later))).unwrap();
             store.fold_closed_minutes().await.unwrap();
+        }
+    }
+    if let Some(Store::Embedded(s)) = &embedded {
+        // Let the fill's own load finish so the file is free for the service.
+        while !s.rankings_ready() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -147,6 +185,100 @@ async fn measure(store: &str, addr: SocketAddr, n: usize) {
     report(store, "distinct queries (all misses)", missed);
 }
 
+/// Every (metric, network, window, section, lang) combination: each a distinct ranking.
+fn combinations() -> Vec<String> {
+    let mut out = Vec::new();
+    let metrics = [
+        "metric=views",
+        "metric=shares",
+        "metric=shares&network=telegram",
+        "metric=shares&network=x",
+    ];
+    let sections: Vec<String> = std::iter::once(String::new())
+        .chain((0..10).map(|s| format!("&section=s{s}")))
+        .collect();
+    for window in ["15m", "1h", "24h", "7d", "30d", "all"] {
+        for metric in metrics {
+            for section in &sections {
+                for lang in ["", "&lang=en", "&lang=ru"] {
+                    out.push(format!("/v1/top?window={window}&{metric}{section}{lang}&limit=10"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `clients` keep-alive clients at once, each walking every combination from its own
+/// offset: the first request of a ranking is a miss, shared by whoever asks meanwhile.
+async fn concurrent(store: &str, addr: SocketAddr, clients: usize) {
+    let queries = Arc::new(combinations());
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let queries = queries.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).ok();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut lat = Vec::with_capacity(queries.len());
+            let offset = c * queries.len() / clients;
+            for i in 0..queries.len() {
+                let q = &queries[(offset + i) % queries.len()];
+                lat.push(get_any(&mut sender, q).await);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    report(
+        store,
+        &format!(
+            "{clients} clients, {} distinct rankings (filters, windows, metrics)",
+            queries.len()
+        ),
+        all,
+    );
+}
+
+/// Like [`get`], for rankings that may be short (a rare filter).
+async fn get_any(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> Duration {
+    let req = http::Request::get(path)
+        .header("host", "bench")
+        .body(Empty::new())
+        .unwrap();
+    let started = Instant::now();
+    let resp = sender.send_request(req).await.expect("response");
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.into_body().collect().await.expect("body");
+    started.elapsed()
+}
+
+/// Waits for `/readyz` 200 (the rankings loaded); how long that took.
+async fn until_ready(addr: SocketAddr) -> Duration {
+    let started = Instant::now();
+    loop {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/readyz")
+            .header("host", "bench")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        if sender.send_request(req).await.unwrap().status().is_success() {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn run(store: &str, redis_url: Option<&str>, n: usize) {
     let data = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -156,15 +288,22 @@ fn run(store: &str, redis_url: Option<&str>, n: usize) {
         .unwrap();
     let filled = Instant::now();
     rt.block_on(fill(redis_url, data.path()));
-    eprintln!("{store}: filled {ARTICLES} articles in {:.1?}", filled.elapsed());
+    eprintln!("{store}: filled {} articles in {:.1?}", articles(), filled.elapsed());
     let started = Instant::now();
     let addr = servers::start_service(&rt, data.path(), redis_url);
-    eprintln!("{store}: service started (windows loaded) in {:.1?}", started.elapsed());
+    eprintln!("{store}: service serving in {:.1?}", started.elapsed());
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let loaded = client.block_on(until_ready(addr));
+    eprintln!(
+        "{store}: rankings loaded (/readyz 200) {:.1?} after start",
+        started.elapsed()
+    );
+    let _ = loaded;
     client.block_on(measure(store, addr, n));
+    client.block_on(concurrent(store, addr, arg("--clients", 50)));
     drop(rt);
 }
 
@@ -173,6 +312,8 @@ fn main() {
     println!("| store | phase | requests | p50 ms | p99 ms | max ms |");
     println!("|---|---|---:|---:|---:|---:|");
     run("embedded", None, n);
-    let redis = RedisServer::start();
-    run("redis", Some(&redis.url()), n);
+    if !std::env::args().any(|a| a == "--embedded-only") {
+        let redis = RedisServer::start();
+        run("redis", Some(&redis.url()), n);
+    }
 }

@@ -71,13 +71,26 @@ async fn open_redis(config: &Config, url: &str) -> anyhow::Result<Store> {
     if let Err(e) = store.ping().await {
         tracing::warn!(error = %e, "Redis does not answer at start; counting in memory until it does");
     } else if let Store::Redis(redis) = &store {
-        // The top windows are loaded before serving; on failure the background
-        // refresher loads them once Redis answers.
+        load_top_briefly(redis).await;
+    }
+    Ok(store)
+}
+
+/// How long the start waits for the Redis top windows: a small keyspace loads in
+/// milliseconds and is ranked from the first request; a large one serves after this
+/// bound while its load goes on (the refresher waits for it rather than start another).
+const TOP_LOAD_WAIT_AT_START: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn load_top_briefly(redis: &RedisStore) {
+    let redis = redis.clone();
+    let load = tokio::spawn(async move {
         if let Err(e) = redis.load_top().await {
             tracing::warn!(error = %e, "loading the top-articles windows failed; retrying in the background");
         }
+    });
+    if tokio::time::timeout(TOP_LOAD_WAIT_AT_START, load).await.is_err() {
+        tracing::info!("the top-articles windows are still loading; serving meanwhile");
     }
-    Ok(store)
 }
 
 impl App {
@@ -87,6 +100,7 @@ impl App {
         metrics.pending_capacity.set(config.max_pending_keys as i64);
         let counter = Arc::new(CounterMap::new(config.max_pending_keys, config.share_networks.clone()));
         let store = open_store(&config).await?;
+        store.set_max_articles(config.max_articles);
         // The store answered its open; without this an idle instance (no flush yet) reads as down.
         metrics.store_up.set(1);
         let in_flight = Arc::new(InFlight::default());

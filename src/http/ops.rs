@@ -19,7 +19,13 @@ pub fn not_ready_reason(api: &Api) -> Option<&'static str> {
         return Some("shutting_down");
     }
     let fill = api.counter.len() as f64 / api.counter.capacity() as f64;
-    (fill >= READY_FILL_LIMIT).then_some("pending_capacity_nearly_full")
+    if fill >= READY_FILL_LIMIT {
+        return Some("pending_capacity_nearly_full");
+    }
+    // The embedded store's rankings load in the background after a restart; Redis's
+    // load waits for Redis, which readiness does not (counting goes on in memory).
+    let embedded = matches!(api.store, crate::store::Store::Embedded(_));
+    (embedded && !api.store.rankings_ready()).then_some("rankings_loading")
 }
 
 /// `GET /readyz`.
@@ -36,6 +42,7 @@ pub fn readyz(api: &Api) -> ApiResult {
 /// `GET /metrics`.
 pub fn metrics(api: &Api) -> ApiResult {
     api.metrics.pending_keys.set(api.counter.len() as i64);
+    api.metrics.tracked_articles.set(api.store.tracked_articles() as i64);
     Ok(text_response(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

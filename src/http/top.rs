@@ -1,5 +1,6 @@
 //! `GET /v1/top`: parse the query, answer from a short cache (at most one flush
-//! interval old, so dashboards polling every second cost little), else ask the store.
+//! interval old, so dashboards polling every second cost little), else ask the store
+//! once for all the concurrent requests of the same ranking.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
 use crate::event::ArticleId;
-use crate::top::{BadTopQuery, Metric, TopEntry, TopQuery};
+use crate::top::{BadTopQuery, Metric, TopEntry, TopQuery, MAX_LIMIT};
 
 /// Distinct queries cached at once; beyond it the cache starts over.
 const MAX_CACHED: usize = 1_024;
@@ -31,12 +32,26 @@ pub struct TopResponse {
     pub articles: Vec<TopEntry>,
 }
 
-/// Rankings computed recently, by query.
+/// A ranking as computed: when, and its first [`MAX_LIMIT`] rows.
+#[derive(Debug)]
+struct Ranked {
+    at: Instant,
+    generated_at: SystemTime,
+    articles: Vec<TopEntry>,
+}
+
+/// One key's cached ranking. A tokio Mutex: the request that computes it holds it
+/// across the store call, so concurrent misses for the key wait for that one
+/// computation instead of each running their own.
+type Slot = Arc<tokio::sync::Mutex<Option<Ranked>>>;
+
+/// Rankings computed recently, per (metric, window, filters): every `limit` is
+/// served from the one ranking of [`MAX_LIMIT`] rows.
 #[derive(Debug)]
 pub struct TopCache {
     ttl: Duration,
-    // std Mutex: never held across the store call.
-    entries: Mutex<HashMap<TopQuery, (Instant, Arc<TopResponse>)>>,
+    // std Mutex: only finds or makes a slot, never held across an await.
+    slots: Mutex<HashMap<TopQuery, Slot>>,
 }
 
 impl TopCache {
@@ -44,31 +59,57 @@ impl TopCache {
     pub fn new(ttl: Duration) -> Self {
         TopCache {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
-    fn get(&self, q: &TopQuery) -> Option<Arc<TopResponse>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(q)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, r)| r.clone())
-    }
-
-    fn put(&self, q: TopQuery, r: Arc<TopResponse>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_CACHED {
-            entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
-            if entries.len() >= MAX_CACHED {
-                entries.clear();
+    fn slot(&self, key: &TopQuery) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if !slots.contains_key(key) && slots.len() >= MAX_CACHED {
+            // Keep the slots in use or still fresh; a flood of distinct filters
+            // cannot grow the cache past its bound.
+            let ttl = self.ttl;
+            slots.retain(|_, slot| match slot.try_lock() {
+                Ok(r) => r.as_ref().is_some_and(|r| r.at.elapsed() < ttl),
+                Err(_) => true,
+            });
+            if slots.len() >= MAX_CACHED {
+                slots.clear();
             }
         }
-        entries.insert(q, (Instant::now(), r));
+        slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// The ranking of `q`, from the cache when it is at most one ttl old, else from
+    /// `compute` (run once for all the concurrent requests of one key).
+    async fn get_or_compute<F, Fut>(&self, q: &TopQuery, compute: F) -> Result<TopResponse, ApiError>
+    where
+        F: FnOnce(TopQuery) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<TopEntry>, ApiError>>,
+    {
+        let key = TopQuery {
+            limit: MAX_LIMIT,
+            ..q.clone()
+        };
+        let slot = self.slot(&key);
+        let mut cached = slot.lock().await;
+        let fresh = cached.as_ref().is_some_and(|r| r.at.elapsed() < self.ttl);
+        if !fresh {
+            let generated_at = SystemTime::now();
+            let articles = compute(key).await?;
+            *cached = Some(Ranked {
+                at: Instant::now(),
+                generated_at,
+                articles,
+            });
+        }
+        let ranked = cached.as_ref().expect("filled above");
+        let articles = ranked.articles.iter().take(q.limit).cloned().collect();
+        Ok(response(q, ranked.generated_at, articles))
     }
 }
 
-fn response(q: &TopQuery, articles: Vec<TopEntry>) -> TopResponse {
+fn response(q: &TopQuery, generated_at: SystemTime, articles: Vec<TopEntry>) -> TopResponse {
     let (metric, network) = match &q.metric {
         Metric::Views => ("views", None),
         Metric::Shares(n) => ("shares", n.clone()),
@@ -77,7 +118,7 @@ fn response(q: &TopQuery, articles: Vec<TopEntry>) -> TopResponse {
         metric,
         network,
         window: q.window.as_str(),
-        generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        generated_at: humantime::format_rfc3339_seconds(generated_at).to_string(),
         articles,
     }
 }
@@ -108,20 +149,17 @@ async fn add_titles(api: &Api, entries: &mut [TopEntry]) {
 pub async fn top(api: &Api, query: &str) -> ApiResult {
     let q = TopQuery::parse(query, api.counter.networks())
         .map_err(|BadTopQuery(code, message)| ApiError::bad_request(code, message))?;
-    let cached = api.top_cache.get(&q);
-    let body = match cached {
-        Some(r) => r,
-        None => {
+    let body = api
+        .top_cache
+        .get_or_compute(&q, |key| async move {
             let mut articles = api
                 .store
-                .top(&q)
+                .top(&key)
                 .await
                 .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
             add_titles(api, &mut articles).await;
-            let r = Arc::new(response(&q, articles));
-            api.top_cache.put(q, r.clone());
-            r
-        }
-    };
-    Ok(json_response(StatusCode::OK, &*body))
+            Ok(articles)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &body))
 }

@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod keys;
+pub mod ranking;
 pub mod redis;
 pub mod series;
 pub mod windows;
@@ -284,6 +285,30 @@ impl Store {
         match self {
             Store::Embedded(s) => s.salt(day, candidate).await,
             Store::Redis(s) => s.salt(day, candidate).await,
+        }
+    }
+
+    /// True once the `/v1/top` windows are loaded (they load in the background at start).
+    pub fn rankings_ready(&self) -> bool {
+        match self {
+            Store::Embedded(s) => s.rankings_ready(),
+            Store::Redis(s) => s.rankings_ready(),
+        }
+    }
+
+    /// Articles tracked in the `/v1/top` windows (at most `--max-articles`).
+    pub fn tracked_articles(&self) -> usize {
+        match self {
+            Store::Embedded(s) => s.tracked_articles(),
+            Store::Redis(s) => s.tracked_articles(),
+        }
+    }
+
+    /// Caps the articles tracked for rankings (`--max-articles`).
+    pub fn set_max_articles(&self, n: usize) {
+        match self {
+            Store::Embedded(s) => s.set_max_articles(n),
+            Store::Redis(s) => s.set_max_articles(n),
         }
     }
 

@@ -23,12 +23,30 @@ struct Rolling {
     tallies: HashMap<ArticleId, Tally>,
 }
 
-/// Tallies of every window plus the all-time totals and each article's metadata.
-#[derive(Debug, Default)]
+/// Tallies of every window plus the all-time totals and each article's metadata, for
+/// at most `cap` articles (`--max-articles`): past it the least recently seen leave
+/// (their counts stay in the store; one that comes back is ranked by what it gets
+/// from then on).
+#[derive(Debug)]
 pub struct Windows {
     rolling: HashMap<Window, Rolling>,
     all: HashMap<ArticleId, Tally>,
     meta: HashMap<ArticleId, Meta>,
+    /// Every tracked article and when a batch last held it (Unix seconds; 0: loaded).
+    seen: HashMap<ArticleId, u32>,
+    cap: usize,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            rolling: HashMap::new(),
+            all: HashMap::new(),
+            meta: HashMap::new(),
+            seen: HashMap::new(),
+            cap: usize::MAX,
+        }
+    }
 }
 
 fn add_delta(tallies: &mut HashMap<ArticleId, Tally>, d: &ArticleDelta, subtract: bool) {
@@ -62,9 +80,9 @@ impl Windows {
         meta: HashMap<ArticleId, Meta>,
     ) -> Result<Windows, String> {
         let mut w = Windows {
-            rolling: HashMap::new(),
             all,
             meta,
+            ..Windows::default()
         };
         for g in [Granularity::Minute, Granularity::Hour] {
             let windows: Vec<(Window, u64)> = Window::ALL
@@ -94,7 +112,77 @@ impl Windows {
                 }
             }
         }
+        w.track_loaded();
         Ok(w)
+    }
+
+    /// Tracks every article the load found, as seen longest ago.
+    fn track_loaded(&mut self) {
+        let ids = self
+            .all
+            .keys()
+            .chain(self.rolling.values().flat_map(|r| r.tallies.keys()));
+        for id in ids {
+            if !self.seen.contains_key(id) {
+                self.seen.insert(id.clone(), 0);
+            }
+        }
+    }
+
+    /// Caps the articles tracked (`--max-articles`), evicting at once if over it.
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(1);
+        self.enforce_cap();
+    }
+
+    /// How many articles are tracked.
+    pub fn tracked(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Past the cap, evicts the least recently seen down to 1/64 below it, so the
+    /// O(tracked) selection runs once per cap/64 new articles, not for each.
+    fn enforce_cap(&mut self) {
+        if self.seen.len() <= self.cap {
+            return;
+        }
+        let target = self.cap - self.cap / 64;
+        let evict = self.seen.len() - target;
+        let mut times: Vec<u32> = self.seen.values().copied().collect();
+        let (_, threshold, _) = times.select_nth_unstable(evict - 1);
+        let threshold = *threshold;
+        drop(times);
+        let below = self.seen.values().filter(|t| **t < threshold).count();
+        let mut ties = evict - below;
+        let mut gone = Vec::with_capacity(evict);
+        self.seen.retain(|id, t| {
+            let leave = *t < threshold
+                || (*t == threshold && ties > 0 && {
+                    ties -= 1;
+                    true
+                });
+            if leave {
+                gone.push(id.clone());
+            }
+            !leave
+        });
+        for id in &gone {
+            self.all.remove(id);
+            self.meta.remove(id);
+            for r in self.rolling.values_mut() {
+                r.tallies.remove(id);
+            }
+        }
+        self.seen.shrink_to_fit();
+    }
+
+    fn touch(&mut self, article: &ArticleId, at_s: u32) {
+        match self.seen.get_mut(article) {
+            Some(t) => *t = (*t).max(at_s),
+            None => {
+                self.seen.insert(article.clone(), at_s);
+            }
+        }
     }
 
     /// Subtracts the buckets that left each window by `now_ms`.
@@ -139,6 +227,10 @@ impl Windows {
 
     /// Adds an applied batch to every window that still holds its bucket.
     pub fn apply(&mut self, batch: &Batch) {
+        let at_s = u32::try_from(batch.flushed_at_ms / 1000).unwrap_or(u32::MAX);
+        for d in &batch.articles {
+            self.touch(&d.article, at_s);
+        }
         for (win, r) in self.rolling.iter_mut() {
             let (g, _) = win.buckets().expect("rolling windows have buckets");
             let bucket = g.bucket(batch.flushed_at_ms);
@@ -159,6 +251,7 @@ impl Windows {
                 }
             }
         }
+        self.enforce_cap();
     }
 
     /// Replaces an article's section and language (admin set); title and url are not
@@ -171,6 +264,7 @@ impl Windows {
 
     /// Replaces an article's all-time totals (admin set).
     pub fn set_total(&mut self, article: &ArticleId, total: Tally) {
+        self.touch(article, 0);
         if total.is_zero() {
             self.all.remove(article);
         } else {
@@ -183,6 +277,7 @@ impl Windows {
     /// whose buckets were rewritten without the article) also drops it from the
     /// rolling windows and forgets its metadata.
     pub fn admin_change(&mut self, article: &ArticleId, raise: &Tally, lower: &Tally, forget: bool) {
+        self.touch(article, 0);
         let total = self.all.entry(article.clone()).or_default();
         total.add(raise.views, &raise.shares, false);
         total.add(lower.views, &lower.shares, true);
@@ -203,6 +298,7 @@ impl Windows {
     /// Drops an article's metadata and its tallies in the rolling windows.
     fn forget_outside_all(&mut self, article: &ArticleId) {
         self.meta.remove(article);
+        self.seen.remove(article);
         for r in self.rolling.values_mut() {
             r.tallies.remove(article);
         }

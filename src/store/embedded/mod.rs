@@ -7,11 +7,12 @@ mod series;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::ranking::{Change, Ranking};
 use super::series::{MetaValues, Series, SeriesWindow};
 use super::windows::Windows;
 use super::{all_unapplied, Applied, Batch, Snapshot, StoreError, StoredCounts};
@@ -83,10 +84,16 @@ impl Handle {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     handle: Arc<Handle>,
-    // std Mutex: held only inside blocking tasks, never across an await.
-    windows: Arc<Mutex<Windows>>,
+    /// The `/v1/top` windows, loaded in the background at open.
+    ranking: Arc<Ranking>,
     clock: Arc<dyn Clock>,
 }
+
+/// A database file larger than this has its rankings loaded in the background (the
+/// service serves meanwhile); a smaller one loads them in `open`, in well under a second.
+const LOAD_IN_BACKGROUND_ABOVE: u64 = 16 << 20;
+/// How long `/v1/top` waits for the windows still loading before it answers 503.
+const TOP_WAITS_FOR_LOAD: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,24 +132,80 @@ impl EmbeddedStore {
             txn.open_table(series::META_VALUES).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        let windows = load_windows(&db, clock.now_ms())?;
+        let small = std::fs::metadata(&path).map_or(true, |m| m.len() <= LOAD_IN_BACKGROUND_ABOVE);
+        let ranking = Arc::<Ranking>::default();
+        if small {
+            // Milliseconds: a small store is fully ready when open returns.
+            let windows = load_windows(&db, &ranking, clock.now_ms())?;
+            ranking.finish(windows);
+        }
         let handle = Handle {
             path,
             db: RwLock::new(Some(Arc::new(db))),
         };
-        Ok(EmbeddedStore {
+        let store = EmbeddedStore {
             handle: Arc::new(handle),
-            windows: Arc::new(Mutex::new(windows)),
+            ranking,
             clock,
-        })
+        };
+        if !small {
+            store.spawn_load();
+        }
+        Ok(store)
     }
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
         self.handle.get()
     }
 
-    fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
-        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    /// Loads the windows on a thread of their own; retries until it succeeds.
+    fn spawn_load(&self) {
+        let (handle, ranking, clock) = (self.handle.clone(), self.ranking.clone(), self.clock.clone());
+        let spawned = std::thread::Builder::new()
+            .name("rankings-load".into())
+            .spawn(move || loop {
+                let started = std::time::Instant::now();
+                let loaded = handle
+                    .get()
+                    .and_then(|db| load_windows(&db, &ranking, clock.now_ms()).map(|w| (db, w)));
+                match loaded {
+                    Ok((db, windows)) => {
+                        let tracked = windows.tracked();
+                        // The database is released before the windows show as ready, so
+                        // a store dropped after that can be opened again at once.
+                        drop(db);
+                        ranking.finish(windows);
+                        tracing::info!(
+                            tracked,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "rankings loaded"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "loading the rankings failed; retrying in 1 s");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the rankings loader");
+        }
+    }
+
+    /// Caps the articles tracked for rankings (`--max-articles`).
+    pub fn set_max_articles(&self, n: usize) {
+        self.ranking.set_cap(n);
+    }
+
+    /// True once the rankings are loaded.
+    pub fn rankings_ready(&self) -> bool {
+        self.ranking.is_ready()
+    }
+
+    /// Articles tracked in the rankings.
+    pub fn tracked_articles(&self) -> usize {
+        self.ranking.tracked()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -161,14 +224,19 @@ impl EmbeddedStore {
         .map_err(err)?
     }
 
+    /// One write transaction; `change` is recorded in the rankings as it commits.
     async fn write(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+        change: Change,
     ) -> Result<(), StoreError> {
         self.blocking(move |s| {
             let txn = s.db()?.begin_write().map_err(err)?;
             f(&txn)?;
-            txn.commit().map_err(err)
+            let _gate = s.ranking.gate();
+            txn.commit().map_err(err)?;
+            s.ranking.record(change);
+            Ok(())
         })
         .await
     }
@@ -180,7 +248,10 @@ impl EmbeddedStore {
             let now = s.clock.now_ms();
             // Roll the windows before this transaction prunes the buckets they leave.
             let reader = buckets::Reader(s.db()?.begin_read().map_err(err)?);
-            s.windows().roll(&reader, now).map_err(err)?;
+            s.ranking
+                .when_ready(Duration::ZERO, |w| w.roll(&reader, now))
+                .transpose()
+                .map_err(err)?;
             drop(reader);
             let txn = s.db()?.begin_write().map_err(err)?;
             let id = batch.id.to_string();
@@ -197,8 +268,9 @@ impl EmbeddedStore {
             buckets::write(&txn, &batch, now)?;
             series::write(&txn, &batch, now)?;
             series::note_meta(&txn, &batch)?;
+            let _gate = s.ranking.gate();
             txn.commit().map_err(err)?;
-            s.windows().apply(&batch);
+            s.ranking.record(Change::Batch(batch));
             Ok(Applied::Applied)
         })
         .await
@@ -244,48 +316,50 @@ impl EmbeddedStore {
         let mut total = Tally::default();
         let shares: Vec<(Box<str>, u64)> = counts.shares.iter().map(|(n, c)| (n.as_str().into(), *c)).collect();
         total.add(counts.views, &shares, false);
-        let (windows, id) = (self.windows.clone(), article.clone());
-        self.write(move |txn| {
-            let mut table = txn.open_table(COUNTS).map_err(err)?;
-            remove_counts(&mut table, article.as_str())?;
-            if counts.views > 0 {
-                table.insert((article.as_str(), VIEWS), counts.views).map_err(err)?;
-            }
-            for (network, n) in counts.shares.iter().filter(|(_, n)| **n > 0) {
-                let name = format!("{SHARE_PREFIX}{network}");
-                table.insert((article.as_str(), name.as_str()), *n).map_err(err)?;
-            }
-            Ok(())
-        })
-        .await?;
-        windows.lock().unwrap_or_else(|e| e.into_inner()).set_total(&id, total);
-        Ok(())
+        let change = Change::SetTotal(article.clone(), total);
+        self.write(
+            move |txn| {
+                let mut table = txn.open_table(COUNTS).map_err(err)?;
+                remove_counts(&mut table, article.as_str())?;
+                if counts.views > 0 {
+                    table.insert((article.as_str(), VIEWS), counts.views).map_err(err)?;
+                }
+                for (network, n) in counts.shares.iter().filter(|(_, n)| **n > 0) {
+                    let name = format!("{SHARE_PREFIX}{network}");
+                    table.insert((article.as_str(), name.as_str()), *n).map_err(err)?;
+                }
+                Ok(())
+            },
+            change,
+        )
+        .await
     }
 
     /// Forgets an article's totals and metadata.
     pub async fn delete(&self, article: &ArticleId) -> Result<(), StoreError> {
         let article = article.clone();
-        let (windows, id, now) = (self.windows.clone(), article.clone(), self.clock.now_ms());
-        self.write(move |txn| {
-            remove_counts(&mut txn.open_table(COUNTS).map_err(err)?, article.as_str())?;
-            txn.open_table(META)
-                .map_err(err)?
-                .remove(article.as_str())
-                .map_err(err)?;
-            txn.open_table(PAGES)
-                .map_err(err)?
-                .remove(article.as_str())
-                .map_err(err)?;
-            txn.open_table(VISITORS)
-                .map_err(err)?
-                .remove(article.as_str())
-                .map_err(err)?;
-            buckets::forget(txn, article.as_str(), now)?;
-            series::forget(txn, article.as_str(), now)
-        })
-        .await?;
-        windows.lock().unwrap_or_else(|e| e.into_inner()).forget(&id);
-        Ok(())
+        let (change, now) = (Change::Forget(article.clone()), self.clock.now_ms());
+        self.write(
+            move |txn| {
+                remove_counts(&mut txn.open_table(COUNTS).map_err(err)?, article.as_str())?;
+                txn.open_table(META)
+                    .map_err(err)?
+                    .remove(article.as_str())
+                    .map_err(err)?;
+                txn.open_table(PAGES)
+                    .map_err(err)?
+                    .remove(article.as_str())
+                    .map_err(err)?;
+                txn.open_table(VISITORS)
+                    .map_err(err)?
+                    .remove(article.as_str())
+                    .map_err(err)?;
+                buckets::forget(txn, article.as_str(), now)?;
+                series::forget(txn, article.as_str(), now)
+            },
+            change,
+        )
+        .await
     }
 
     /// The series of `article` in `window` at the store's clock, zero-filled.
@@ -365,18 +439,16 @@ impl EmbeddedStore {
     /// Replaces the metadata fields `meta` has (admin `PUT`).
     pub async fn set_meta(&self, article: &ArticleId, meta: &Meta) -> Result<(), StoreError> {
         let (article, meta) = (article.clone(), meta.clone());
-        let (windows, id) = (self.windows.clone(), article.clone());
-        let stored = self
-            .blocking(move |s| {
-                let txn = s.db()?.begin_write().map_err(err)?;
-                let merged = merge_meta(&txn, article.as_str(), &meta, true)?;
-                series::note_values(&txn, &merged)?;
-                txn.commit().map_err(err)?;
-                Ok(merged)
-            })
-            .await?;
-        windows.lock().unwrap_or_else(|e| e.into_inner()).set_meta(&id, stored);
-        Ok(())
+        self.blocking(move |s| {
+            let txn = s.db()?.begin_write().map_err(err)?;
+            let merged = merge_meta(&txn, article.as_str(), &meta, true)?;
+            series::note_values(&txn, &merged)?;
+            let _gate = s.ranking.gate();
+            txn.commit().map_err(err)?;
+            s.ranking.record(Change::SetMeta(article, merged));
+            Ok(())
+        })
+        .await
     }
 
     /// The ranking of `q` at the store's clock: buckets that left a window are
@@ -385,16 +457,25 @@ impl EmbeddedStore {
         let q = q.clone();
         self.blocking(move |s| {
             let reader = buckets::Reader(s.db()?.begin_read().map_err(err)?);
-            let mut windows = s.windows();
-            windows.roll(&reader, s.clock.now_ms()).map_err(err)?;
-            Ok(windows.top(&q))
+            let now = s.clock.now_ms();
+            s.ranking
+                .when_ready(TOP_WAITS_FOR_LOAD, |w| {
+                    w.roll(&reader, now).map_err(err)?;
+                    Ok(w.top(&q))
+                })
+                .unwrap_or_else(|| Err(err("the rankings are still loading")))
         })
         .await
     }
 }
 
-fn load_windows(db: &Database, now_ms: u64) -> Result<Windows, StoreError> {
-    let txn = db.begin_read().map_err(err)?;
+fn load_windows(db: &Database, ranking: &Ranking, now_ms: u64) -> Result<Windows, StoreError> {
+    let txn = {
+        let _gate = ranking.gate();
+        let txn = db.begin_read().map_err(err)?;
+        ranking.snapshot_opened();
+        txn
+    };
     let all = buckets::load_totals(&txn.open_table(COUNTS).map_err(err)?)?;
     let mut meta = HashMap::new();
     for row in txn.open_table(META).map_err(err)?.iter().map_err(err)? {

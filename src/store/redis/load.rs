@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use redis::Value;
 
-use super::admin::last_id;
 use super::buckets::{add_bucket, add_log_entry, diff, merge, minute_batch, subtract, Content, Fetched};
+use super::changes::last_id;
 use super::top::{open_from, TopState, HOUR, MINUTE, MINUTE_TTL, SKEW_MS};
 use super::{err, RedisStore};
 use crate::event::{ArticleId, Meta};

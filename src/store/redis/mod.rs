@@ -7,6 +7,7 @@
 mod admin;
 mod apply;
 mod buckets;
+mod changes;
 mod conn;
 mod fold;
 mod load;
@@ -53,9 +54,8 @@ pub struct RedisStore {
     keys: Keys,
     /// The time buckets of flushes and the top windows follow.
     clock: Arc<dyn Clock>,
-    /// This instance's top windows (`None` until loaded). A tokio Mutex: a refresh
-    /// holds it across its reads, so concurrent requests share one refresh.
-    top: Arc<tokio::sync::Mutex<Option<top::TopState>>>,
+    /// This instance's top windows.
+    top: Arc<top::RedisTop>,
     /// Bound of an API read and of a ping.
     read_timeout: Duration,
     /// The share networks whose counters reads look up (`--share-networks`).

@@ -168,9 +168,7 @@ impl RedisStore {
         self.query::<()>(&pipe).await?;
         // This instance's windows follow at once; the others when the article is next flushed.
         let stored = self.meta(article).await?;
-        if let Some(state) = self.top.lock().await.as_mut() {
-            state.windows.set_meta(article, stored);
-        }
+        self.top.set_meta(article, stored);
         Ok(())
     }
 }

@@ -6,11 +6,14 @@
 //! docs/redis-keys.md has the costs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::buckets::{add_bucket, add_log_entry, diff, minute_batch, Content, Fetched};
+use super::changes::{all_partitions, Read};
 use super::{err, RedisStore};
 use crate::event::{ArticleId, Meta};
 use crate::store::keys::{article_field, Partition, PARTITIONS};
@@ -32,6 +35,8 @@ pub const SKEW_MS: u64 = 30_000;
 /// Without a refresh for this long the windows are reloaded: reading every minute of
 /// a long gap costs more than a reload, and its logs may have expired.
 const MAX_GAP_MS: u64 = 2 * 60 * 60_000;
+/// How long `/v1/top` waits for windows still loading (at start) before it answers 503.
+const TOP_WAITS_FOR_LOAD: Duration = Duration::from_secs(2);
 /// How often the background task refreshes and folds (a request refreshes too).
 pub const BACKGROUND_EVERY: Duration = Duration::from_secs(10);
 
@@ -66,51 +71,167 @@ pub struct TopState {
     pub(super) refreshed: Instant,
 }
 
+/// This instance's top windows: read under a short lock, brought up to date by one
+/// refresh at a time that reads Redis without holding it (reads serve the last
+/// ranking meanwhile) and then applies what it read; a load builds new windows
+/// aside and swaps them in. Admin changes reach the windows the same way.
+#[derive(Debug)]
+pub struct RedisTop {
+    // std Mutex: held for in-memory work only (apply what was read, rank), never
+    // across a Redis call.
+    state: Mutex<Option<TopState>>,
+    // tokio Mutex: held across a refresh's reads, so refreshes (and loads) do not
+    // overlap and the read positions they start from stay theirs.
+    refreshing: tokio::sync::Mutex<()>,
+    cap: AtomicUsize,
+}
+
+impl Default for RedisTop {
+    fn default() -> Self {
+        RedisTop {
+            state: Mutex::default(),
+            refreshing: tokio::sync::Mutex::default(),
+            cap: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+impl RedisTop {
+    fn state(&self) -> MutexGuard<'_, Option<TopState>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn install(&self, mut state: TopState) {
+        state.windows.set_cap(self.cap.load(Ordering::Relaxed).max(1));
+        *self.state() = Some(state);
+    }
+
+    /// True once the windows are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.state().is_some()
+    }
+
+    /// Articles tracked (0 before the load).
+    pub fn tracked(&self) -> usize {
+        self.state().as_ref().map_or(0, |s| s.windows.tracked())
+    }
+
+    /// Replaces an article's metadata in the windows, if they are loaded.
+    pub fn set_meta(&self, article: &ArticleId, meta: Meta) {
+        if let Some(s) = self.state().as_mut() {
+            s.windows.set_meta(article, meta);
+        }
+    }
+
+    /// Sets `--max-articles`.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+        if let Some(s) = self.state().as_mut() {
+            s.windows.set_cap(cap);
+        }
+    }
+}
+
+/// Where a refresh starts: a copy of the read positions, taken under the lock.
+struct Positions {
+    read: HashMap<(u32, u64), usize>,
+    open_from: u64,
+    admin_read: Vec<String>,
+}
+
+/// What a refresh read from Redis, to apply under the lock.
+struct NewEntries {
+    added: Vec<(u64, Content)>,
+    meta: HashMap<ArticleId, Meta>,
+    read: HashMap<(u32, u64), usize>,
+    changes: Read,
+}
+
 impl RedisStore {
     /// The ranking of `q`. A request that finds the windows refreshed before it arrived
-    /// refreshes them (the new entries of a few minute logs, one round trip); concurrent
-    /// requests share one refresh. Never scans: loading is the background task's job.
+    /// refreshes them (the new entries of a few minute logs, one round trip) unless a
+    /// refresh is already under way, in which case it answers from the windows as
+    /// they are. Never scans: loading is the background task's job.
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
         let asked = Instant::now();
-        let mut guard = self.top.lock().await;
-        let state = guard
-            .as_mut()
-            .ok_or_else(|| err("top-articles windows not loaded yet (Redis unreachable since start)"))?;
-        if state.refreshed < asked {
-            let now = self.clock.now_ms();
-            if now.saturating_sub(state.refreshed_at_ms) > MAX_GAP_MS {
-                return Err(err("top-articles windows are being reloaded"));
+        self.wait_for_load(TOP_WAITS_FOR_LOAD).await;
+        let stale = match self.top.state().as_ref() {
+            None => return Err(err("top-articles windows not loaded yet")),
+            Some(s) if self.clock.now_ms().saturating_sub(s.refreshed_at_ms) > MAX_GAP_MS => {
+                return Err(err("top-articles windows are being reloaded"))
             }
-            self.refresh(state, now).await?;
+            Some(s) => s.refreshed < asked,
+        };
+        if stale {
+            if let Ok(_refreshing) = self.top.refreshing.try_lock() {
+                let fresh = self.top.state().as_ref().is_some_and(|s| s.refreshed >= asked);
+                if !fresh {
+                    self.refresh(self.clock.now_ms()).await?;
+                }
+            }
         }
+        let state = self.top.state();
+        let state = state
+            .as_ref()
+            .ok_or_else(|| err("top-articles windows not loaded yet"))?;
         Ok(state.windows.top(q))
+    }
+
+    /// Waits (at most `limit`) for the background load of the windows.
+    async fn wait_for_load(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.top.is_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// True once the top windows are loaded.
+    pub fn rankings_ready(&self) -> bool {
+        self.top.is_ready()
+    }
+
+    /// Articles tracked in the top windows.
+    pub fn tracked_articles(&self) -> usize {
+        self.top.tracked()
+    }
+
+    /// Caps the articles tracked for rankings (`--max-articles`).
+    pub fn set_max_articles(&self, n: usize) {
+        self.top.set_cap(n);
     }
 
     /// The background task's step: folds closed minutes into hours, then refreshes the
     /// windows, or loads them if they are not (or no longer) loaded.
     pub async fn maintain_top(&self) -> Result<(), StoreError> {
         self.fold_closed_minutes().await?;
-        let mut guard = self.top.lock().await;
+        let _refreshing = self.top.refreshing.lock().await;
         let now = self.clock.now_ms();
-        match guard.as_mut() {
-            Some(state) if now.saturating_sub(state.refreshed_at_ms) <= MAX_GAP_MS => self.refresh(state, now).await,
-            _ => {
-                *guard = Some(self.load(now).await?);
-                Ok(())
-            }
+        let loaded = self
+            .top
+            .state()
+            .as_ref()
+            .is_some_and(|s| now.saturating_sub(s.refreshed_at_ms) <= MAX_GAP_MS);
+        if loaded {
+            self.refresh(now).await
+        } else {
+            let state = self.load(now).await?;
+            self.top.install(state);
+            Ok(())
         }
     }
 
-    /// Loads the windows from scratch (startup: 64 transactions, one per partition).
+    /// Loads the windows from scratch (64 transactions, one per partition) and swaps
+    /// them in.
     pub async fn load_top(&self) -> Result<(), StoreError> {
+        let _refreshing = self.top.refreshing.lock().await;
         let state = self.load(self.clock.now_ms()).await?;
-        *self.top.lock().await = Some(state);
+        self.top.install(state);
         Ok(())
     }
 
     /// Runs [`Self::maintain_top`] every `every` until `shutdown`: loads the windows
-    /// when Redis was unreachable at start, and keeps closed minutes folded and the
-    /// gap between refreshes short on a quiet server.
+    /// at start (the service serves meanwhile), and keeps closed minutes folded and
+    /// the gap between refreshes short on a quiet server.
     pub async fn run_top_refresher(self, every: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,12 +247,73 @@ impl RedisStore {
         }
     }
 
-    async fn refresh(&self, state: &mut TopState, now: u64) -> Result<(), StoreError> {
-        let minutes: Vec<u64> = (state.open_from..=MINUTE.bucket(now + SKEW_MS)).collect();
+    /// Brings the windows up to date with the admin changes of `partition` (after an
+    /// admin write through this instance); nothing when they are not loaded.
+    pub(super) async fn top_after_admin_change(&self, partition: Partition) -> Result<(), StoreError> {
+        let _refreshing = self.top.refreshing.lock().await;
+        let Some(admin_read) = self.top.state().as_ref().map(|s| s.admin_read.clone()) else {
+            return Ok(());
+        };
+        let changes = self.read_changes(&admin_read, &[partition]).await?;
+        if let Some(state) = self.top.state().as_mut() {
+            apply_changes(state, changes);
+        }
+        Ok(())
+    }
+
+    /// Reads what is new in Redis without the lock, then applies it under the lock.
+    /// Call with `refreshing` held.
+    async fn refresh(&self, now: u64) -> Result<(), StoreError> {
+        let Some(at) = self.top.state().as_ref().map(|s| Positions {
+            read: s.read.clone(),
+            open_from: s.open_from,
+            admin_read: s.admin_read.clone(),
+        }) else {
+            return Ok(());
+        };
+        let fetched = self.fetch_new(&at, now).await?;
+        let leaving = {
+            let mut guard = self.top.state();
+            let Some(state) = guard.as_mut() else { return Ok(()) };
+            for (m, content) in &fetched.added {
+                let mut deltas = diff(content, None);
+                for d in &mut deltas {
+                    d.meta = fetched.meta.get(&d.article).cloned().unwrap_or_default();
+                }
+                state.windows.apply(&minute_batch(*m, deltas));
+            }
+            state.open_from = at.open_from.max(open_from(now));
+            let mut read = fetched.read;
+            read.retain(|(_, m), _| *m >= state.open_from);
+            state.read = read;
+            apply_changes(state, fetched.changes);
+            state.windows.leaving(now)
+        };
+        // The buckets leaving a window are read without the lock too; until they are
+        // subtracted, readers see the windows as they were before this refresh rolled.
+        let rows = if leaving.is_empty() {
+            None
+        } else {
+            Some(self.read_buckets(leaving.into_iter().collect()).await?)
+        };
+        let mut guard = self.top.state();
+        let Some(state) = guard.as_mut() else { return Ok(()) };
+        if let Some(rows) = &rows {
+            state.windows.roll(rows, now).map_err(err)?;
+        }
+        state.refreshed_at_ms = now;
+        state.refreshed = Instant::now();
+        Ok(())
+    }
+
+    /// The new entries of the open minute logs, their articles' metadata and the new
+    /// admin changes, read from `at` on.
+    async fn fetch_new(&self, at: &Positions, now: u64) -> Result<NewEntries, StoreError> {
+        let minutes: Vec<u64> = (at.open_from..=MINUTE.bucket(now + SKEW_MS)).collect();
         let mut reads = Vec::with_capacity(minutes.len() * PARTITIONS as usize);
         for &m in &minutes {
             for p in 0..PARTITIONS {
-                let from = state.read.get(&(p, m)).copied().unwrap_or(0);
+                let from = at.read.get(&(p, m)).copied().unwrap_or(0);
                 let mut cmd = redis::cmd("LRANGE");
                 cmd.arg(self.keys.bucket(Partition::from_index(p), MINUTE, m))
                     .arg(from)
@@ -140,7 +322,7 @@ impl RedisStore {
             }
         }
         let replies: Vec<Vec<String>> = self.each_read(&reads).await?;
-        let mut read = state.read.clone();
+        let mut read = at.read.clone();
         let mut added: Vec<(u64, Content)> = Vec::new();
         for (i, entries) in replies.into_iter().enumerate() {
             let (m, p) = (minutes[i / PARTITIONS as usize], (i % PARTITIONS as usize) as u32);
@@ -156,25 +338,13 @@ impl RedisStore {
         }
         let ids: Vec<&ArticleId> = added.iter().flat_map(|(_, c)| c.keys()).collect();
         let meta = self.read_meta(&ids).await?;
-        for (m, content) in &added {
-            let mut deltas = diff(content, None);
-            for d in &mut deltas {
-                d.meta = meta.get(&d.article).cloned().unwrap_or_default();
-            }
-            state.windows.apply(&minute_batch(*m, deltas));
-        }
-        state.open_from = state.open_from.max(open_from(now));
-        read.retain(|(_, m), _| *m >= state.open_from);
-        state.read = read;
-        self.apply_admin_changes(state, &super::admin::all_partitions()).await?;
-        let leaving = state.windows.leaving(now);
-        if !leaving.is_empty() {
-            let fetched = self.read_buckets(leaving.into_iter().collect()).await?;
-            state.windows.roll(&fetched, now).map_err(err)?;
-        }
-        state.refreshed_at_ms = now;
-        state.refreshed = Instant::now();
-        Ok(())
+        let changes = self.read_changes(&at.admin_read, &all_partitions()).await?;
+        Ok(NewEntries {
+            added,
+            meta,
+            read,
+            changes,
+        })
     }
 
     /// Whole buckets, merged over the partitions (read at once): minute logs, hour hashes.
@@ -239,6 +409,19 @@ impl RedisStore {
             ..Meta::default()
         });
         Ok(order.into_iter().zip(meta).collect())
+    }
+}
+
+/// Applies admin changes read from the streams and moves the read positions past them.
+fn apply_changes(state: &mut TopState, read: Read) {
+    for (p, entries) in read {
+        for (id, change) in entries {
+            match change {
+                Some(c) => state.windows.admin_change(&c.article, &c.raise, &c.lower, c.forget),
+                None => tracing::warn!(id, "unreadable admin change; skipped"),
+            }
+            state.admin_read[p.index() as usize] = id;
+        }
     }
 }
 
