@@ -27,11 +27,19 @@ struct Harness {
     seq: u64,
 }
 
+/// A store whose reads wait up to 10 s: on a loaded two-core box a refresh's reads
+/// can take longer than the production 500 ms, which is load, not a failure.
+fn open(url: &str, clock: Arc<ManualClock>) -> RedisStore {
+    RedisStore::open_with_clock(url, "vc", clock)
+        .unwrap()
+        .with_read_timeout(std::time::Duration::from_secs(10))
+}
+
 impl Harness {
     async fn new() -> Harness {
         let redis = RedisServer::start();
         let clock = Arc::new(ManualClock::at(T0));
-        let store = RedisStore::open_with_clock(&redis.url(), "vc", clock.clone()).unwrap();
+        let store = open(&redis.url(), clock.clone());
         store.load_top().await.unwrap();
         Harness {
             redis,
@@ -43,7 +51,7 @@ impl Harness {
 
     /// Another instance (or this one restarted) on the same Redis and clock.
     async fn reopen(&mut self) {
-        self.store = RedisStore::open_with_clock(&self.redis.url(), "vc", self.clock.clone()).unwrap();
+        self.store = open(&self.redis.url(), self.clock.clone());
         self.store.load_top().await.unwrap();
     }
 
