@@ -93,6 +93,12 @@ async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64, art
         let req = http::Request::post("/v1/events")
             .header("host", "bench")
             .header("content-type", "text/plain")
+            // A browser's: the bot filter runs its whole automaton on it (no match) and
+            // the visitor hash reads it, as for a real page's beacon.
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            )
             .body(Full::new(Bytes::from(body)))
             .expect("request");
         let started = Instant::now();
