@@ -7,7 +7,7 @@
 
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::store::windows::Windows;
-use viewcounter::store::{ArticleDelta, Batch, BatchId};
+use viewcounter::store::{ArticleDelta, Batch, BatchId, StoreError};
 
 fn articles() -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -59,7 +59,7 @@ fn main() {
     // Load the (empty) windows at `now`, as a store does at start.
     struct Empty;
     impl viewcounter::store::windows::BucketSource for Empty {
-        fn bucket_rows(&self, _: viewcounter::top::Granularity, _: u64) -> Result<Vec<ArticleDelta>, String> {
+        fn bucket_rows(&self, _: viewcounter::top::Granularity, _: u64) -> Result<Vec<ArticleDelta>, StoreError> {
             Ok(vec![])
         }
     }

@@ -11,7 +11,7 @@ use common::RedisServer;
 use viewcounter::event::{ArticleId, Meta, Networks};
 use viewcounter::store::keys::{Keys, Partition};
 use viewcounter::store::series::Step;
-use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, RedisStore, Store, StoredCounts};
+use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, RedisStore, Store, StoreError, StoredCounts};
 
 /// A store over `redis`. Reads get 10 s, not the production 500 ms: on a loaded 2-core
 /// box a large read can take longer than that, and these tests are about what is
@@ -213,8 +213,25 @@ async fn a_dead_redis_fails_a_call_quickly() {
     let started = Instant::now();
     let outcome = store.apply(&one_view("run", 1)).await;
 
-    assert!(outcome.is_err());
+    assert!(matches!(outcome, Err(StoreError::Redis(_))), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_stalled_redis_is_a_timeout_not_a_refusal() {
+    let redis = RedisServer::start();
+    let store = Store::Redis(
+        RedisStore::open(&redis.url(), "vc")
+            .unwrap()
+            .with_read_timeout(Duration::from_millis(300)),
+    );
+    store.ping().await.unwrap();
+    redis.stall(5.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let outcome = store.counts(&[ArticleId::parse("a").unwrap()]).await;
+
+    assert!(matches!(outcome, Err(StoreError::Timeout(_))), "{outcome:?}");
 }
 
 fn command_calls(redis: &RedisServer) -> BTreeMap<String, u64> {

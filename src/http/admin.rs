@@ -94,10 +94,6 @@ fn parse_change(api: &Api, body: &[u8]) -> Result<Change, ApiError> {
     Ok(Change { totals, meta })
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    ApiError::StoreUnavailable(e.to_string())
-}
-
 /// `PUT /v1/admin/articles/{article}`: sets the totals (when given) and replaces the
 /// metadata fields given; answers the article as a read does.
 pub async fn put_article(api: &Api, id: &str, body: &Bytes) -> ApiResult {
@@ -107,11 +103,11 @@ pub async fn put_article(api: &Api, id: &str, body: &Bytes) -> ApiResult {
         api.counter.forget(id.as_str());
         api.last_known.forget(&id);
         settle(api, &id).await;
-        api.store.set(&id, totals).await.map_err(store_error)?;
+        api.store.set(&id, totals).await.map_err(ApiError::from)?;
     }
     if !change.meta.is_empty() {
         api.counter.forget_meta(id.as_str());
-        api.store.set_meta(&id, &change.meta).await.map_err(store_error)?;
+        api.store.set_meta(&id, &change.meta).await.map_err(ApiError::from)?;
     }
     let mut counts = counts_of(api, std::slice::from_ref(&id)).await?;
     Ok(json_response(StatusCode::OK, &counts.remove(0)))
@@ -142,7 +138,7 @@ pub async fn delete_article(api: &Api, id: &str) -> ApiResult {
     api.counter.forget(id.as_str());
     api.last_known.forget(&id);
     settle(api, &id).await;
-    api.store.delete(&id).await.map_err(store_error)?;
+    api.store.delete(&id).await.map_err(ApiError::from)?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "article": id.as_str(), "deleted": true }),

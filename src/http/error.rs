@@ -67,9 +67,9 @@ pub enum ApiError {
     /// The service is stopping.
     #[error("the service is shutting down")]
     ShuttingDown,
-    /// The store failed on a read or admin write.
+    /// The store failed on a read or admin write (the cause is logged, never sent).
     #[error("the store is unavailable")]
-    StoreUnavailable(String),
+    StoreUnavailable(#[from] crate::store::StoreError),
     /// A bug or an I/O failure.
     #[error("internal error")]
     Internal(String),
@@ -138,8 +138,8 @@ impl ApiError {
             ApiError::Internal(detail) => tracing::error!(code = self.code(), detail = %detail, "request failed"),
             // During an outage every read fails alike: log one line per interval, not per request
             // (the flusher logs the store's down/up changes; the 503s are counted in the metrics).
-            ApiError::StoreUnavailable(detail) if store_error_log_due() => {
-                tracing::error!(code = self.code(), detail = %detail, "request failed (further store errors within 10 s not logged)")
+            ApiError::StoreUnavailable(cause) if store_error_log_due() => {
+                tracing::error!(code = self.code(), cause = %cause, "request failed (further store errors within 10 s not logged)")
             }
             _ => {}
         }

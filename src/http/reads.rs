@@ -122,7 +122,7 @@ async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Resu
                     .map(|(id, s)| all_unapplied(id, s, unacked))
                     .collect())
             }
-            None => Err(ApiError::StoreUnavailable(e.to_string())),
+            None => Err(e.into()),
         },
     }
 }

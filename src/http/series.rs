@@ -58,11 +58,7 @@ pub fn parse_window(query: &str) -> Result<SeriesWindow, ApiError> {
 pub async fn series(api: &Api, id: &str, query: &str) -> ApiResult {
     let id = ArticleId::parse(id)?;
     let window = parse_window(query)?;
-    let series = api
-        .store
-        .series(&id, window)
-        .await
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+    let series = api.store.series(&id, window).await.map_err(ApiError::from)?;
     let body = SeriesResponse {
         article: id.to_string(),
         window: window.as_str(),
@@ -74,11 +70,7 @@ pub async fn series(api: &Api, id: &str, query: &str) -> ApiResult {
 
 /// `GET /v1/meta`.
 pub async fn meta(api: &Api) -> ApiResult {
-    let values = api
-        .store
-        .meta_values()
-        .await
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+    let values = api.store.meta_values().await.map_err(ApiError::from)?;
     let mut networks: Vec<String> = api.counter.networks().names().map(String::from).collect();
     networks.sort();
     let body = MetaResponse {

@@ -152,11 +152,7 @@ pub async fn top(api: &Api, query: &str) -> ApiResult {
     let body = api
         .top_cache
         .get_or_compute(&q, |key| async move {
-            let mut articles = api
-                .store
-                .top(&key)
-                .await
-                .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+            let mut articles = api.store.top(&key).await.map_err(ApiError::from)?;
             add_titles(api, &mut articles).await;
             Ok(articles)
         })

@@ -136,12 +136,50 @@ pub enum Applied {
 /// A store operation failed; the caller keeps its batch and retries.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The embedded database failed.
+    /// The embedded database failed: I/O (a full disk), a corrupt file, a conflict.
     #[error("embedded store: {0}")]
-    Embedded(String),
-    /// Redis failed, timed out, or is unreachable.
+    Embedded(#[from] redb::Error),
+    /// The embedded database file could not be created or opened.
+    #[error("embedded store: opening {path}: {source}")]
+    Open {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: redb::Error,
+    },
+    /// Redis refused, dropped the connection, or answered with an error.
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[from] ::redis::RedisError),
+    /// Redis gave no answer within the limit (stalled, or the network is).
+    #[error("redis: no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// What the store holds is not what this version wrote (a hand-edited key, a
+    /// reply of the wrong shape).
+    #[error("{store}: unexpected stored data: {what}")]
+    Corrupt {
+        /// `embedded store` or `redis`.
+        store: &'static str,
+        /// What was wrong.
+        what: String,
+    },
+    /// The store cannot answer this yet (the Redis top windows are still loading).
+    #[error("redis: {0}")]
+    NotReady(&'static str),
+    /// A broken invariant of this code (a bug), e.g. a bucket asked for but not fetched.
+    #[error("store: {0}")]
+    Internal(String),
+    /// A blocking store task panicked or was cancelled (a bug).
+    #[error("store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<::redis::ParsingError> for StoreError {
+    fn from(e: ::redis::ParsingError) -> Self {
+        StoreError::Corrupt {
+            store: "redis",
+            what: e.to_string(),
+        }
+    }
 }
 
 /// The configured backend.

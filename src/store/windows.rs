@@ -5,13 +5,13 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::event::{ArticleId, Meta};
-use crate::store::{ArticleDelta, Batch};
+use crate::store::{ArticleDelta, Batch, StoreError};
 use crate::top::{rank, Granularity, Tally, TopEntry, TopQuery, Window};
 
 /// Where the rows of a past bucket can be read back (the store's bucket tables).
 pub trait BucketSource {
     /// Every article's deltas in bucket `bucket` of granularity `g`.
-    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, String>;
+    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, StoreError>;
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +78,7 @@ impl Windows {
         now_ms: u64,
         all: HashMap<ArticleId, Tally>,
         meta: HashMap<ArticleId, Meta>,
-    ) -> Result<Windows, String> {
+    ) -> Result<Windows, StoreError> {
         let mut w = Windows {
             all,
             meta,
@@ -186,7 +186,7 @@ impl Windows {
     }
 
     /// Subtracts the buckets that left each window by `now_ms`.
-    pub fn roll(&mut self, source: &impl BucketSource, now_ms: u64) -> Result<(), String> {
+    pub fn roll(&mut self, source: &impl BucketSource, now_ms: u64) -> Result<(), StoreError> {
         for (win, r) in self.rolling.iter_mut() {
             let Some((g, new_first)) = first_bucket(*win, now_ms) else {
                 continue;

@@ -68,18 +68,15 @@ pub fn forget(txn: &WriteTransaction, article: &str, now_ms: u64) -> Result<(), 
 pub struct Reader(pub ReadTransaction);
 
 impl BucketSource for Reader {
-    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, String> {
-        let t = self.0.open_table(table(g)).map_err(|e| e.to_string())?;
+    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, StoreError> {
+        let t = self.0.open_table(table(g)).map_err(err)?;
         let mut out: Vec<ArticleDelta> = Vec::new();
-        for row in t
-            .range((bucket, "", "")..(bucket + 1, "", ""))
-            .map_err(|e| e.to_string())?
-        {
-            let (k, v) = row.map_err(|e| e.to_string())?;
+        for row in t.range((bucket, "", "")..(bucket + 1, "", "")).map_err(err)? {
+            let (k, v) = row.map_err(err)?;
             let (_, article, counter) = k.value();
             if out.last().is_none_or(|d| d.article.as_str() != article) {
                 out.push(ArticleDelta {
-                    article: ArticleId::parse(article).map_err(|e| e.to_string())?,
+                    article: ArticleId::parse(article).map_err(super::corrupt)?,
                     views: 0,
                     shares: Vec::new(),
                     meta: Meta::default(),

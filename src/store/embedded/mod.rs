@@ -67,8 +67,7 @@ impl Handle {
         }
         // Fails (DatabaseAlreadyOpen) while a call still holds the old handle: the next
         // call tries again.
-        let db =
-            Arc::new(Database::create(&self.path).map_err(|e| err(format!("reopening {}: {e}", self.path.display())))?);
+        let db = Arc::new(Database::create(&self.path).map_err(|e| open_error(&self.path, e))?);
         tracing::info!(file = %self.path.display(), "embedded database reopened");
         *slot = Some(db.clone());
         Ok(db)
@@ -101,8 +100,24 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Embedded(e.to_string())
+fn err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Embedded(e.into())
+}
+
+/// A stored value this version cannot read.
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        store: "embedded store",
+        what: what.to_string(),
+    }
+}
+
+/// A file or folder that could not be created or opened.
+fn open_error(path: &Path, e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Open {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
 }
 
 impl EmbeddedStore {
@@ -113,9 +128,9 @@ impl EmbeddedStore {
 
     /// Like [`EmbeddedStore::open`], with the clock the top windows follow.
     pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| open_error(dir, redb::StorageError::from(e)))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| err(format!("opening {}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
         let txn = db.begin_write().map_err(err)?;
         {
             txn.open_table(COUNTS).map_err(err)?;
@@ -220,8 +235,7 @@ impl EmbeddedStore {
             }
             result
         })
-        .await
-        .map_err(err)?
+        .await?
     }
 
     /// One write transaction; `change` is recorded in the rankings as it commits.
@@ -250,8 +264,7 @@ impl EmbeddedStore {
             let reader = buckets::Reader(s.db()?.begin_read().map_err(err)?);
             s.ranking
                 .when_ready(Duration::ZERO, |w| w.roll(&reader, now))
-                .transpose()
-                .map_err(err)?;
+                .transpose()?;
             drop(reader);
             let txn = s.db()?.begin_write().map_err(err)?;
             let id = batch.id.to_string();
@@ -460,10 +473,10 @@ impl EmbeddedStore {
             let now = s.clock.now_ms();
             s.ranking
                 .when_ready(TOP_WAITS_FOR_LOAD, |w| {
-                    w.roll(&reader, now).map_err(err)?;
+                    w.roll(&reader, now)?;
                     Ok(w.top(&q))
                 })
-                .unwrap_or_else(|| Err(err("the rankings are still loading")))
+                .unwrap_or(Err(StoreError::NotReady("the rankings are still loading")))
         })
         .await
     }
@@ -490,7 +503,7 @@ fn load_windows(db: &Database, ranking: &Ranking, now_ms: u64) -> Result<Windows
             meta.insert(id, m);
         }
     }
-    Windows::load(&buckets::Reader(txn), now_ms, all, meta).map_err(err)
+    Windows::load(&buckets::Reader(txn), now_ms, all, meta)
 }
 
 /// Adds the batch's deltas and merges its metadata; each delta's metadata becomes
@@ -529,13 +542,13 @@ fn add_visitors(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError>
         for day_marks in d.visitors.chunk_by(|a, b| a.0 == b.0) {
             let day = day_marks[0].0;
             let mut sketch: Sketch = match sketches.get((day, article)).map_err(err)? {
-                Some(g) => serde_json::from_slice(g.value()).map_err(err)?,
+                Some(g) => serde_json::from_slice(g.value()).map_err(corrupt)?,
                 None => Sketch::new(),
             };
             let before = sketch.estimate();
             day_marks.iter().for_each(|(_, hash)| sketch.insert_hash(*hash));
             grew += sketch.estimate().saturating_sub(before) as u64;
-            let bytes = serde_json::to_vec(&sketch).map_err(err)?;
+            let bytes = serde_json::to_vec(&sketch).map_err(corrupt)?;
             sketches.insert((day, article), bytes.as_slice()).map_err(err)?;
         }
         if grew > 0 {

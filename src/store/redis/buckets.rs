@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::event::{ArticleId, Meta};
 use crate::store::keys::{SHARE_FIELD_PREFIX, VIEWS_FIELD};
 use crate::store::windows::BucketSource;
-use crate::store::{ArticleDelta, Batch, BatchId};
+use crate::store::{ArticleDelta, Batch, BatchId, StoreError};
 use crate::top::{Granularity, Tally};
 
 /// One bucket's tallies by article, merged over the partitions (an article lives in one).
@@ -121,11 +121,11 @@ pub fn minute_batch(minute: u64, articles: Vec<ArticleDelta>) -> Batch {
 pub struct Fetched(pub HashMap<(Granularity, u64), Content>);
 
 impl BucketSource for Fetched {
-    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, String> {
+    fn bucket_rows(&self, g: Granularity, bucket: u64) -> Result<Vec<ArticleDelta>, StoreError> {
         let content = self
             .0
             .get(&(g, bucket))
-            .ok_or_else(|| format!("bucket {g:?} {bucket} was not fetched"))?;
+            .ok_or_else(|| StoreError::Internal(format!("bucket {g:?} {bucket} was not fetched")))?;
         Ok(diff(content, None))
     }
 }

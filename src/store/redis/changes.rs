@@ -3,7 +3,7 @@
 //! difference it made to each counter, read past the last id an instance has seen.
 
 use super::buckets::add_counter;
-use super::{err, RedisStore};
+use super::RedisStore;
 use crate::event::ArticleId;
 use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::StoreError;
@@ -104,7 +104,7 @@ pub fn all_partitions() -> Vec<Partition> {
 
 /// The last id of an admin stream as `XREVRANGE <stream> + - COUNT 1` answers it.
 pub fn last_id(reply: redis::Value) -> Result<String, StoreError> {
-    let entries: Vec<(String, Vec<String>)> = redis::from_redis_value(reply).map_err(err)?;
+    let entries: Vec<(String, Vec<String>)> = redis::from_redis_value(reply).map_err(StoreError::from)?;
     Ok(entries
         .into_iter()
         .next()

@@ -10,7 +10,7 @@ use redis::Value;
 use super::buckets::{add_bucket, add_log_entry, diff, merge, minute_batch, subtract, Content, Fetched};
 use super::changes::last_id;
 use super::top::{open_from, TopState, HOUR, MINUTE, MINUTE_TTL, SKEW_MS};
-use super::{err, RedisStore};
+use super::RedisStore;
 use crate::event::{ArticleId, Meta};
 use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::windows::Windows;
@@ -29,7 +29,8 @@ struct Loaded {
 }
 
 fn next<T: redis::FromRedisValue>(values: &mut impl Iterator<Item = Value>) -> Result<T, StoreError> {
-    redis::from_redis_value(values.next().ok_or_else(|| err("short transaction reply"))?).map_err(err)
+    redis::from_redis_value(values.next().ok_or_else(|| super::corrupt("short transaction reply"))?)
+        .map_err(StoreError::from)
 }
 
 impl RedisStore {
@@ -57,7 +58,7 @@ impl RedisStore {
             .filter_map(|m| buckets.0.get(&(MINUTE, m)).map(|c| (m, c)))
             .collect();
         future.iter().for_each(|(_, c)| subtract(&mut all, c));
-        let mut windows = Windows::load(&buckets, now, all, meta).map_err(err)?;
+        let mut windows = Windows::load(&buckets, now, all, meta)?;
         for (m, c) in future {
             windows.apply(&minute_batch(m, diff(c, None)));
         }
@@ -127,8 +128,9 @@ impl RedisStore {
         let meta: HashMap<String, String> = next(&mut values)?;
         add_meta(&mut into.meta, meta);
         // The totals above hold every change up to this one; later ones are read by refreshes.
-        into.admin_read
-            .push(last_id(values.next().ok_or_else(|| err("short transaction reply"))?)?);
+        into.admin_read.push(last_id(
+            values.next().ok_or_else(|| super::corrupt("short transaction reply"))?,
+        )?);
         Ok(())
     }
 }

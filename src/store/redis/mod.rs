@@ -70,8 +70,12 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Redis(e.to_string())
+/// Stored data of an unexpected shape.
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        store: "redis",
+        what: what.to_string(),
+    }
 }
 
 impl RedisStore {
@@ -82,7 +86,11 @@ impl RedisStore {
 
     /// Like [`RedisStore::open`], with the clock that dates buckets and moves the windows.
     pub fn open_with_clock(url: &str, prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        Ok(Self::on(Connector::single(url).map_err(err)?, prefix, clock))
+        Ok(Self::on(
+            Connector::single(url).map_err(StoreError::from)?,
+            prefix,
+            clock,
+        ))
     }
 
     /// A store on the Redis Cluster that `seeds` (any of its nodes) belong to. Does not
@@ -93,7 +101,11 @@ impl RedisStore {
 
     /// Like [`RedisStore::open_cluster`], with the clock that dates buckets and moves the windows.
     pub fn open_cluster_with_clock(seeds: &[&str], prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        Ok(Self::on(Connector::cluster(seeds).map_err(err)?, prefix, clock))
+        Ok(Self::on(
+            Connector::cluster(seeds).map_err(StoreError::from)?,
+            prefix,
+            clock,
+        ))
     }
 
     fn on(conn: Connector, prefix: &str, clock: Arc<dyn Clock>) -> Self {
@@ -140,11 +152,11 @@ impl RedisStore {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 self.conn.forget_after(Some(&e)).await;
-                Err(err(e))
+                Err(e.into())
             }
             Err(_) => {
                 self.conn.forget_after(None).await;
-                Err(StoreError::Redis(format!("no answer within {limit:?}")))
+                Err(StoreError::Timeout(limit))
             }
         }
     }
@@ -179,7 +191,7 @@ impl RedisStore {
                 Ok(n) => answers.push(n),
                 Err(e) => {
                     self.conn.forget_after(Some(&e)).await;
-                    return Err(err(e));
+                    return Err(e.into());
                 }
             }
         }

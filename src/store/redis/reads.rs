@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use redis::{Cmd, Value};
 
-use super::{err, RedisStore};
+use super::RedisStore;
 use crate::event::{ArticleId, Meta, META_FIELDS};
 use crate::store::keys::{self, article_field, MetaKind, Partition, VIEWS_FIELD};
 use crate::store::{ArticleDelta, Batch, Snapshot, StoreError, StoredCounts};
@@ -46,14 +46,14 @@ impl RedisStore {
         let mut out = Vec::with_capacity(plan.len());
         for (deltas, values) in plan.into_iter().zip(replies) {
             let mut values = values.into_iter();
-            let mut next = || values.next().ok_or_else(|| err("short transaction reply"));
-            let counters: Vec<Option<u64>> = redis::from_redis_value(next()?).map_err(err)?;
+            let mut next = || values.next().ok_or_else(|| super::corrupt("short transaction reply"));
+            let counters: Vec<Option<u64>> = redis::from_redis_value(next()?).map_err(StoreError::from)?;
             let mut snap = Snapshot {
                 stored: self.stored_counts(counters),
                 unapplied: StoredCounts::default(),
             };
             for d in deltas {
-                let landed: bool = redis::from_redis_value(next()?).map_err(err)?;
+                let landed: bool = redis::from_redis_value(next()?).map_err(StoreError::from)?;
                 if !landed {
                     snap.unapplied.add(d);
                 }
@@ -124,10 +124,10 @@ impl RedisStore {
             .ignore()
             .get(&key);
         let (stored,): (String,) = self.query(&pipe).await?;
-        let bytes = hex::decode(stored).map_err(super::err)?;
+        let bytes = hex::decode(stored).map_err(super::corrupt)?;
         bytes
             .try_into()
-            .map_err(|_| super::err("a stored salt is not 16 bytes"))
+            .map_err(|_| super::corrupt("a stored salt is not 16 bytes"))
     }
 
     /// Each article's visitors (summed over days), in the order asked (read at once).

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::buckets::{add_bucket, add_log_entry, diff, minute_batch, Content, Fetched};
 use super::changes::{all_partitions, Read};
-use super::{err, RedisStore};
+use super::RedisStore;
 use crate::event::{ArticleId, Meta};
 use crate::store::keys::{article_field, Partition, PARTITIONS};
 use crate::store::windows::Windows;
@@ -156,9 +156,9 @@ impl RedisStore {
         let asked = Instant::now();
         self.wait_for_load(TOP_WAITS_FOR_LOAD).await;
         let stale = match self.top.state().as_ref() {
-            None => return Err(err("top-articles windows not loaded yet")),
+            None => return Err(StoreError::NotReady("top-articles windows not loaded yet")),
             Some(s) if self.clock.now_ms().saturating_sub(s.refreshed_at_ms) > MAX_GAP_MS => {
-                return Err(err("top-articles windows are being reloaded"))
+                return Err(StoreError::NotReady("top-articles windows are being reloaded"))
             }
             Some(s) => s.refreshed < asked,
         };
@@ -173,7 +173,7 @@ impl RedisStore {
         let state = self.top.state();
         let state = state
             .as_ref()
-            .ok_or_else(|| err("top-articles windows not loaded yet"))?;
+            .ok_or(StoreError::NotReady("top-articles windows not loaded yet"))?;
         Ok(state.windows.top(q))
     }
 
@@ -299,7 +299,7 @@ impl RedisStore {
         let mut guard = self.top.state();
         let Some(state) = guard.as_mut() else { return Ok(()) };
         if let Some(rows) = &rows {
-            state.windows.roll(rows, now).map_err(err)?;
+            state.windows.roll(rows, now)?;
         }
         state.refreshed_at_ms = now;
         state.refreshed = Instant::now();
@@ -371,10 +371,10 @@ impl RedisStore {
             let content = out.0.entry(w).or_default();
             match w.0 {
                 Granularity::Minute => {
-                    let entries: Vec<String> = redis::from_redis_value(value).map_err(err)?;
+                    let entries: Vec<String> = redis::from_redis_value(value).map_err(StoreError::from)?;
                     entries.iter().for_each(|e| add_log_entry(content, e));
                 }
-                Granularity::Hour => add_bucket(content, redis::from_redis_value(value).map_err(err)?),
+                Granularity::Hour => add_bucket(content, redis::from_redis_value(value).map_err(StoreError::from)?),
             }
         }
         Ok(out)
