@@ -49,7 +49,9 @@ impl Process {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A start replays the journal before it listens: a large one (500,000 articles
+        // in a debug build on a loaded machine) takes a while.
+        let deadline = Instant::now() + Duration::from_secs(180);
         let addr = loop {
             let line = logs
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
