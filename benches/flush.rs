@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --bench flush [-- --fsync-always]` (figures in BENCHMARKS.md).
 
-#[path = "../tests/common/redis_server.rs"]
+#[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
 

@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded] [--only bare|service|incr]`
 
-#[path = "../tests/common/redis_server.rs"]
+#[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
 #[path = "support/servers.rs"]

@@ -8,7 +8,7 @@
 //! Run: `cargo bench --bench read_during_flush -- [--keys 1000000] [--embedded]`
 //! (Redis by default: a private redis-server with `appendfsync everysec`).
 
-#[path = "../tests/common/redis_server.rs"]
+#[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
 #[path = "support/servers.rs"]

@@ -13,7 +13,7 @@
 //!
 //! Run: `cargo bench --bench top_latency -- [--requests 5000] [--articles N] [--clients 50]`
 
-#[path = "../tests/common/redis_server.rs"]
+#[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
 #[path = "support/servers.rs"]

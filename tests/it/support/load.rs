@@ -12,7 +12,7 @@ use http::StatusCode;
 use tokio::task::JoinSet;
 use viewcounter::store::keys::{Keys, Partition, PARTITIONS, SHARE_FIELD_PREFIX, VIEWS_FIELD};
 
-use crate::common::Client;
+use crate::support::Client;
 
 /// Articles the load spreads over.
 pub const ARTICLES: usize = 2_000;
@@ -114,7 +114,7 @@ impl Load {
     }
 
     async fn wait(&self, done: impl Fn(&Ledger) -> bool, what: &str) {
-        let ok = crate::common::eventually(60, || {
+        let ok = crate::support::eventually(60, || {
             let d = done(&self.ledger);
             async move { d }
         })

@@ -5,6 +5,7 @@
 pub mod batches;
 pub mod browser;
 pub mod client;
+pub mod load;
 pub mod process;
 pub mod redis_server;
 

@@ -2,7 +2,7 @@
 //! real caching proxy (nginx with deploy/nginx.conf) in front showing that repeated
 //! reads within the max-age do not reach the service.
 
-mod common;
+use crate::support as common;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::Path;

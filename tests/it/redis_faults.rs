@@ -2,8 +2,8 @@
 //! than the client timeout, and a load running through them. Whatever happens, Redis
 //! ends up holding exactly the events that got a 2xx.
 
-mod common;
-mod load;
+use crate::support as common;
+use crate::support::load;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

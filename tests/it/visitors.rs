@@ -2,7 +2,7 @@
 //! counted within ±3 % at 10,000 and 100,000 visitors on both stores, a visitor's
 //! repeat views count once, and nothing but the sketches and the totals is stored.
 
-mod common;
+use crate::support as common;
 
 use std::sync::Arc;
 

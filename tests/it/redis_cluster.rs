@@ -2,8 +2,8 @@
 //! instances sharing the cluster count exactly, through a stalled node and a node
 //! killed and restarted. (Every contract case also runs on a cluster: tests/contract.rs.)
 
-mod common;
-mod load;
+use crate::support as common;
+use crate::support::load;
 
 use common::{RedisCluster, TestApp, FLUSH_DUPLICATE, FLUSH_ERROR, FLUSH_OK};
 use load::{assert_redis_holds, Load};

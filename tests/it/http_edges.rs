@@ -1,7 +1,7 @@
 //! The HTTP layer's defences and protocols: slow clients, unbounded chunked bodies,
 //! h2c, and arbitrary input that must never produce a 5xx or a panic.
 
-mod common;
+use crate::support as common;
 
 use std::time::Duration;
 

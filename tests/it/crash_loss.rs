@@ -4,8 +4,8 @@
 //! full disk (a small tmpfs, mounted by the test) is survived without a restart; a
 //! stop that cannot keep its counts says so and exits non-zero.
 
-mod common;
-mod load;
+use crate::support as common;
+use crate::support::load;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! alert rules parses and names only metrics a running instance exports.
 //! promtool is installed by `scripts/validate-deploy` (run by `scripts/test`).
 
-mod common;
+use crate::support as common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! exactly-once record, partial retries, the script cache, admin writes, and what a
 //! flush costs in Redis commands.
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! Timing is never asserted tightly: a loaded two-core box may be slow, so bounds
 //! are generous and only tell "closed by the service" from "held for ever".
 
-mod common;
+use crate::support as common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! docs/openapi.yaml stays in step with docs/api.md and with the running service:
 //! every path the reference names is described, and every described path is served.
 
-mod common;
+use crate::support as common;
 
 use common::TestApp;
 use http::{Method, StatusCode};

@@ -3,7 +3,7 @@
 //! seeded set of events: the ranking against `/v1/top`, a filter kept in the URL, the
 //! article view's series, phone width, and the service going away.
 
-mod common;
+use crate::support as common;
 
 use common::browser::{screenshot, ChromeDriver};
 use common::{eventually, Backend, Client, RedisServer, TestApp};

@@ -2,8 +2,8 @@
 //! matter: SIGTERM while Redis is down or hung, a crash in the middle of a replay, and
 //! spill files of older versions (replayed too) that do not parse.
 
-mod common;
-mod load;
+use crate::support as common;
+use crate::support::load;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The process around the API: configuration errors, restarts, and SIGTERM.
 
-mod common;
+use crate::support as common;
 
 use std::time::{Duration, Instant};
 

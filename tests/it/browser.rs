@@ -1,7 +1,7 @@
 //! counter.js: how `GET /v1/counter.js` is served, and the script at work in a real
 //! headless Chromium (driven through chromedriver) on examples/article.html.
 
-mod common;
+use crate::support as common;
 
 use common::browser::{page_errors, screenshot, text, wait_for_text, ChromeDriver, PageServer};
 use common::{eventually, Client, TestApp};

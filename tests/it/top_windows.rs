@@ -1,7 +1,7 @@
 //! Top windows on the embedded store with a controllable clock: buckets roll out of
 //! each window without waiting, rankings survive a restart, admin delete forgets.
 
-mod common;
+use crate::support as common;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! window without waiting, a reload (restart) rebuilds them, a late batch counts at its
 //! apply time, bucket keys expire, and two instances sharing one Redis rank together.
 
-mod common;
+use crate::support as common;
 
 use std::sync::Arc;
 

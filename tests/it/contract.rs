@@ -1,7 +1,7 @@
 //! The API of docs/api.md, endpoint by endpoint and error by error. Every
 //! case runs against each store backend (see the `contract_tests!` list at the end).
 
-mod common;
+use crate::support as common;
 
 use common::{Backend, RedisCluster, RedisServer, TestApp};
 

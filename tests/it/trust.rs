@@ -4,7 +4,7 @@
 //! when a secret is set, and the rate limit counts events. Real processes, real
 //! redis-server.
 
-mod common;
+use crate::support as common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -3,7 +3,7 @@
 //! sections and languages. The same cases run on the embedded store and on a real
 //! redis-server.
 
-mod common;
+use crate::support as common;
 
 use std::sync::Arc;
 
