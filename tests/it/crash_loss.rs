@@ -250,6 +250,7 @@ fn all_articles(ledger: &Ledger) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_after_a_burst_loses_nothing_accepted_before_the_last_journal_write() {
+    let _heavy = common::one_heavy_test_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let (ledger, durable) = burst_and_kill(dir.path(), &[], async {}).await;
 
@@ -266,6 +267,7 @@ async fn a_kill_9_after_a_burst_loses_nothing_accepted_before_the_last_journal_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_while_redis_is_away_loses_nothing_accepted_before_the_last_journal_write() {
+    let _heavy = common::one_heavy_test_at_a_time().await;
     let mut redis = RedisServer::start();
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();

@@ -51,11 +51,18 @@ async fn settle(client: &Client, marker: &str) {
         top.status == StatusCode::OK && top.json()["articles"][0]["article"] == marker
     })
     .await;
-    assert!(ranked, "the flood reaches the rankings");
+    let top = client.get("/v1/top?window=15m&limit=3").await;
+    assert!(
+        ranked,
+        "the flood reaches the rankings; /v1/top: {} {}",
+        top.status,
+        top.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_new_ids_past_max_articles_keeps_tracked_articles_and_memory_bounded() {
+    let _heavy = common::one_heavy_test_at_a_time().await;
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cap = 20_000usize;
@@ -121,6 +128,7 @@ fn fill_counts(dir: &std::path::Path, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_on_a_million_articles_accepts_events_before_its_rankings_load() {
+    let _heavy = common::one_heavy_test_at_a_time().await;
     const ARTICLES: usize = 1_000_000;
     let dir = tempfile::tempdir().unwrap();
     fill_counts(dir.path(), ARTICLES);

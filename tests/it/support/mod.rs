@@ -126,6 +126,14 @@ impl Drop for TestApp {
     }
 }
 
+/// Taken by the tests that load the machine for minutes (the kill -9 bursts, the id
+/// flood): on a 2-core box two of them at once starve each other's service past any
+/// sensible deadline, so they run one at a time while the light tests go on beside them.
+pub async fn one_heavy_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// Polls `check` every 20 ms until it returns true or `secs` pass.
 pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
 where
