@@ -17,6 +17,13 @@ const ARTICLE_READS: &str = r#"viewcounter_http_requests_total{route="/v1/articl
 async fn reads_carry_a_max_age_and_an_etag_and_a_matching_if_none_match_gets_304() {
     let app = TestApp::start(&["--read-max-age", "30s"]).await;
     app.client.view("cached").await;
+    // Once the view is stored, with its visitor (which reads take from the store only),
+    // nothing changes between two reads, so the second must match the first's tag.
+    app.wait_metric_above(common::FLUSH_OK, 0.0, 60).await;
+    assert!(
+        eventually(60, || async { app.client.article("cached").await["visitors"] == 1 }).await,
+        "the view's visitor is stored"
+    );
     for path in [
         "/v1/articles/cached",
         "/v1/articles?ids=cached,other",
