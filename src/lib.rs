@@ -15,28 +15,38 @@
 //!                                              store::Store::apply           (embedded redb | Redis)
 //!
 //! reads (http::reads) = store totals + unacknowledged batches + pending counts
-//! shutdown: stop accepting -> drain in-flight -> final flush -> spill file if the store is away
+//! durability: each tick's drain is appended to the journal (flusher::journal) before
+//! or while it is applied; a restart replays it exactly once
+//! shutdown: stop accepting -> drain in-flight -> final flush -> what the store did not
+//! take stays in the journal
 //! ```
+//!
+//! The modules below are listed in that order: an event's way in, its way to the store,
+//! its way back out, then the wiring.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod app;
-pub mod clock;
-pub mod config;
-pub mod counter;
+// The way in: a beacon becomes validated events, a visitor mark, a pending count.
 pub mod event;
-pub mod failpoint;
-pub mod fingerprint;
+pub mod visitors;
+pub mod counter;
+// The way to the store: drained batches, journaled, queued until acknowledged.
 pub mod flusher;
-pub mod http;
 pub mod in_flight;
-pub mod logging;
-pub mod metrics;
-pub mod shutdown;
 pub mod spill;
 pub mod store;
+// The way out: rankings, and the HTTP surface (ingest, reads, newsroom, admin, ops).
 pub mod top;
-pub mod visitors;
+pub mod http;
+// Wiring and shared pieces.
+pub mod app;
+pub mod config;
+pub mod clock;
+pub mod shutdown;
+pub mod metrics;
+pub mod logging;
+pub mod fingerprint;
+pub mod failpoint;
 
 pub use app::App;
 pub use config::Config;
