@@ -163,11 +163,7 @@ fn main() {
     let embedded = std::env::args().any(|a| a == "--embedded");
     let redis = (!embedded).then(|| RedisServer::start_with_fsync("everysec"));
     let data = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = servers::runtime();
     let capacity = (2 * keys).to_string();
     let started = Instant::now();
     let addr = servers::start_service_with(

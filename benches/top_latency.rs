@@ -125,7 +125,11 @@ async fn fill(redis_url: Option<&str>, dir: &Path) {
     }
 }
 
-async fn get(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> Duration {
+/// GETs `path`; how long the answer took, and its body.
+async fn timed_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (Duration, Bytes) {
     let req = http::Request::get(path)
         .header("host", "bench")
         .body(Empty::new())
@@ -134,7 +138,12 @@ async fn get(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     let resp = sender.send_request(req).await.expect("response");
     assert!(resp.status().is_success(), "{path}: {}", resp.status());
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    let elapsed = started.elapsed();
+    (started.elapsed(), body)
+}
+
+/// [`timed_get`] of a ranking of 10 articles.
+async fn get(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> Duration {
+    let (elapsed, body) = timed_get(sender, path).await;
     assert!(
         body.len() > 100,
         "a ranking of 10 articles: {}",
@@ -248,15 +257,7 @@ async fn concurrent(store: &str, addr: SocketAddr, clients: usize) {
 
 /// Like [`get`], for rankings that may be short (a rare filter).
 async fn get_any(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> Duration {
-    let req = http::Request::get(path)
-        .header("host", "bench")
-        .body(Empty::new())
-        .unwrap();
-    let started = Instant::now();
-    let resp = sender.send_request(req).await.expect("response");
-    assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    resp.into_body().collect().await.expect("body");
-    started.elapsed()
+    timed_get(sender, path).await.0
 }
 
 /// Waits for `/readyz` 200 (the rankings loaded); how long that took.
@@ -281,11 +282,7 @@ async fn until_ready(addr: SocketAddr) -> Duration {
 
 fn run(store: &str, redis_url: Option<&str>, n: usize) {
     let data = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = servers::runtime();
     let filled = Instant::now();
     rt.block_on(fill(redis_url, data.path()));
     eprintln!("{store}: filled {} articles in {:.1?}", articles(), filled.elapsed());

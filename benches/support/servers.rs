@@ -27,7 +27,8 @@ pub struct Servers {
     _data: tempfile::TempDir,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A runtime with two workers, as the service has on this machine.
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
