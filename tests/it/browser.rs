@@ -125,14 +125,7 @@ async fn seed(client: &Client) {
         ));
     }
     for chunk in lines.chunks(1_000) {
-        let r = client
-            .send(
-                Method::POST,
-                "/v1/events",
-                &[("content-type", "application/x-ndjson")],
-                chunk.join("\n"),
-            )
-            .await;
+        let r = client.post_ndjson(chunk.join("\n")).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     }
     let ranked = eventually(10, || async {

@@ -21,14 +21,7 @@ async fn flood(client: &Client, first: usize, ids: usize) {
             .iter()
             .map(|n| format!("{{\"type\":\"view\",\"article\":\"flood-{n}\"}}\n"))
             .collect();
-        let r = client
-            .send(
-                http::Method::POST,
-                "/v1/events",
-                &[("content-type", "application/x-ndjson")],
-                body,
-            )
-            .await;
+        let r = client.post_ndjson(body).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     }
 }
@@ -41,14 +34,7 @@ async fn flood(client: &Client, first: usize, ids: usize) {
 async fn settle(client: &Client, marker: &str) {
     let body = format!("{{\"type\":\"view\",\"article\":\"{marker}\"}}\n").repeat(5);
     let ranked = eventually(120, || async {
-        let r = client
-            .send(
-                http::Method::POST,
-                "/v1/events",
-                &[("content-type", "application/x-ndjson")],
-                body.clone(),
-            )
-            .await;
+        let r = client.post_ndjson(body.clone()).await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
         let top = client.get("/v1/top?window=15m&limit=1").await;
         top.status == StatusCode::OK && top.json()["articles"][0]["article"] == marker

@@ -118,14 +118,7 @@ async fn seed(client: &Client) {
             lines.push(json!({"type": "share", "article": id, "network": network}).to_string());
         }
     }
-    let r = client
-        .send(
-            Method::POST,
-            "/v1/events",
-            &[("content-type", "application/x-ndjson")],
-            lines.join("\n"),
-        )
-        .await;
+    let r = client.post_ndjson(lines.join("\n")).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     let ranked = eventually(20, || async {
         client.get("/v1/top?window=24h&limit=20").await.json()["articles"]

@@ -107,6 +107,17 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/events` with an NDJSON body (one event a line).
+    pub async fn post_ndjson(&self, lines: impl Into<Bytes>) -> Reply {
+        self.send(
+            Method::POST,
+            "/v1/events",
+            &[("content-type", "application/x-ndjson")],
+            lines,
+        )
+        .await
+    }
+
     /// Posts one view of `article` and asserts 202.
     pub async fn view(&self, article: &str) {
         let r = self
