@@ -23,6 +23,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// Unix time in milliseconds, by the system clock.
+pub fn unix_ms() -> u64 {
+    SystemClock.now_ms()
+}
+
+/// Unix time in whole seconds, by the system clock.
+pub fn unix_secs() -> u64 {
+    unix_ms() / 1000
+}
+
 /// A clock that moves only when told to (tests).
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicU64);

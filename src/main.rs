@@ -26,10 +26,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Sign(args)) = &config.command {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        println!("{}", args.attributes(now));
+        println!("{}", args.attributes(viewcounter::clock::unix_secs()));
         return ExitCode::SUCCESS;
     }
     if let Err(message) = config.validate() {

@@ -2,8 +2,8 @@
 //! and its place in that process's sequence.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::unix_ms;
 use crate::store::BatchId;
 
 /// Makes batch ids: instance id + process start + sequence.
@@ -12,14 +12,6 @@ pub struct BatchIds {
     instance: String,
     epoch_ms: u64,
     seq: AtomicU64,
-}
-
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 impl BatchIds {

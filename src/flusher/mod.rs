@@ -25,7 +25,9 @@ use crate::store::{Applied, Batch, BatchId, Store};
 mod ids;
 pub mod journal;
 
-pub use ids::{unix_ms, BatchIds};
+pub use ids::BatchIds;
+
+use crate::clock::unix_ms;
 use journal::{Journal, JournalError};
 
 /// Articles per batch chunk: a big drain is split so each store call stays small.

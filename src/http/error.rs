@@ -2,7 +2,6 @@
 //! status code and JSON body. 5xx details are logged, never sent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -186,7 +185,7 @@ const STORE_ERROR_LOG_EVERY_SECS: u64 = 10;
 
 /// True for at most one caller every `STORE_ERROR_LOG_EVERY_SECS`.
 fn store_error_log_due() -> bool {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_secs();
     let last = STORE_ERROR_LOGGED_AT.load(Ordering::Relaxed);
     now.saturating_sub(last) >= STORE_ERROR_LOG_EVERY_SECS
         && STORE_ERROR_LOGGED_AT

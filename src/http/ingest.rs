@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -123,7 +123,7 @@ fn rate_limit(api: &Api, sender: &Sender<'_>, events: usize) -> Result<(), ApiEr
 /// whole request.
 fn verify(api: &Api, raws: &[RawEvent<'_>]) -> Result<(), ApiError> {
     let Some(signer) = &api.signer else { return Ok(()) };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_secs();
     for (i, raw) in raws.iter().enumerate() {
         signer
             .verify(raw, now)

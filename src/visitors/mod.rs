@@ -46,7 +46,7 @@ pub fn day_of(unix_secs: u64) -> Day {
 
 /// Today, by the system clock.
 pub fn today() -> Day {
-    day_of(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    day_of(crate::clock::unix_secs())
 }
 
 /// A fresh random salt (std's randomly seeded hasher, twice: no extra crate, and the
