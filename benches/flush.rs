@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use redis_server::RedisServer;
 use viewcounter::counter::CounterMap;
 use viewcounter::event::{Event, Networks};
-use viewcounter::flusher::Flusher;
+use viewcounter::flusher::{FlushSettings, Flusher};
 use viewcounter::in_flight::InFlight;
 use viewcounter::metrics::Metrics;
 use viewcounter::store::Store;
@@ -90,10 +90,10 @@ fn main() {
             store.clone(),
             Metrics::new(),
             in_flight.clone(),
-            format!("bench-{n}"),
-            Duration::from_secs(1),
-            data_dir.path().to_path_buf(),
-            Duration::from_secs(30),
+            FlushSettings {
+                final_timeout: Duration::from_secs(30),
+                ..FlushSettings::new(data_dir.path().to_path_buf(), format!("bench-{n}"))
+            },
         );
         redis.cli(&["CONFIG", "RESETSTAT"]);
         let flushed_at = Instant::now();

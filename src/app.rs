@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::counter::CounterMap;
 use crate::event::BotFilter;
-use crate::flusher::Flusher;
+use crate::flusher::{FlushSettings, Flusher};
 use crate::http::client::ClientAddr;
 use crate::http::newsroom::Newsroom;
 use crate::http::rate_limit::RateLimiter;
@@ -93,6 +93,18 @@ async fn load_top_briefly(redis: &RedisStore) {
     }
 }
 
+/// The flusher's part of the configuration.
+fn flush_settings(config: &Config) -> FlushSettings {
+    FlushSettings {
+        interval: config.flush_interval,
+        visitor_interval: config.visitor_flush_interval,
+        final_timeout: config.final_flush_timeout,
+        journal_max_bytes: config.journal_max_bytes,
+        data_dir: config.data_dir.clone(),
+        instance: instance_id(),
+    }
+}
+
 impl App {
     /// Opens the store, replays the journal, and binds the listeners.
     pub async fn build(config: Config) -> anyhow::Result<App> {
@@ -109,13 +121,9 @@ impl App {
             store.clone(),
             metrics.clone(),
             in_flight.clone(),
-            instance_id(),
-            config.flush_interval,
-            config.data_dir.clone(),
-            config.final_flush_timeout,
+            flush_settings(&config),
         )
-        .with_failpoint(config.failpoint)
-        .with_journal_max_bytes(config.journal_max_bytes);
+        .with_failpoint(config.failpoint);
         flusher.recover().await;
         let public = TcpListener::bind(config.listen)
             .await

@@ -151,6 +151,12 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_FLUSH_INTERVAL", default_value = "1s", value_name = "DUR", value_parser = parse_interval)]
     pub flush_interval: Duration,
 
+    /// How often unique-visitor marks are written to the store (at a flush; at most
+    /// every flush). Each write costs Redis a few commands per article, so they are held
+    /// longer than counts; visitors in reads lag by up to this much.
+    #[arg(long, env = "VIEWCOUNTER_VISITOR_FLUSH_INTERVAL", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub visitor_flush_interval: Duration,
+
     /// Bearer token for /v1/admin/* (unset: the admin API answers 404).
     #[arg(long, env = "VIEWCOUNTER_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

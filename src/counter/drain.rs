@@ -9,12 +9,24 @@ use super::{with_key, CounterKey, CounterMap, IDLE};
 use crate::event::{ArticleId, Counter, Meta};
 use crate::store::ArticleDelta;
 
+/// Whether a drain takes the pending visitor marks along. Marks cost the Redis flush a
+/// few commands per article, so the flusher sends them every `--visitor-flush-interval`,
+/// not at every flush; counts go every flush either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitorMarks {
+    /// Every article's marks go with the drain; an article with marks and no counts
+    /// gets a delta of its marks alone.
+    Take,
+    /// The marks stay in the map for a later drain.
+    Keep,
+}
+
 impl CounterMap {
-    /// Moves every pending delta out and removes keys idle for a whole interval: a
-    /// [`CounterMap::copy_pending`] followed at once by its [`CounterMap::settle`].
-    /// The result is sorted by article.
+    /// Moves every pending delta and visitor mark out and removes keys idle for a whole
+    /// interval: a [`CounterMap::copy_pending`] followed at once by its
+    /// [`CounterMap::settle`]. The result is sorted by article.
     pub fn drain(&self) -> Vec<ArticleDelta> {
-        let drained = self.copy_pending();
+        let drained = self.copy_pending(VisitorMarks::Take);
         self.settle(&drained);
         drained
     }
@@ -24,7 +36,7 @@ impl CounterMap {
     /// metadata that changed, and removes keys idle for a whole interval. The caller
     /// must hand the copy to [`CounterMap::settle`] at the moment it makes the copied
     /// deltas visible elsewhere (the flusher's queue). Sorted by article.
-    pub fn copy_pending(&self) -> Vec<ArticleDelta> {
+    pub fn copy_pending(&self, visitors: VisitorMarks) -> Vec<ArticleDelta> {
         let mut rows: Vec<(ArticleId, Counter, u64)> = Vec::with_capacity(self.len());
         let mut idle: Vec<CounterKey> = Vec::new();
         for entry in self.counts.iter() {
@@ -60,25 +72,37 @@ impl CounterMap {
             d.shares.sort_unstable();
         }
         self.attach_meta(&mut out);
-        self.attach_visitors(&mut out);
+        if visitors == VisitorMarks::Take {
+            self.attach_visitors(&mut out);
+        }
         out
     }
 
-    /// Moves each drained article's visitor marks into its delta. Marks of an article
-    /// whose count is not in this drain (it raced it) stay for the next one.
-    fn attach_visitors(&self, sorted: &mut [ArticleDelta]) {
+    /// Moves every article's visitor marks into its delta, adding a delta of marks
+    /// alone for an article with no count in this drain. Keeps `sorted` sorted.
+    fn attach_visitors(&self, sorted: &mut Vec<ArticleDelta>) {
         let articles: Vec<Box<str>> = self.visitors.iter().map(|e| e.key().clone()).collect();
+        let counted = sorted.len();
         for article in articles {
-            let Ok(i) = sorted.binary_search_by(|d| d.article.as_str().cmp(&article)) else {
+            // Removed, not emptied: a mark added after this point makes a new entry.
+            let Some((_, marks)) = self.visitors.remove(&*article) else {
                 continue;
             };
-            // Removed, not emptied: a mark added after this point makes a new entry.
-            if let Some((_, marks)) = self.visitors.remove(&*article) {
-                self.visitor_marks.fetch_sub(marks.len(), Ordering::Relaxed);
-                let mut marks: Vec<_> = marks.into_iter().collect();
-                marks.sort_unstable();
-                sorted[i].visitors = marks;
+            self.visitor_marks.fetch_sub(marks.len(), Ordering::Relaxed);
+            let mut marks: Vec<_> = marks.into_iter().collect();
+            marks.sort_unstable();
+            match sorted[..counted].binary_search_by(|d| d.article.as_str().cmp(&article)) {
+                Ok(i) => sorted[i].visitors = marks,
+                Err(_) => {
+                    let mut d =
+                        ArticleDelta::new(ArticleId::parse(&article).expect("marks are kept for validated ids"));
+                    d.visitors = marks;
+                    sorted.push(d);
+                }
             }
+        }
+        if sorted.len() > counted {
+            sorted.sort_unstable_by(|a, b| a.article.cmp(&b.article));
         }
     }
 
@@ -193,7 +217,7 @@ mod tests {
         let map = CounterMap::new(10, Networks::default());
         view(&map, "a");
         view(&map, "a");
-        let copied = map.copy_pending();
+        let copied = map.copy_pending(VisitorMarks::Take);
         assert_eq!(copied[0].views, 2);
         assert_eq!(map.pending("a").views, 2, "a reader still sees the copied counts here");
 
@@ -205,7 +229,7 @@ mod tests {
     fn an_event_between_the_copy_and_the_settle_stays_for_the_next_drain() {
         let map = CounterMap::new(10, Networks::default());
         view(&map, "a");
-        let copied = map.copy_pending();
+        let copied = map.copy_pending(VisitorMarks::Take);
         view(&map, "a");
         map.settle(&copied);
 
@@ -214,5 +238,37 @@ mod tests {
         assert!(map.drain().is_empty());
         assert!(map.drain().is_empty());
         assert_eq!(map.len(), 0, "idle for a whole interval, the key left");
+    }
+
+    fn visit(map: &CounterMap, article: &str, visitor: u64) {
+        view(map, article);
+        map.record_visitor(article, (20_000, visitor));
+    }
+
+    #[test]
+    fn marks_kept_out_of_a_drain_go_with_a_later_one_even_without_new_counts() {
+        let map = CounterMap::new(10, Networks::default());
+        visit(&map, "a", 1);
+        visit(&map, "b", 2);
+        let first = map.copy_pending(VisitorMarks::Keep);
+        map.settle(&first);
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|d| d.visitors.is_empty()), "marks stay behind");
+
+        visit(&map, "b", 3);
+        let second = map.drain();
+        let articles: Vec<_> = second
+            .iter()
+            .map(|d| (d.article.as_str(), d.views, d.visitors.len()))
+            .collect();
+        assert_eq!(
+            articles,
+            [("a", 0, 1), ("b", 1, 2)],
+            "a delta of marks alone for a, sorted"
+        );
+        assert!(
+            map.drain().iter().all(|d| d.visitors.is_empty()),
+            "each mark leaves once"
+        );
     }
 }

@@ -13,6 +13,8 @@ use crate::visitors::Mark;
 
 mod drain;
 
+pub use drain::VisitorMarks;
+
 /// A seeded fast hasher: article ids come from the internet, so the seed is random per
 /// process (no crafted collisions), but hashing costs a few ns instead of SipHash's ~20.
 type Hasher = foldhash::fast::RandomState;

@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 use tokio::time;
 use tokio_util::sync::CancellationToken;
 
-use crate::counter::CounterMap;
+use crate::clock::{unix_ms, Clock};
+use crate::counter::{CounterMap, VisitorMarks};
 use crate::failpoint::{self, Failpoint};
 use crate::in_flight::{InFlight, Unacked};
 use crate::metrics::Metrics;
@@ -27,7 +28,6 @@ pub mod journal;
 
 pub use ids::BatchIds;
 
-use crate::clock::unix_ms;
 use journal::{Journal, JournalError};
 
 /// Articles per batch chunk: a big drain is split so each store call stays small.
@@ -37,6 +37,41 @@ pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 1 << 30;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// With nothing to flush, how often the store is pinged so `store_up` stays true to life.
 const IDLE_PING: Duration = Duration::from_secs(5);
+
+/// How the flusher works: the flush flags of the configuration.
+#[derive(Debug, Clone)]
+pub struct FlushSettings {
+    /// How often the map is drained, journaled and applied (`--flush-interval`).
+    pub interval: Duration,
+    /// How often the visitor marks go with a drain (`--visitor-flush-interval`): each
+    /// costs the Redis flush a few commands per article, so they are held longer.
+    pub visitor_interval: Duration,
+    /// How long the final flush waits for the store (`--final-flush-timeout`).
+    pub final_timeout: Duration,
+    /// The journal's size cap (`--journal-max-bytes`).
+    pub journal_max_bytes: u64,
+    /// Where the journal lives (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// This process's id, the first part of its batch ids.
+    pub instance: String,
+}
+
+impl FlushSettings {
+    /// The defaults of the flags, with the journal in `data_dir`.
+    pub fn new(data_dir: PathBuf, instance: String) -> Self {
+        FlushSettings {
+            interval: Duration::from_secs(1),
+            visitor_interval: DEFAULT_VISITOR_FLUSH_INTERVAL,
+            final_timeout: Duration::from_secs(5),
+            journal_max_bytes: DEFAULT_JOURNAL_MAX_BYTES,
+            data_dir,
+            instance,
+        }
+    }
+}
+
+/// The default `--visitor-flush-interval`.
+pub const DEFAULT_VISITOR_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A stop that could not keep every accepted count.
 #[derive(Debug, thiserror::Error)]
@@ -73,34 +108,41 @@ impl Health {
 }
 
 impl Flusher {
-    /// A flusher over `counter` into `store`; the journal lives in `data_dir`.
-    #[allow(clippy::too_many_arguments)]
+    /// A flusher over `counter` into `store`, stamping batches with the store's clock.
     pub fn new(
         counter: Arc<CounterMap>,
         store: Store,
         metrics: Metrics,
         in_flight: Arc<InFlight>,
-        instance: String,
-        interval: Duration,
-        data_dir: PathBuf,
-        final_timeout: Duration,
+        settings: FlushSettings,
     ) -> Self {
         let health = Arc::new(Health {
             store: AtomicBool::new(true),
             journal: AtomicBool::new(true),
             metrics: metrics.clone(),
         });
-        metrics.journal_max_bytes.set(DEFAULT_JOURNAL_MAX_BYTES as i64);
+        metrics.journal_max_bytes.set(settings.journal_max_bytes as i64);
+        let FlushSettings {
+            interval,
+            visitor_interval,
+            final_timeout,
+            journal_max_bytes,
+            data_dir,
+            instance,
+        } = settings;
         Flusher {
             drainer: Drainer {
                 counter,
                 in_flight: in_flight.clone(),
                 metrics: metrics.clone(),
                 ids: Arc::new(BatchIds::new(instance)),
+                clock: store.clock(),
                 data_dir,
                 journal: Arc::new(Mutex::new(None)),
                 unjournaled: Vec::new(),
-                max_bytes: DEFAULT_JOURNAL_MAX_BYTES,
+                max_bytes: journal_max_bytes,
+                visitor_interval,
+                visitors_sent_at: None,
                 health: health.clone(),
             },
             applier: Applier {
@@ -124,14 +166,6 @@ impl Flusher {
     /// Arms a test-only failpoint.
     pub fn with_failpoint(mut self, failpoint: Option<Failpoint>) -> Self {
         self.applier.failpoint = failpoint;
-        self
-    }
-
-    /// Caps the journal (`--journal-max-bytes`): at the cap nothing more is drained and
-    /// new keys are refused until the store catches up.
-    pub fn with_journal_max_bytes(mut self, max: u64) -> Self {
-        self.drainer.max_bytes = max;
-        self.drainer.metrics.journal_max_bytes.set(max as i64);
         self
     }
 
@@ -208,9 +242,9 @@ impl Flusher {
     /// start; what neither took is counted, logged and reported.
     pub async fn final_flush(&mut self) -> Result<(), CountsLost> {
         let deadline = Instant::now() + self.final_timeout;
-        // Past the journal's cap too: nothing will drain the map after this.
+        // Past the journal's cap too, and every visitor mark: nothing will drain the map after this.
         self.drainer.max_bytes = u64::MAX;
-        self.drainer.tick().await;
+        self.drainer.tick_taking(VisitorMarks::Take).await;
         if self.applier.apply_until(deadline).await {
             self.drainer.tick().await; // truncates the journal
             tracing::info!("final flush done");
@@ -245,6 +279,7 @@ struct Drainer {
     in_flight: Arc<InFlight>,
     metrics: Metrics,
     ids: Arc<BatchIds>,
+    clock: Arc<dyn Clock>,
     data_dir: PathBuf,
     /// `None` until opened (lazily, so an open that fails is retried at the next tick).
     // std Mutex: only locked inside blocking tasks, by this drainer.
@@ -252,6 +287,9 @@ struct Drainer {
     /// Drained batches the journal does not hold yet (its last write failed).
     unjournaled: Vec<Arc<Batch>>,
     max_bytes: u64,
+    visitor_interval: Duration,
+    /// When the visitor marks last went with a drain.
+    visitors_sent_at: Option<Instant>,
     health: Arc<Health>,
 }
 
@@ -265,16 +303,28 @@ struct TickDone {
 }
 
 impl Drainer {
-    /// Drains the map into the queue and the journal, off the runtime's threads.
+    /// Drains the map into the queue and the journal, off the runtime's threads; the
+    /// visitor marks go along once `--visitor-flush-interval` has passed.
     async fn tick(&mut self) {
+        let due = self
+            .visitors_sent_at
+            .is_none_or(|at| at.elapsed() >= self.visitor_interval);
+        let marks = if due { VisitorMarks::Take } else { VisitorMarks::Keep };
+        self.tick_taking(marks).await;
+    }
+
+    /// [`Drainer::tick`], taking the visitor marks along or not as told.
+    async fn tick_taking(&mut self, marks: VisitorMarks) {
         self.metrics.pending_keys.set(self.counter.len() as i64);
         let job = TickJob {
             counter: self.counter.clone(),
             in_flight: self.in_flight.clone(),
             ids: self.ids.clone(),
+            clock: self.clock.clone(),
             journal: self.journal.clone(),
             data_dir: self.data_dir.clone(),
             max_bytes: self.max_bytes,
+            marks,
             unjournaled: std::mem::take(&mut self.unjournaled),
         };
         let done = match tokio::task::spawn_blocking(move || job.run()).await {
@@ -285,6 +335,9 @@ impl Drainer {
             }
         };
         self.unjournaled = done.unjournaled;
+        if marks == VisitorMarks::Take && !done.full {
+            self.visitors_sent_at = Some(Instant::now());
+        }
         self.counter.refuse_new_keys(done.full);
         match done.journal {
             Ok(bytes) => {
@@ -308,7 +361,7 @@ impl Drainer {
         let age = self
             .in_flight
             .oldest_flushed_at_ms()
-            .map_or(0, |t| unix_ms().saturating_sub(t));
+            .map_or(0, |t| self.clock.now_ms().saturating_sub(t));
         self.metrics.oldest_unacked_age.set(age as f64 / 1000.0);
     }
 }
@@ -318,9 +371,11 @@ struct TickJob {
     counter: Arc<CounterMap>,
     in_flight: Arc<InFlight>,
     ids: Arc<BatchIds>,
+    clock: Arc<dyn Clock>,
     journal: Arc<Mutex<Option<Journal>>>,
     data_dir: PathBuf,
     max_bytes: u64,
+    marks: VisitorMarks,
     unjournaled: Vec<Arc<Batch>>,
 }
 
@@ -386,11 +441,11 @@ impl TickJob {
     /// queues each batch while subtracting it from the map (one atomic a counter), so
     /// a read sees each count once: pending before, queued after.
     fn drain(&mut self) {
-        let articles = self.counter.copy_pending();
+        let articles = self.counter.copy_pending(self.marks);
         if articles.is_empty() {
             return;
         }
-        let flushed_at_ms = unix_ms();
+        let flushed_at_ms = self.clock.now_ms();
         let mut batches = Vec::with_capacity(articles.len().div_ceil(CHUNK_ARTICLES));
         let mut rest = articles.into_iter();
         for chunk in 0.. {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::event::{ArticleId, Meta};
 use crate::top::{TopEntry, TopQuery};
 use series::{MetaValues, Series, SeriesWindow};
@@ -61,6 +62,13 @@ pub struct ArticleDelta {
     /// what the store adds to the day's sketch (see `crate::visitors`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub visitors: Vec<crate::visitors::Mark>,
+}
+
+impl ArticleDelta {
+    /// Carries visitor marks and nothing else (no count, no metadata).
+    pub fn is_visitors_only(&self) -> bool {
+        self.views == 0 && self.shares.is_empty() && self.meta.is_empty()
+    }
 }
 
 /// Deltas moved out of the counter map at one flush, applied to a store as one unit.
@@ -200,6 +208,14 @@ impl Store {
     /// Connects (lazily) to Redis at `url`, every key under `prefix`.
     pub fn open_redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
         Ok(Store::Redis(RedisStore::open(url, prefix)?))
+    }
+
+    /// The clock the store dates buckets and series by; the flusher stamps batches with it.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        match self {
+            Store::Embedded(s) => s.clock(),
+            Store::Redis(s) => s.clock(),
+        }
     }
 
     /// A short name for logs and metrics.

@@ -228,7 +228,9 @@ impl Windows {
     /// Adds an applied batch to every window that still holds its bucket.
     pub fn apply(&mut self, batch: &Batch) {
         let at_s = u32::try_from(batch.flushed_at_ms / 1000).unwrap_or(u32::MAX);
-        for d in &batch.articles {
+        // A delta of visitor marks alone changes no ranking.
+        let ranked = |d: &&ArticleDelta| !d.is_visitors_only();
+        for d in batch.articles.iter().filter(ranked) {
             self.touch(&d.article, at_s);
         }
         for (win, r) in self.rolling.iter_mut() {
@@ -236,10 +238,14 @@ impl Windows {
             let bucket = g.bucket(batch.flushed_at_ms);
             if bucket >= r.first {
                 r.newest = r.newest.max(bucket);
-                batch.articles.iter().for_each(|d| add_delta(&mut r.tallies, d, false));
+                batch
+                    .articles
+                    .iter()
+                    .filter(ranked)
+                    .for_each(|d| add_delta(&mut r.tallies, d, false));
             }
         }
-        for d in &batch.articles {
+        for d in batch.articles.iter().filter(ranked) {
             add_delta(&mut self.all, d, false);
             if !d.meta.is_empty() {
                 let m = self.meta.entry(d.article.clone()).or_default();
@@ -311,5 +317,37 @@ impl Windows {
             w => &self.rolling.get(&w).expect("every rolling window is loaded").tallies,
         };
         rank(tallies, &self.meta, q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BatchId;
+
+    fn delta(article: &str, views: u64) -> ArticleDelta {
+        ArticleDelta {
+            article: ArticleId::parse(article).unwrap(),
+            views,
+            shares: Vec::new(),
+            meta: Meta::default(),
+            visitors: vec![(20_000, 7)],
+        }
+    }
+
+    #[test]
+    fn a_delta_of_visitor_marks_alone_is_not_tracked() {
+        let mut w = Windows::default();
+        w.apply(&Batch {
+            id: BatchId {
+                instance: "t".into(),
+                epoch_ms: 1,
+                seq: 1,
+                chunk: 0,
+            },
+            flushed_at_ms: 1_000,
+            articles: vec![delta("marks-only", 0), delta("viewed", 1)],
+        });
+        assert_eq!(w.tracked(), 1);
     }
 }

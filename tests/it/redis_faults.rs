@@ -13,7 +13,7 @@ use common::{eventually, RedisServer, TestApp, FLUSH_DUPLICATE, FLUSH_ERROR, FLU
 use load::{assert_redis_holds, Load};
 use viewcounter::counter::CounterMap;
 use viewcounter::event::{Counter, Event, Networks};
-use viewcounter::flusher::{Flusher, CHUNK_ARTICLES};
+use viewcounter::flusher::{FlushSettings, Flusher, CHUNK_ARTICLES};
 use viewcounter::in_flight::InFlight;
 use viewcounter::metrics::Metrics;
 use viewcounter::store::keys::{Keys, Partition, PARTITIONS};
@@ -174,10 +174,10 @@ async fn a_drain_of_several_chunks_applied_through_a_stall_lands_exactly_once() 
         store,
         metrics.clone(),
         in_flight.clone(),
-        "stalled".into(),
-        Duration::from_millis(100),
-        dir.path().to_path_buf(),
-        Duration::from_secs(5),
+        FlushSettings {
+            interval: Duration::from_millis(100),
+            ..FlushSettings::new(dir.path().to_path_buf(), "stalled".into())
+        },
     );
 
     // A first flush loads the script, so the stalled commands can run.

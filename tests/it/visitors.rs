@@ -94,3 +94,47 @@ async fn visitors_are_counted_within_three_percent_on_redis() {
     let keys = redis.cli(&["KEYS", "*"]).unwrap_or_default();
     assert!(!keys.contains("10.0."), "no address is stored: {keys}");
 }
+
+/// Visitor marks cost the Redis flush commands per article, so they are written every
+/// `--visitor-flush-interval` while counts go every flush; a stop writes them whatever
+/// the interval.
+async fn visitor_marks_wait_for_their_interval_and_a_stop_writes_them(backend: Backend) {
+    let args = [
+        "--visitor-flush-interval",
+        "1h",
+        "--client-ip-header",
+        "X-Forwarded-For",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+    ];
+    // The flush at start takes the marks along (none yet); the next is due in an hour.
+    let app = TestApp::start_on(&backend, &args).await;
+    visit(&app, "held", 5, 2).await;
+    assert_eq!(
+        visitors_when_flushed(&app, "held", 10).await,
+        0,
+        "counts flushed, marks held"
+    );
+
+    let dir = app.stop().await.expect("the app owns its data dir");
+    let app = match &backend {
+        Backend::Embedded => TestApp::start_in(dir.path(), &[]).await,
+        Backend::Redis(_) => TestApp::start_on(&backend, &[]).await,
+    };
+    assert_eq!(
+        app.client.article("held").await["visitors"],
+        5,
+        "the stop wrote the marks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_marks_wait_for_their_interval_and_a_stop_writes_them_on_the_embedded_store() {
+    visitor_marks_wait_for_their_interval_and_a_stop_writes_them(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_marks_wait_for_their_interval_and_a_stop_writes_them_on_redis() {
+    let redis = RedisServer::start();
+    visitor_marks_wait_for_their_interval_and_a_stop_writes_them(Backend::Redis(redis.url())).await;
+}

@@ -126,6 +126,11 @@ impl EmbeddedStore {
         Self::open_with_clock(dir, Arc::new(SystemClock))
     }
 
+    /// The clock the top windows and series follow.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// Like [`EmbeddedStore::open`], with the clock the top windows follow.
     pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| open_error(dir, redb::StorageError::from(e)))?;

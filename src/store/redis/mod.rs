@@ -119,6 +119,11 @@ impl RedisStore {
         }
     }
 
+    /// The clock that dates buckets and moves the windows.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// Sets the share networks whose counters reads, admin writes and deletes look up
     /// (`--share-networks`). The counters of a network no longer listed stay in Redis,
     /// unread, and are read again if it comes back.

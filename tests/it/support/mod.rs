@@ -41,7 +41,8 @@ pub struct TestApp {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// The base arguments every test app gets: port 0, a data dir, a short flush interval.
+/// The base arguments every test app gets: port 0, a data dir, a short flush interval
+/// (visitor marks too: tests read visitors as soon as the counts).
 pub fn base_args(data_dir: &Path) -> Vec<String> {
     vec![
         "viewcounter".into(),
@@ -50,6 +51,8 @@ pub fn base_args(data_dir: &Path) -> Vec<String> {
         "--data-dir".into(),
         data_dir.display().to_string(),
         "--flush-interval".into(),
+        "100ms".into(),
+        "--visitor-flush-interval".into(),
         "100ms".into(),
     ]
 }
