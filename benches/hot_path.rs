@@ -13,7 +13,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use viewcounter::counter::CounterMap;
 use viewcounter::event::{ArticleId, BotFilter, Event, Meta, Networks, RawEvent};
 use viewcounter::http::ingest::split_events;
-use viewcounter::top::{rank, Tally, TopQuery};
+use viewcounter::store::windows::{BucketSource, Windows};
+use viewcounter::store::{ArticleDelta, StoreError};
+use viewcounter::top::{Granularity, Tally, TopQuery};
 
 fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("article-{i:07}")).collect()
@@ -155,14 +157,21 @@ fn top(c: &mut Criterion) {
             },
         );
     }
+    struct NoBuckets;
+    impl BucketSource for NoBuckets {
+        fn bucket_rows(&self, _: Granularity, _: u64) -> Result<Vec<ArticleDelta>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+    let windows = Windows::load(&NoBuckets, 1_790_000_000_000, tallies, meta).unwrap();
     let mut g = c.benchmark_group("top_rank_100k");
     for query in [
-        "window=24h&limit=10",
-        "window=24h&limit=100",
-        "window=24h&limit=10&section=analytics",
+        "window=all&limit=10",
+        "window=all&limit=100",
+        "window=all&limit=10&section=analytics",
     ] {
         let q = TopQuery::parse(query, &networks).unwrap();
-        g.bench_function(query, |b| b.iter(|| black_box(rank(&tallies, &meta, &q))));
+        g.bench_function(query, |b| b.iter(|| black_box(windows.top(&q))));
     }
     g.finish();
 }

@@ -30,7 +30,7 @@ pub enum Change {
 enum State {
     /// Changes committed since the load's snapshot, oldest first.
     Loading(Vec<Change>),
-    Ready(Windows),
+    Ready(Box<Windows>),
 }
 
 /// The windows, or the changes waiting for them while they load.
@@ -98,7 +98,7 @@ impl Ranking {
         if let State::Loading(queued) = &*state {
             queued.iter().for_each(|c| apply(&mut windows, c));
         }
-        *state = State::Ready(windows);
+        *state = State::Ready(Box::new(windows));
         drop(state);
         self.loaded.notify_all();
     }

@@ -1,9 +1,9 @@
 //! `/v1/top`: windows, metrics and filters of a query and the per-article tallies;
-//! `rank.rs` ranks a window's tallies (count descending, ties by article id ascending).
+//! `rank.rs` ranks a window's counts (count descending, ties by article id ascending).
 
 mod rank;
 
-pub use rank::{rank, TopEntry};
+pub use rank::{top_n, TopEntry};
 
 use crate::event::{meta, Networks};
 
@@ -207,33 +207,37 @@ fn parse_limit(v: &str) -> Result<usize, BadTopQuery> {
     }
 }
 
-/// One article's counts within a window.
+/// One article's counts, as the stores exchange them (bucket rows, totals, admin
+/// changes); the windows hold counts in their own compact form.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Views.
     pub views: u64,
-    /// Shares by network name. Change it only through [`Tally::add`], which keeps
-    /// `shares_total` in step.
+    /// Shares by network name, none at zero.
     pub shares: Vec<(Box<str>, u64)>,
-    /// The sum of `shares`, kept inline: ranking by shares then reads no other memory
-    /// than the tally itself (the vector is a pointer away, a cache miss per article).
-    pub shares_total: u64,
 }
 
 impl Tally {
-    /// Adds views and shares (negative `sign` subtracts, saturating at zero).
-    pub fn add(&mut self, views: u64, shares: &[(Box<str>, u64)], subtract: bool) {
-        let op = |a: u64, b: u64| if subtract { a.saturating_sub(b) } else { a + b };
-        self.views = op(self.views, views);
-        for (network, n) in shares {
+    /// Adds views and shares.
+    pub fn add(&mut self, views: u64, shares: &[(Box<str>, u64)]) {
+        self.views = self.views.saturating_add(views);
+        for (network, n) in shares.iter().filter(|(_, n)| *n > 0) {
             match self.shares.iter_mut().find(|(name, _)| name == network) {
-                Some((_, c)) => *c = op(*c, *n),
-                None if !subtract => self.shares.push((network.clone(), *n)),
-                None => {}
+                Some((_, c)) => *c = c.saturating_add(*n),
+                None => self.shares.push((network.clone(), *n)),
+            }
+        }
+    }
+
+    /// Takes views and shares away, each stopping at zero.
+    pub fn sub(&mut self, views: u64, shares: &[(Box<str>, u64)]) {
+        self.views = self.views.saturating_sub(views);
+        for (network, n) in shares {
+            if let Some((_, c)) = self.shares.iter_mut().find(|(name, _)| name == network) {
+                *c = c.saturating_sub(*n);
             }
         }
         self.shares.retain(|(_, n)| *n > 0);
-        self.shares_total = self.shares.iter().map(|(_, n)| n).sum();
     }
 
     /// A tally of `views` views and no shares.
@@ -248,15 +252,6 @@ impl Tally {
     pub fn is_zero(&self) -> bool {
         self.views == 0 && self.shares.is_empty()
     }
-
-    /// The count `metric` ranks by.
-    pub fn count(&self, metric: &Metric) -> u64 {
-        match metric {
-            Metric::Views => self.views,
-            Metric::Shares(None) => self.shares_total,
-            Metric::Shares(Some(net)) => self.shares.iter().find(|(n, _)| **n == **net).map_or(0, |(_, c)| *c),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -264,14 +259,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_inline_shares_total_follows_every_change() {
+    fn a_tally_subtracts_down_to_zero_and_drops_empty_networks() {
         let mut t = Tally::of_views(2);
-        t.add(0, &[("x".into(), 3), ("y".into(), 4)], false);
-        t.add(1, &[("x".into(), 1)], true);
-        assert_eq!((t.count(&Metric::Shares(None)), t.shares_total), (6, 6));
-        t.add(0, &[("y".into(), 9)], true);
-        assert_eq!(t.shares_total, 2);
-        assert_eq!(t.count(&Metric::Shares(Some("x".into()))), 2);
+        t.add(0, &[("x".into(), 3), ("y".into(), 4)]);
+        t.sub(1, &[("x".into(), 1)]);
+        t.sub(5, &[("y".into(), 9), ("z".into(), 1)]);
+        assert_eq!((t.views, &t.shares), (0, &vec![("x".into(), 2)]));
+        t.sub(0, &[("x".into(), 2)]);
+        assert!(t.is_zero());
     }
 
     fn q(query: &str) -> Result<TopQuery, BadTopQuery> {

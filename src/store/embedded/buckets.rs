@@ -109,7 +109,7 @@ pub fn load_totals(
             .into_iter()
             .collect();
         let views = if shares.is_empty() { n } else { 0 };
-        all.entry(id).or_default().add(views, &shares, false);
+        all.entry(id).or_default().add(views, &shares);
     }
     Ok(all)
 }

@@ -333,7 +333,7 @@ impl EmbeddedStore {
         let (article, counts) = (article.clone(), counts.clone());
         let mut total = Tally::default();
         let shares: Vec<(Box<str>, u64)> = counts.shares.iter().map(|(n, c)| (n.as_str().into(), *c)).collect();
-        total.add(counts.views, &shares, false);
+        total.add(counts.views, &shares);
         let change = Change::SetTotal(article.clone(), total);
         self.write(
             move |txn| {

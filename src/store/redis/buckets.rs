@@ -17,8 +17,8 @@ pub type Content = HashMap<ArticleId, Tally>;
 /// added) for any other name.
 pub fn add_counter(t: &mut Tally, counter: &str, n: u64) -> bool {
     match counter.strip_prefix(SHARE_FIELD_PREFIX) {
-        Some(network) => t.add(0, &[(network.into(), n)], false),
-        None if counter == VIEWS_FIELD => t.add(n, &[], false),
+        Some(network) => t.add(0, &[(network.into(), n)]),
+        None if counter == VIEWS_FIELD => t.add(n, &[]),
         None => return false,
     }
     true
@@ -41,7 +41,7 @@ pub fn add_log_entry(into: &mut Content, entry: &str) {
 /// Adds every tally of `what` to `into`.
 pub fn merge(into: &mut Content, what: &Content) {
     for (id, t) in what {
-        into.entry(id.clone()).or_default().add(t.views, &t.shares, false);
+        into.entry(id.clone()).or_default().add(t.views, &t.shares);
     }
 }
 
@@ -60,7 +60,7 @@ pub fn add_bucket(into: &mut Content, hash: HashMap<String, u64>) {
 pub fn subtract(from: &mut Content, what: &Content) {
     for (id, t) in what {
         if let Some(f) = from.get_mut(id) {
-            f.add(t.views, &t.shares, true);
+            f.sub(t.views, &t.shares);
             if f.is_zero() {
                 from.remove(id);
             }

@@ -1,0 +1,140 @@
+//! One window's counts (or the all-time totals) for every slot: views and the shares
+//! total in dense vectors indexed by slot (8 bytes each per article, scanned in order
+//! by a ranking), shares by network in a sparse map holding only the (article,
+//! network) pairs that have some.
+
+use std::collections::HashMap;
+
+use super::slots::Slot;
+
+/// A share network's index in the windows' table of network names.
+pub type NetworkId = u16;
+
+/// Counts per slot. A free or untouched slot holds zeros and nothing in `by_network`.
+#[derive(Debug, Default)]
+pub struct Column {
+    views: Vec<u64>,
+    shares: Vec<u64>,
+    /// Kept so that `shares[s]` is the sum of slot `s`'s entries here.
+    by_network: HashMap<(Slot, NetworkId), u64, foldhash::fast::RandomState>,
+}
+
+impl Column {
+    /// Makes room for slots `0..len`.
+    pub fn grow(&mut self, len: usize) {
+        self.views.resize(len, 0);
+        self.shares.resize(len, 0);
+    }
+
+    /// Adds `n` views to slot `s`.
+    pub fn add_views(&mut self, s: Slot, n: u64) {
+        let v = &mut self.views[s as usize];
+        *v = v.saturating_add(n);
+    }
+
+    /// Takes `n` views from slot `s`, stopping at zero.
+    pub fn sub_views(&mut self, s: Slot, n: u64) {
+        let v = &mut self.views[s as usize];
+        *v = v.saturating_sub(n);
+    }
+
+    /// Adds `n` shares on `network` to slot `s`.
+    pub fn add_shares(&mut self, s: Slot, network: NetworkId, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let c = self.by_network.entry((s, network)).or_default();
+        *c = c.saturating_add(n);
+        let t = &mut self.shares[s as usize];
+        *t = t.saturating_add(n);
+    }
+
+    /// Takes `n` shares on `network` from slot `s`, stopping at zero.
+    pub fn sub_shares(&mut self, s: Slot, network: NetworkId, n: u64) {
+        let Some(c) = self.by_network.get_mut(&(s, network)) else {
+            return;
+        };
+        let taken = n.min(*c);
+        *c -= taken;
+        if *c == 0 {
+            self.by_network.remove(&(s, network));
+        }
+        self.shares[s as usize] -= taken;
+    }
+
+    /// Zeroes slot `s` (`networks`: how many network ids exist).
+    pub fn clear_slot(&mut self, s: Slot, networks: usize) {
+        self.views[s as usize] = 0;
+        if std::mem::take(&mut self.shares[s as usize]) > 0 {
+            for n in 0..networks {
+                self.by_network.remove(&(s, n as NetworkId));
+            }
+        }
+    }
+
+    /// Zeroes every slot.
+    pub fn clear(&mut self) {
+        self.views.fill(0);
+        self.shares.fill(0);
+        self.by_network = HashMap::default();
+    }
+
+    /// Views per slot.
+    pub fn views(&self) -> &[u64] {
+        &self.views
+    }
+
+    /// Shares on every network per slot.
+    pub fn shares(&self) -> &[u64] {
+        &self.shares
+    }
+
+    /// Shares on `network`, of the slots that have some.
+    pub fn shares_on(&self, network: NetworkId) -> impl Iterator<Item = (Slot, u64)> + '_ {
+        self.by_network
+            .iter()
+            .filter(move |((_, n), _)| *n == network)
+            .map(|((s, _), c)| (*s, *c))
+    }
+
+    /// Slot `s`'s shares by network.
+    #[cfg(test)]
+    pub fn shares_of(&self, s: Slot, networks: usize) -> impl Iterator<Item = (NetworkId, u64)> + '_ {
+        let any = self.shares[s as usize] > 0;
+        (0..networks as NetworkId)
+            .filter(move |_| any)
+            .filter_map(move |n| self.by_network.get(&(s, n)).map(|c| (n, *c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtracting_stops_at_zero_and_keeps_the_total_in_step() {
+        let mut c = Column::default();
+        c.grow(2);
+        c.add_views(1, 5);
+        c.add_shares(1, 0, 3);
+        c.add_shares(1, 2, 4);
+        c.sub_views(1, 9);
+        c.sub_shares(1, 0, 10);
+        c.sub_shares(1, 1, 10);
+        assert_eq!((c.views()[1], c.shares()[1]), (0, 4));
+        assert_eq!(c.shares_of(1, 3).collect::<Vec<_>>(), [(2, 4)]);
+        assert_eq!(c.shares_on(0).count(), 0, "a network at zero leaves the map");
+    }
+
+    #[test]
+    fn a_cleared_slot_holds_nothing() {
+        let mut c = Column::default();
+        c.grow(3);
+        c.add_views(2, 1);
+        c.add_shares(2, 1, 1);
+        c.add_shares(0, 1, 7);
+        c.clear_slot(2, 2);
+        assert_eq!((c.views()[2], c.shares()[2]), (0, 0));
+        assert_eq!(c.shares_on(1).collect::<Vec<_>>(), [(0, 7)]);
+    }
+}
