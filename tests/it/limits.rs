@@ -106,6 +106,86 @@ async fn a_body_that_trickles_in_is_refused_at_the_body_deadline() {
     assert_eq!(app.client.views("x").await, 0);
 }
 
+/// An HTTP/2 client by hand, as an attacker would write one: the connection preface and
+/// an empty SETTINGS frame, then (if `request`) one GET of /healthz, then nothing but
+/// acknowledgements of the server's SETTINGS and PINGs (keeping the connection "alive"
+/// at the protocol level). Returns the frame types the server sent and how long it
+/// kept the connection, or None if it was still open after `limit`.
+async fn h2_connection_kept_for(
+    addr: std::net::SocketAddr,
+    request: bool,
+    limit: Duration,
+) -> Option<(Vec<u8>, Duration)> {
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const ACK: u8 = 0x1;
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    if request {
+        // HPACK: :method GET, :scheme http (static table), :path and :authority literal.
+        let mut block = vec![0x82, 0x86, 0x44, 8];
+        block.extend_from_slice(b"/healthz");
+        block.extend_from_slice(&[0x41, 1, b'x']);
+        hello.extend(frame(0x1, 0x4 | 0x1, 1, &block)); // HEADERS, END_HEADERS | END_STREAM
+    }
+    s.write_all(&hello).await.unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let read_frames = async {
+        let mut head = [0u8; 9];
+        while s.read_exact(&mut head).await.is_ok() {
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            let (kind, flags) = (head[3], head[4]);
+            seen.push(kind);
+            let answer = match kind {
+                SETTINGS if flags & ACK == 0 => Some(frame(SETTINGS, ACK, 0, &[])),
+                PING if flags & ACK == 0 => Some(frame(PING, ACK, 0, &payload)),
+                _ => None,
+            };
+            if let Some(answer) = answer {
+                if s.write_all(&answer).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_frames).await.ok()?;
+    Some((seen, started.elapsed()))
+}
+
+#[tokio::test]
+async fn an_h2c_connection_that_only_answers_pings_is_closed_after_the_head_deadline() {
+    let app = TestApp::start(&["--header-read-timeout", "2s"]).await;
+    let (frames, _) = h2_connection_kept_for(app.addr, false, Duration::from_secs(60))
+        .await
+        .expect("a connection with no request is closed, whatever it answers");
+    assert_eq!(frames.first(), Some(&0x4), "the server spoke HTTP/2 first: {frames:?}");
+}
+
+#[tokio::test]
+async fn an_idle_h2c_connection_is_closed_after_its_last_request() {
+    let app = TestApp::start(&["--idle-timeout", "1s"]).await;
+    let (frames, _) = h2_connection_kept_for(app.addr, true, Duration::from_secs(60))
+        .await
+        .expect("an idle HTTP/2 connection is closed, whatever it answers");
+    assert!(
+        frames.contains(&0x1),
+        "the request was answered (a HEADERS frame): {frames:?}"
+    );
+}
+
 /// Raises this process's open-files limit so the test can hold its connections.
 fn raise_own_fd_limit(needed: u64) {
     let soft = viewcounter::http::server::raise_fd_limit().unwrap_or(0);

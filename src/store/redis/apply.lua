@@ -65,10 +65,13 @@ local function added(key, fields, deltas)
   return totals
 end
 
+-- HSET of field, value pairs in slices; returns how many fields were new.
 local function hset_in_slices(key, flat, from, to)
+  local new = 0
   for i = from, to, 2 * SLICE do
-    redis.call('HSET', key, unpack(flat, i, math.min(i + 2 * SLICE - 1, to)))
+    new = new + redis.call('HSET', key, unpack(flat, i, math.min(i + 2 * SLICE - 1, to)))
   end
+  return new
 end
 
 -- The totals.
@@ -128,8 +131,9 @@ for i = m_at + 1, m_at + 4 * m, 4 do
   end
 end
 for b = 1, 2 do
-  if series[b] then
-    hset_in_slices(KEYS[4 + b], series[b], 1, #series[b])
+  -- The TTL is set when a field is created (so also with the key), not at every piece:
+  -- a series bucket's retention runs from its articles' first points.
+  if series[b] and hset_in_slices(KEYS[4 + b], series[b], 1, #series[b]) > 0 then
     redis.call('EXPIRE', KEYS[4 + b], ttls[b])
   end
 end
