@@ -186,6 +186,45 @@ async fn an_idle_h2c_connection_is_closed_after_its_last_request() {
     );
 }
 
+/// Out of file descriptors (EMFILE), the accept loop backs off and logs once per 10 s
+/// instead of spinning; once descriptors are free again it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_service_backs_off_logs_rarely_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    // ~15 descriptors are in use once it serves; the connection cap (16 at this limit)
+    // leaves the accept loop to meet EMFILE first.
+    let service = common::process::Process::start_with_fd_limit(dir.path(), &["--header-read-timeout", "3s"], 24);
+    let started = Instant::now();
+    let silent = open_silent(service.addr, 40).await;
+    assert!(silent.len() >= 20, "the kernel completed {} connections", silent.len());
+    // The accepted ones are closed at the head deadline, freeing descriptors for the
+    // rest of the backlog: a few rounds of 3 s.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    drop(silent);
+    let client = Client::new(service.addr);
+    let counted = eventually(60, || async {
+        let post = client.try_post_events(r#"{"type":"view","article":"after-emfile"}"#.into());
+        let status = tokio::time::timeout(Duration::from_secs(5), post).await;
+        matches!(status, Ok(Some(StatusCode::ACCEPTED)))
+    })
+    .await;
+    assert!(counted, "the service serves again once descriptors are free");
+    let elapsed = started.elapsed().as_secs();
+    let logged = service
+        .drain_logs()
+        .into_iter()
+        .filter(|l| l.contains("accept failed"))
+        .count() as u64;
+    assert!(
+        logged >= 1,
+        "the flood ran the service out of descriptors (no accept error logged)"
+    );
+    assert!(
+        logged <= elapsed / 10 + 2,
+        "{logged} accept-error lines in {elapsed} s: at most one per 10 s"
+    );
+}
+
 /// Raises this process's open-files limit so the test can hold its connections.
 fn raise_own_fd_limit(needed: u64) {
     let soft = viewcounter::http::server::raise_fd_limit().unwrap_or(0);

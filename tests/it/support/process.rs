@@ -29,11 +29,26 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
 impl Process {
     /// Starts the binary on port 0 in `data_dir` and waits for its "listening" line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Process {
+        Process::spawn(Command::new(env!("CARGO_BIN_EXE_viewcounter")), data_dir, extra)
+    }
+
+    /// [`Process::start`] with the open-files limit, soft and hard, at `nofile`
+    /// (through util-linux's `prlimit`, as an operator's unit file would set it).
+    pub fn start_with_fd_limit(data_dir: &Path, extra: &[&str], nofile: u64) -> Process {
+        let mut prlimit = Command::new("prlimit");
+        prlimit
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_viewcounter"));
+        Process::spawn(prlimit, data_dir, extra)
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, extra: &[&str]) -> Process {
         let mut args = base_args(data_dir);
         args.remove(0);
         args.extend(["--log-format".into(), "json".into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_viewcounter"))
+        let mut child = command
             .args(&args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
