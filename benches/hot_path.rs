@@ -163,7 +163,13 @@ fn top(c: &mut Criterion) {
             Ok(Vec::new())
         }
     }
-    let windows = Windows::load(&NoBuckets, 1_790_000_000_000, tallies, meta).unwrap();
+    let windows = Windows::load(
+        &NoBuckets,
+        1_790_000_000_000,
+        tallies.into_iter().map(Ok),
+        meta.into_iter().map(Ok),
+    )
+    .unwrap();
     let mut g = c.benchmark_group("top_rank_100k");
     for query in [
         "window=all&limit=10",

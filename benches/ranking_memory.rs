@@ -63,7 +63,7 @@ fn main() {
             Ok(vec![])
         }
     }
-    let mut w = Windows::load(&Empty, now, Vec::new(), Vec::new()).unwrap();
+    let mut w = Windows::load(&Empty, now, None, None).unwrap();
     w.set_cap(n);
     let before = rss();
     const CHUNK: usize = 10_000;

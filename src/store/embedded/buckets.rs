@@ -1,15 +1,13 @@
 //! The embedded store's time buckets: per-minute and per-hour rows written with each
 //! batch, read back when a bucket rolls out of a window, pruned past the longest window.
 
-use std::collections::HashMap;
-
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{err, SHARE_PREFIX, VIEWS};
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::BucketSource;
 use crate::store::{ArticleDelta, Batch, StoreError};
-use crate::top::Granularity;
+use crate::top::{Granularity, Tally};
 
 type BucketTable = TableDefinition<'static, (u64, &'static str, &'static str), u64>;
 
@@ -93,23 +91,35 @@ impl BucketSource for Reader {
     }
 }
 
-/// Every article's all-time totals, from the counts table (startup).
-pub fn load_totals(
-    counts: &impl ReadableTable<(&'static str, &'static str), u64>,
-) -> Result<HashMap<ArticleId, crate::top::Tally>, StoreError> {
-    let mut all: HashMap<ArticleId, crate::top::Tally> = HashMap::new();
-    for row in counts.iter().map_err(err)? {
-        let (k, v) = row.map_err(err)?;
-        let (article, counter) = k.value();
-        let Ok(id) = ArticleId::parse(article) else { continue };
-        let n = v.value();
-        let shares: Vec<(Box<str>, u64)> = counter
-            .strip_prefix(SHARE_PREFIX)
-            .map(|net| (net.into(), n))
-            .into_iter()
-            .collect();
-        let views = if shares.is_empty() { n } else { 0 };
-        all.entry(id).or_default().add(views, &shares);
-    }
-    Ok(all)
+/// Every article's all-time totals from the counts table (startup), one article at a
+/// time: its rows are consecutive in key order, so no map of every article is built.
+pub fn totals<'a>(
+    counts: &'a impl ReadableTable<(&'static str, &'static str), u64>,
+) -> Result<impl Iterator<Item = Result<(ArticleId, Tally), StoreError>> + 'a, StoreError> {
+    let mut rows = counts.iter().map_err(err)?.peekable();
+    Ok(std::iter::from_fn(move || {
+        let mut current: Option<(ArticleId, Tally)> = None;
+        loop {
+            let same = match rows.peek() {
+                None => return current.map(Ok),
+                Some(Err(_)) => true,
+                Some(Ok((k, _))) => current.as_ref().is_none_or(|(id, _)| id.as_str() == k.value().0),
+            };
+            if !same {
+                return current.map(Ok);
+            }
+            let (k, v) = match rows.next().expect("peeked") {
+                Ok(row) => row,
+                Err(e) => return Some(Err(err(e))),
+            };
+            let (article, counter) = k.value();
+            let n = v.value();
+            let Ok(id) = ArticleId::parse(article) else { continue };
+            let (_, total) = current.get_or_insert_with(|| (id, Tally::default()));
+            match counter.strip_prefix(SHARE_PREFIX) {
+                Some(network) => total.add(0, &[(network.into(), n)]),
+                None => total.add(n, &[]),
+            }
+        }
+    }))
 }

@@ -5,7 +5,6 @@
 mod buckets;
 mod series;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -494,21 +493,25 @@ fn load_windows(db: &Database, ranking: &Ranking, now_ms: u64) -> Result<Windows
         ranking.snapshot_opened();
         txn
     };
-    let all = buckets::load_totals(&txn.open_table(COUNTS).map_err(err)?)?;
-    let mut meta = HashMap::new();
-    for row in txn.open_table(META).map_err(err)?.iter().map_err(err)? {
-        let (k, v) = row.map_err(err)?;
+    let counts = txn.open_table(COUNTS).map_err(err)?;
+    let meta_table = txn.open_table(META).map_err(err)?;
+    let meta = meta_table.iter().map_err(err)?.filter_map(|row| {
+        let (k, v) = match row {
+            Ok(row) => row,
+            Err(e) => return Some(Err(err(e))),
+        };
         let (section, lang) = v.value();
-        if let Ok(id) = ArticleId::parse(k.value()) {
-            let m = Meta {
-                section: section.map(Into::into),
-                lang: lang.map(Into::into),
-                ..Meta::default()
-            };
-            meta.insert(id, m);
-        }
-    }
-    Windows::load(&buckets::Reader(txn), now_ms, all, meta)
+        let id = ArticleId::parse(k.value()).ok()?;
+        let m = Meta {
+            section: section.map(Into::into),
+            lang: lang.map(Into::into),
+            ..Meta::default()
+        };
+        Some(Ok((id, m)))
+    });
+    // Bound before returning: the totals iterator borrows `counts`.
+    let windows = Windows::load(&buckets::Reader(txn), now_ms, buckets::totals(&counts)?, meta);
+    windows
 }
 
 /// Adds the batch's deltas and merges its metadata; each delta's metadata becomes

@@ -58,7 +58,7 @@ impl RedisStore {
             .filter_map(|m| buckets.0.get(&(MINUTE, m)).map(|c| (m, c)))
             .collect();
         future.iter().for_each(|(_, c)| subtract(&mut all, c));
-        let mut windows = Windows::load(&buckets, now, all, meta)?;
+        let mut windows = Windows::load(&buckets, now, all.into_iter().map(Ok), meta.into_iter().map(Ok))?;
         for (m, c) in future {
             windows.apply(&minute_batch(m, diff(c, None)));
         }

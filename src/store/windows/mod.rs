@@ -99,15 +99,18 @@ fn is_idle(d: &ArticleDelta) -> bool {
 
 impl Windows {
     /// Builds every window at `now_ms` from the source's buckets, with the given
-    /// all-time totals and metadata (metadata of an article with no counts is not kept).
+    /// all-time totals and metadata (metadata of an article with no counts is not
+    /// kept). Both are taken one article at a time, so a store can stream them from
+    /// its tables instead of building a map of every article first.
     pub fn load(
         source: &impl BucketSource,
         now_ms: u64,
-        all: impl IntoIterator<Item = (ArticleId, Tally)>,
-        meta: impl IntoIterator<Item = (ArticleId, Meta)>,
+        all: impl IntoIterator<Item = Result<(ArticleId, Tally), StoreError>>,
+        meta: impl IntoIterator<Item = Result<(ArticleId, Meta), StoreError>>,
     ) -> Result<Windows, StoreError> {
         let mut w = Windows::default();
-        for (id, total) in all {
+        for row in all {
+            let (id, total) = row?;
             if !total.is_zero() {
                 let s = w.slot_for(&id);
                 w.add_to_all(s, &total);
@@ -145,7 +148,8 @@ impl Windows {
                 }
             }
         }
-        for (id, m) in meta {
+        for row in meta {
+            let (id, m) = row?;
             if let Some(s) = w.slots.find(id.as_str()) {
                 w.merge_meta(s, &m);
             }

@@ -57,7 +57,7 @@ fn batch(at_ms: u64, articles: Vec<ArticleDelta>) -> Batch {
 }
 
 fn empty_at(now: u64) -> Windows {
-    Windows::load(&Buckets::default(), now, Vec::new(), Vec::new()).unwrap()
+    Windows::load(&Buckets::default(), now, None, None).unwrap()
 }
 
 fn top(w: &Windows, query: &str) -> Vec<(String, u64)> {
@@ -123,7 +123,7 @@ fn the_loaded_windows_hold_the_buckets_of_their_span() {
     buckets.record(&new);
     let all = vec![(id("a"), Tally::of_views(10)), (id("b"), Tally::of_views(1))];
     let meta = vec![(id("a"), with_meta(delta("a", 0, &[]), "news", "en").meta)];
-    let w = Windows::load(&buckets, NOW, all, meta).unwrap();
+    let w = Windows::load(&buckets, NOW, all.into_iter().map(Ok), meta.into_iter().map(Ok)).unwrap();
     assert_eq!(top(&w, "window=15m"), ranked(&[("b", 1)]));
     assert_eq!(top(&w, "window=1h"), ranked(&[("a", 4), ("b", 1)]));
     assert_eq!(top(&w, "window=all"), ranked(&[("a", 10), ("b", 1)]));
