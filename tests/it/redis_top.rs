@@ -335,3 +335,47 @@ async fn an_admin_change_through_one_instance_reaches_the_windows_of_another() {
     h.reopen().await;
     assert_eq!(h.top("window=all").await, expected, "a reload agrees");
 }
+
+#[tokio::test]
+async fn an_admin_metadata_change_through_one_instance_reaches_the_rankings_of_another() {
+    let mut h = Harness::new().await;
+    let other = open(&h.redis.url(), h.clock.clone());
+    other.load_top().await.unwrap();
+    let top_of_other = |query: &'static str| {
+        let other = other.clone();
+        async move {
+            other.maintain_top().await.unwrap();
+            let q = TopQuery::parse(query, &Networks::default()).unwrap();
+            let got = other.top(&q).await.unwrap();
+            got.into_iter().map(|e| (e.article, e.count)).collect::<Vec<_>>()
+        }
+    };
+    h.views(&[("moved", 5, "news"), ("stays", 3, "news")]).await;
+    h.clock.advance(1_000);
+    assert_eq!(
+        top_of_other("window=all&section=news").await,
+        ranked(&[("moved", 5), ("stays", 3)])
+    );
+
+    // An editor moves the article; it sees no view afterwards, so no flush carries it.
+    let meta = viewcounter::event::Meta {
+        section: Some("politics".into()),
+        ..Default::default()
+    };
+    h.store
+        .set_meta(&ArticleId::parse("moved").unwrap(), &meta)
+        .await
+        .unwrap();
+    h.clock.advance(1_000);
+
+    assert_eq!(
+        top_of_other("window=all&section=politics").await,
+        ranked(&[("moved", 5)])
+    );
+    assert_eq!(top_of_other("window=all&section=news").await, ranked(&[("stays", 3)]));
+    assert_eq!(
+        h.top("window=all&section=politics").await,
+        ranked(&[("moved", 5)]),
+        "this instance"
+    );
+}

@@ -87,6 +87,33 @@ impl RedisStore {
         self.query::<()>(&pipe).await
     }
 
+    /// Records an admin change of an article's section or language in its partition's
+    /// admin stream, with the values now stored, for the other instances' windows.
+    pub(super) async fn announce_meta(
+        &self,
+        article: &ArticleId,
+        stored: &crate::event::Meta,
+    ) -> Result<(), StoreError> {
+        let partition = Partition::of(article.as_str());
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(self.keys.admin(partition))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_LEN)
+            .arg("*")
+            .arg("article")
+            .arg(article.as_str())
+            .arg("forget")
+            .arg("0")
+            .arg("section")
+            .arg(stored.section.as_deref().unwrap_or(""))
+            .arg("lang")
+            .arg(stored.lang.as_deref().unwrap_or(""))
+            .ignore();
+        self.query::<()>(&pipe).await
+    }
+
     async fn invoke(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<(), StoreError> {
         self.call(CALL_TIMEOUT, |mut conn| async move {
             invocation.invoke_async::<i64>(&mut conn).await

@@ -4,7 +4,7 @@
 
 use super::buckets::add_counter;
 use super::RedisStore;
-use crate::event::ArticleId;
+use crate::event::{ArticleId, Meta};
 use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::StoreError;
 use crate::top::Tally;
@@ -26,6 +26,9 @@ pub struct Change {
     pub raise: Tally,
     /// Taken from the all-time totals.
     pub lower: Tally,
+    /// Admin `PUT` of metadata: the section and language now stored (fields `section`
+    /// and `lang`, empty for none), which replace what the windows hold.
+    pub meta: Option<Meta>,
 }
 
 impl Change {
@@ -37,6 +40,7 @@ impl Change {
             forget: false,
             raise: Tally::default(),
             lower: Tally::default(),
+            meta: None,
         };
         let mut article = None;
         for pair in fields.chunks(2) {
@@ -44,6 +48,15 @@ impl Change {
             match name.as_str() {
                 "article" => article = Some(ArticleId::parse(value).ok()?),
                 "forget" => change.forget = value == "1",
+                "section" | "lang" => {
+                    let meta = change.meta.get_or_insert_with(Meta::default);
+                    let field = if name == "section" {
+                        &mut meta.section
+                    } else {
+                        &mut meta.lang
+                    };
+                    *field = (!value.is_empty()).then(|| value.as_str().into());
+                }
                 counter => {
                     let delta: i64 = value.parse().ok()?;
                     let into = if delta >= 0 {
@@ -129,6 +142,19 @@ mod tests {
         assert!(!c.forget);
         assert_eq!((c.raise.views, c.raise.shares.clone()), (5, vec![]));
         assert_eq!((c.lower.views, c.lower.shares.clone()), (0, vec![("x".into(), 2)]));
+    }
+
+    #[test]
+    fn a_metadata_change_carries_the_stored_section_and_language() {
+        let c = Change::parse(&fields(&[
+            "article", "a-1", "forget", "0", "section", "politics", "lang", "",
+        ]))
+        .unwrap();
+        let meta = c.meta.expect("a metadata change");
+        assert_eq!((meta.section.as_deref(), meta.lang), (Some("politics"), None));
+        assert!(c.raise.is_zero() && c.lower.is_zero());
+        let counts_only = Change::parse(&fields(&["article", "a-1", "forget", "0", "views", "1"])).unwrap();
+        assert!(counts_only.meta.is_none());
     }
 
     #[test]

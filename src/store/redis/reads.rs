@@ -166,9 +166,13 @@ impl RedisStore {
             }
         }
         self.query::<()>(&pipe).await?;
-        // This instance's windows follow at once; the others when the article is next flushed.
+        // This instance's windows follow at once; every instance's (this one's too, again)
+        // when it next reads the admin streams, even if the article is never flushed again.
         let stored = self.meta(article).await?;
-        self.top.set_meta(article, stored);
+        self.top.set_meta(article, stored.clone());
+        if meta.section.is_some() || meta.lang.is_some() {
+            self.announce_meta(article, &stored).await?;
+        }
         Ok(())
     }
 }

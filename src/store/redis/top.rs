@@ -417,7 +417,12 @@ fn apply_changes(state: &mut TopState, read: Read) {
     for (p, entries) in read {
         for (id, change) in entries {
             match change {
-                Some(c) => state.windows.admin_change(&c.article, &c.raise, &c.lower, c.forget),
+                Some(c) => {
+                    state.windows.admin_change(&c.article, &c.raise, &c.lower, c.forget);
+                    if let Some(meta) = c.meta {
+                        state.windows.set_meta(&c.article, meta);
+                    }
+                }
                 None => tracing::warn!(id, "unreadable admin change; skipped"),
             }
             state.admin_read[p.index() as usize] = id;
