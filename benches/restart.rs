@@ -1,10 +1,15 @@
-//! Time to serve after a restart on a large embedded store: the store's file is
-//! filled with N articles' totals (written straight into its "counts" table, as
-//! flushes leave them, one per article, each with a section and language), then the
-//! service starts in process and the time to the first 202 and to `/readyz` 200 (the
-//! rankings loaded in the background) are measured, with the RSS after the load.
+//! Time to serve after a restart on a large store: the embedded store's file (or, with
+//! `--redis`, a private redis-server) is filled with N articles' totals, written
+//! straight where flushes leave them (one views counter per article, each with a
+//! section and language), then the service starts in process and the time to the
+//! first 202 and to `/readyz` 200 (the rankings loaded in the background) are
+//! measured, with the RSS after the load.
 //!
-//! Run: `cargo bench --bench restart -- [--articles 2000000]`
+//! Run: `cargo bench --bench restart -- [--articles 2000000] [--redis]`
+
+#[path = "../tests/it/support/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,28 @@ fn fill(dir: &std::path::Path, n: usize) {
     txn.commit().unwrap();
 }
 
+/// The totals and metadata of `n` articles, as the flush scripts leave them in Redis
+/// (`<prefix>:{pN}:counts` and `:meta` hashes), one pipeline per 10,000 articles.
+fn fill_redis(url: &str, n: usize) {
+    use viewcounter::store::keys::{article_field, Keys, Partition, VIEWS_FIELD};
+    let keys = Keys::new("vc");
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    for from in (0..n).step_by(10_000) {
+        let mut pipe = redis::pipe();
+        for i in from..n.min(from + 10_000) {
+            let id = format!("article-{i:07}");
+            let p = Partition::of(&id);
+            pipe.hset(keys.counts(p), article_field(&id, VIEWS_FIELD), 1 + (i as u64 % 997))
+                .ignore();
+            pipe.hset(keys.meta(p), article_field(&id, "section"), format!("s{}", i % 20))
+                .ignore()
+                .hset(keys.meta(p), article_field(&id, "lang"), "en")
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+}
+
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     statm
@@ -54,7 +81,13 @@ fn main() {
     let n = articles();
     let dir = tempfile::tempdir().unwrap();
     let filled = Instant::now();
-    fill(dir.path(), n);
+    let redis = std::env::args()
+        .any(|a| a == "--redis")
+        .then(redis_server::RedisServer::start);
+    match &redis {
+        Some(redis) => fill_redis(&redis.url(), n),
+        None => fill(dir.path(), n),
+    }
     eprintln!("filled {n} articles in {:.1?}", filled.elapsed());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -63,13 +96,13 @@ fn main() {
         .unwrap();
     let rss_before = rss();
     let started = Instant::now();
-    let config = viewcounter::Config::parse_from([
-        "viewcounter",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &dir.path().display().to_string(),
-    ]);
+    let data_dir = dir.path().display().to_string();
+    let mut args = vec!["viewcounter", "--listen", "127.0.0.1:0", "--data-dir", &data_dir];
+    let url = redis.as_ref().map(|r| r.url());
+    if let Some(url) = &url {
+        args.extend(["--redis-url", url.as_str()]);
+    }
+    let config = viewcounter::Config::parse_from(args);
     rt.block_on(async move {
         let app = viewcounter::App::build(config).await.expect("service builds");
         let addr = app.public_addr();
