@@ -48,7 +48,7 @@ fn fill(dir: &std::path::Path, n: usize) {
 /// The totals and metadata of `n` articles, as the flush scripts leave them in Redis
 /// (`<prefix>:{pN}:counts` and `:meta` hashes), one pipeline per 10,000 articles.
 fn fill_redis(url: &str, n: usize) {
-    use viewcounter::store::keys::{article_field, Keys, Partition, VIEWS_FIELD};
+    use viewcounter::store::redis::keys::{article_field, Keys, Partition, VIEWS_FIELD};
     let keys = Keys::new("vc");
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
     for from in (0..n).step_by(10_000) {

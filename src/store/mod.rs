@@ -3,7 +3,6 @@
 //! checked by one test suite that runs against each.
 
 pub mod embedded;
-pub mod keys;
 pub mod ranking;
 pub mod redis;
 pub mod series;

@@ -16,7 +16,7 @@ use viewcounter::event::{Counter, Event, Networks};
 use viewcounter::flusher::{FlushSettings, Flusher, CHUNK_ARTICLES};
 use viewcounter::in_flight::InFlight;
 use viewcounter::metrics::Metrics;
-use viewcounter::store::keys::{Keys, Partition, PARTITIONS};
+use viewcounter::store::redis::keys::{Keys, Partition, PARTITIONS};
 use viewcounter::store::Store;
 
 async fn app_on(redis: &RedisServer, extra: &[&str]) -> TestApp {

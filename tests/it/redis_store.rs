@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::RedisServer;
 use viewcounter::event::{ArticleId, Meta, Networks};
-use viewcounter::store::keys::{Keys, Partition};
+use viewcounter::store::redis::keys::{Keys, Partition};
 use viewcounter::store::series::Step;
 use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, RedisStore, Store, StoreError, StoredCounts};
 

@@ -245,7 +245,7 @@ async fn bucket_keys_expire_and_a_delete_leaves_every_window() {
 }
 
 fn partition_of(article: &str) -> String {
-    viewcounter::store::keys::Partition::of(article).to_string()
+    viewcounter::store::redis::keys::Partition::of(article).to_string()
 }
 
 async fn top_of(app: &TestApp, query: &str) -> Value {

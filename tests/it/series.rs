@@ -11,7 +11,7 @@ use common::batches::{batch, shares, views};
 use common::RedisServer;
 use viewcounter::clock::ManualClock;
 use viewcounter::event::ArticleId;
-use viewcounter::store::keys::{Keys, Partition};
+use viewcounter::store::redis::keys::{Keys, Partition};
 use viewcounter::store::series::{Point, SeriesWindow, Step};
 use viewcounter::store::{EmbeddedStore, RedisStore, Store};
 

@@ -10,9 +10,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::keys::Partition;
 use super::{RedisStore, CALL_TIMEOUT};
 use crate::event::ArticleId;
-use crate::store::keys::Partition;
 use crate::store::series::Step;
 use crate::store::{StoreError, StoredCounts};
 use crate::top::Granularity;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use redis::{Cmd, Script};
 
+use super::keys::{self, MetaKind, Partition, PARTITIONS, VIEWS_FIELD};
 use super::top::{bucket_time, MINUTE_TTL};
 use super::RedisStore;
-use crate::store::keys::{self, MetaKind, Partition, PARTITIONS, VIEWS_FIELD};
 use crate::store::series::{Point, Step};
 use crate::store::{Applied, ArticleDelta, Batch, StoreError};
 use crate::top::Granularity;

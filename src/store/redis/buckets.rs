@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
+use super::keys::{SHARE_FIELD_PREFIX, VIEWS_FIELD};
 use crate::event::{ArticleId, Meta};
-use crate::store::keys::{SHARE_FIELD_PREFIX, VIEWS_FIELD};
 use crate::store::windows::BucketSource;
 use crate::store::{ArticleDelta, Batch, BatchId, StoreError};
 use crate::top::{Granularity, Tally};

@@ -3,9 +3,9 @@
 //! difference it made to each counter, read past the last id an instance has seen.
 
 use super::buckets::add_counter;
+use super::keys::{Partition, PARTITIONS};
 use super::RedisStore;
 use crate::event::{ArticleId, Meta};
-use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::StoreError;
 use crate::top::Tally;
 

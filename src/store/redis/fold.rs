@@ -7,9 +7,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::keys::{Partition, PARTITIONS};
 use super::top::{open_from, HOUR_TTL, MINUTE_TTL};
 use super::RedisStore;
-use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::StoreError;
 
 static FOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("fold.lua")));

@@ -9,10 +9,10 @@ use redis::Value;
 
 use super::buckets::{add_bucket, add_log_entry, diff, merge, minute_batch, subtract, Content, Fetched};
 use super::changes::last_id;
+use super::keys::{Partition, PARTITIONS};
 use super::top::{open_from, TopState, HOUR, MINUTE, MINUTE_TTL, SKEW_MS};
 use super::RedisStore;
 use crate::event::{ArticleId, Meta};
-use crate::store::keys::{Partition, PARTITIONS};
 use crate::store::windows::Windows;
 use crate::store::StoreError;
 use crate::top::Tally;

@@ -2,7 +2,7 @@
 //! its timeouts. `conn.rs` holds the connection, `apply.rs` writes batches exactly
 //! once, `reads.rs` reads totals, `series.rs` series and filter values, `admin.rs` makes admin changes, `top.rs` (with
 //! `load.rs`, `fold.rs`, `buckets.rs`) serves `/v1/top`; key names live in
-//! `../keys.rs`; docs/redis-keys.md is the full story.
+//! `keys.rs`; docs/redis-keys.md is the full story.
 
 mod admin;
 mod apply;
@@ -10,6 +10,7 @@ mod buckets;
 mod changes;
 mod conn;
 mod fold;
+pub mod keys;
 mod load;
 mod reads;
 mod series;
@@ -26,10 +27,10 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
 
 use conn::{Conn, Connector, Request};
 
-use super::keys::Keys;
 use super::StoreError;
 use crate::clock::{Clock, SystemClock};
 use crate::event::Networks;
+use keys::Keys;
 
 /// A TCP connect to Redis takes well under a millisecond on a LAN; one second means
 /// "unreachable" without stalling the flusher (the crate's default is also 1 s).

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use redis::{Cmd, Value};
 
+use super::keys::{self, article_field, MetaKind, Partition, VIEWS_FIELD};
 use super::RedisStore;
 use crate::event::{ArticleId, Meta, META_FIELDS};
-use crate::store::keys::{self, article_field, MetaKind, Partition, VIEWS_FIELD};
 use crate::store::{ArticleDelta, Batch, Snapshot, StoreError, StoredCounts};
 
 /// The values of an `HMGET`.

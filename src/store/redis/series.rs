@@ -5,9 +5,9 @@
 
 use std::collections::BTreeSet;
 
+use super::keys::{MetaKind, Partition, PARTITIONS};
 use super::RedisStore;
 use crate::event::ArticleId;
-use crate::store::keys::{MetaKind, Partition, PARTITIONS};
 use crate::store::series::{MetaValues, Point, Series, SeriesWindow};
 use crate::store::StoreError;
 

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::buckets::{add_bucket, add_log_entry, diff, minute_batch, Content, Fetched};
 use super::changes::{all_partitions, Read};
+use super::keys::{article_field, Partition, PARTITIONS};
 use super::RedisStore;
 use crate::event::{ArticleId, Meta};
-use crate::store::keys::{article_field, Partition, PARTITIONS};
 use crate::store::windows::Windows;
 use crate::store::StoreError;
 use crate::top::{Granularity, TopEntry, TopQuery};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tokio::task::JoinSet;
-use viewcounter::store::keys::{Keys, Partition, PARTITIONS, SHARE_FIELD_PREFIX, VIEWS_FIELD};
+use viewcounter::store::redis::keys::{Keys, Partition, PARTITIONS, SHARE_FIELD_PREFIX, VIEWS_FIELD};
 
 use crate::support::Client;
 

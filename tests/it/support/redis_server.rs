@@ -29,7 +29,7 @@ fn free_port() -> u16 {
 
 /// The counts hash (prefix `vc`) and field of one counter of `article`.
 fn counter_location(article: &str, counter: &str) -> (String, String) {
-    use viewcounter::store::keys::{article_field, Keys, Partition};
+    use viewcounter::store::redis::keys::{article_field, Keys, Partition};
     (
         Keys::new("vc").counts(Partition::of(article)),
         article_field(article, counter),
