@@ -64,8 +64,8 @@ impl Process {
                 }
             }
         });
-        // A start replays the journal before it listens: a large one (500,000 articles
-        // in a debug build on a loaded machine) takes a while.
+        // A start replays the journal before it listens: a large one (tens of thousands
+        // of articles in a debug build on a loaded machine) takes a while.
         let deadline = Instant::now() + Duration::from_secs(180);
         let addr = loop {
             let line = logs
