@@ -29,6 +29,8 @@ async fn two_instances_count_exactly_on_a_cluster_through_a_stalled_node() {
     load_b.wait_accepted(4_000).await;
     let (ledger_a, ledger_b) = (load_a.stop().await, load_b.stop().await);
     let duplicates = a.client.metric(FLUSH_DUPLICATE).await + b.client.metric(FLUSH_DUPLICATE).await;
+    a.wait_caught_up(60).await;
+    b.wait_caught_up(60).await;
     a.stop().await;
     b.stop().await;
 
@@ -56,6 +58,7 @@ async fn a_cluster_node_killed_and_restarted_loses_and_doubles_nothing() {
     app.wait_metric_above(FLUSH_OK, oks, 30).await;
     load.wait_accepted(2_000).await;
     let ledger = load.stop().await;
+    app.wait_caught_up(60).await;
     app.stop().await;
 
     assert_redis_holds(&cluster.urls(), &[&ledger]);

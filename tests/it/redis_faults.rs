@@ -46,6 +46,7 @@ async fn redis_killed_twice_under_load_ends_with_exactly_the_accepted_events() {
     }
     load.wait_accepted(3_000).await;
     let ledger = load.stop().await;
+    app.wait_caught_up(60).await;
     app.stop().await;
 
     assert!(ledger.accepted() > 9_000, "only {} events accepted", ledger.accepted());
@@ -71,6 +72,7 @@ async fn stalls_longer_than_the_response_timeout_never_count_twice() {
     }
     let duplicates = app.client.metric(FLUSH_DUPLICATE).await;
     let ledger = load.stop().await;
+    app.wait_caught_up(60).await;
     app.stop().await;
 
     assert!(duplicates >= 1.0, "no retry was recognised as a duplicate");

@@ -111,6 +111,19 @@ impl TestApp {
         self._dir.take()
     }
 
+    /// Waits until every batch drained so far is acknowledged by the store and the
+    /// journal is emptied (panics after `secs`). A test that reads the store straight
+    /// after `stop` waits for this first: on a loaded box the final flush can outlast
+    /// its timeout and leave its batches in the journal for the next start.
+    pub async fn wait_caught_up(&self, secs: u64) {
+        let done = eventually(secs, || async {
+            self.client.metric("viewcounter_unacked_events").await == 0.0
+                && self.client.metric("viewcounter_journal_bytes").await == 0.0
+        })
+        .await;
+        assert!(done, "batches still unacknowledged after {secs} s");
+    }
+
     /// Waits until the metric `sample` exceeds `above` (panics after `secs`).
     pub async fn wait_metric_above(&self, sample: &str, above: f64, secs: u64) {
         let ok = eventually(secs, || async { self.client.metric(sample).await > above }).await;
