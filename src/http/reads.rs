@@ -80,7 +80,7 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
             continue;
         }
         let networks = api.counter.networks();
-        let metas = metas(api, ids).await;
+        let metas = metas(api, ids, &view.batches).await;
         let visitors = api.store.visitors(ids).await.unwrap_or_else(|e| {
             tracing::debug!(error = %e, "visitors read failed; answering without them");
             vec![0; ids.len()]
@@ -127,10 +127,12 @@ async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Resu
     }
 }
 
-/// Each article's stored metadata, completed by what this instance holds and has not
-/// stored yet (a first view's section shows at once). A store that fails here costs
-/// the metadata, not the read.
-async fn metas(api: &Api, ids: &[ArticleId]) -> Vec<Meta> {
+/// Each article's stored metadata, completed by what this instance has not stored yet:
+/// the batches waiting for the store (the counter forgets the metadata of an article
+/// idle for an interval, maybe before its batch lands) and the pending map (a first
+/// view's section shows at once). A store that fails here costs the metadata, not the
+/// read.
+async fn metas(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Vec<Meta> {
     let stored = match api.store.metas(ids).await {
         Ok(m) => m,
         Err(e) => {
@@ -141,6 +143,9 @@ async fn metas(api: &Api, ids: &[ArticleId]) -> Vec<Meta> {
     ids.iter()
         .zip(stored)
         .map(|(id, mut m)| {
+            for delta in unacked.iter().filter_map(|b| b.get(id.as_str())) {
+                m.merge(&delta.meta, false);
+            }
             if let Some(pending) = api.counter.pending_meta(id.as_str()) {
                 m.merge(&pending, false);
             }

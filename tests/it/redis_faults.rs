@@ -104,6 +104,34 @@ async fn reads_during_an_outage_answer_from_the_last_known_totals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_stays_readable_while_its_batch_waits_for_redis() {
+    let mut redis = RedisServer::start();
+    let app = app_on(&redis, &[]).await;
+    app.client.view("waiting").await;
+    assert!(eventually(10, || async { app.client.metric(FLUSH_OK).await >= 1.0 }).await);
+    assert_eq!(app.client.views("waiting").await, 1);
+
+    redis.kill();
+    let r = app
+        .client
+        .post_events(r#"{"type":"view","article":"waiting","section":"politics"}"#)
+        .await;
+    assert_eq!(r.status, 202);
+    // Two failed attempts to land the batch: the counter has meanwhile forgotten the
+    // metadata of an article idle for an interval; the queued batch still holds it.
+    let errors = app.client.metric(FLUSH_ERROR).await;
+    app.wait_metric_above(FLUSH_ERROR, errors + 1.0, 30).await;
+    let read = app.client.article("waiting").await;
+
+    assert_eq!(
+        (read["views"].as_u64(), read["section"].as_str()),
+        (Some(2), Some("politics")),
+        "{read}"
+    );
+    tokio::task::block_in_place(|| redis.restart());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_keys_beyond_the_capacity_get_503_while_redis_is_down() {
     let mut redis = RedisServer::start();
     let app = app_on(&redis, &["--max-pending-keys", "2"]).await;
