@@ -1,7 +1,7 @@
 //! One window's counts (or the all-time totals) for every slot: views and the shares
 //! total in dense vectors indexed by slot (8 bytes each per article, scanned in order
-//! by a ranking), shares by network in a sparse map holding only the (article,
-//! network) pairs that have some.
+//! by a ranking), shares by network in one sparse map per network holding only the
+//! articles that have some there (a ranking by one network reads only its map).
 
 use std::collections::HashMap;
 
@@ -15,8 +15,9 @@ pub type NetworkId = u16;
 pub struct Column {
     views: Vec<u64>,
     shares: Vec<u64>,
-    /// Kept so that `shares[s]` is the sum of slot `s`'s entries here.
-    by_network: HashMap<(Slot, NetworkId), u64, foldhash::fast::RandomState>,
+    /// Per network (by [`NetworkId`]), the slots with shares there. Kept so that
+    /// `shares[s]` is the sum of slot `s`'s entries.
+    by_network: Vec<HashMap<Slot, u64, foldhash::fast::RandomState>>,
 }
 
 impl Column {
@@ -43,7 +44,11 @@ impl Column {
         if n == 0 {
             return;
         }
-        let c = self.by_network.entry((s, network)).or_default();
+        let i = network as usize;
+        if self.by_network.len() <= i {
+            self.by_network.resize_with(i + 1, HashMap::default);
+        }
+        let c = self.by_network[i].entry(s).or_default();
         *c = c.saturating_add(n);
         let t = &mut self.shares[s as usize];
         *t = t.saturating_add(n);
@@ -51,24 +56,27 @@ impl Column {
 
     /// Takes `n` shares on `network` from slot `s`, stopping at zero.
     pub fn sub_shares(&mut self, s: Slot, network: NetworkId, n: u64) {
-        let Some(c) = self.by_network.get_mut(&(s, network)) else {
+        let Some(map) = self.by_network.get_mut(network as usize) else {
+            return;
+        };
+        let Some(c) = map.get_mut(&s) else {
             return;
         };
         let taken = n.min(*c);
         *c -= taken;
         if *c == 0 {
-            self.by_network.remove(&(s, network));
+            map.remove(&s);
         }
         self.shares[s as usize] -= taken;
     }
 
-    /// Zeroes slot `s` (`networks`: how many network ids exist).
-    pub fn clear_slot(&mut self, s: Slot, networks: usize) {
+    /// Zeroes slot `s`.
+    pub fn clear_slot(&mut self, s: Slot) {
         self.views[s as usize] = 0;
         if std::mem::take(&mut self.shares[s as usize]) > 0 {
-            for n in 0..networks {
-                self.by_network.remove(&(s, n as NetworkId));
-            }
+            self.by_network.iter_mut().for_each(|map| {
+                map.remove(&s);
+            });
         }
     }
 
@@ -76,7 +84,7 @@ impl Column {
     pub fn clear(&mut self) {
         self.views.fill(0);
         self.shares.fill(0);
-        self.by_network = HashMap::default();
+        self.by_network = Vec::new();
     }
 
     /// Views per slot.
@@ -92,18 +100,18 @@ impl Column {
     /// Shares on `network`, of the slots that have some.
     pub fn shares_on(&self, network: NetworkId) -> impl Iterator<Item = (Slot, u64)> + '_ {
         self.by_network
-            .iter()
-            .filter(move |((_, n), _)| *n == network)
-            .map(|((s, _), c)| (*s, *c))
+            .get(network as usize)
+            .into_iter()
+            .flat_map(|map| map.iter().map(|(s, c)| (*s, *c)))
     }
 
     /// Slot `s`'s shares by network.
     #[cfg(test)]
-    pub fn shares_of(&self, s: Slot, networks: usize) -> impl Iterator<Item = (NetworkId, u64)> + '_ {
-        let any = self.shares[s as usize] > 0;
-        (0..networks as NetworkId)
-            .filter(move |_| any)
-            .filter_map(move |n| self.by_network.get(&(s, n)).map(|c| (n, *c)))
+    pub fn shares_of(&self, s: Slot) -> impl Iterator<Item = (NetworkId, u64)> + '_ {
+        self.by_network
+            .iter()
+            .enumerate()
+            .filter_map(move |(n, map)| map.get(&s).map(|c| (n as NetworkId, *c)))
     }
 }
 
@@ -122,7 +130,7 @@ mod tests {
         c.sub_shares(1, 0, 10);
         c.sub_shares(1, 1, 10);
         assert_eq!((c.views()[1], c.shares()[1]), (0, 4));
-        assert_eq!(c.shares_of(1, 3).collect::<Vec<_>>(), [(2, 4)]);
+        assert_eq!(c.shares_of(1).collect::<Vec<_>>(), [(2, 4)]);
         assert_eq!(c.shares_on(0).count(), 0, "a network at zero leaves the map");
     }
 
@@ -133,7 +141,7 @@ mod tests {
         c.add_views(2, 1);
         c.add_shares(2, 1, 1);
         c.add_shares(0, 1, 7);
-        c.clear_slot(2, 2);
+        c.clear_slot(2);
         assert_eq!((c.views()[2], c.shares()[2]), (0, 0));
         assert_eq!(c.shares_on(1).collect::<Vec<_>>(), [(0, 7)]);
     }

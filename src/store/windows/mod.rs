@@ -287,9 +287,8 @@ impl Windows {
 
     /// Forgets slot `s` everywhere and frees it for reuse.
     fn free(&mut self, s: Slot) {
-        let networks = self.networks.len();
-        self.all.clear_slot(s, networks);
-        self.rolling.iter_mut().for_each(|r| r.counts.clear_slot(s, networks));
+        self.all.clear_slot(s);
+        self.rolling.iter_mut().for_each(|r| r.counts.clear_slot(s));
         let r = std::mem::take(&mut self.records[s as usize]);
         self.names.release(r.section);
         self.names.release(r.lang);
@@ -392,7 +391,7 @@ impl Windows {
     /// Replaces an article's all-time totals (admin set).
     pub fn set_total(&mut self, article: &ArticleId, total: Tally) {
         let s = self.slot_for(article);
-        self.all.clear_slot(s, self.networks.len());
+        self.all.clear_slot(s);
         self.add_to_all(s, &total);
         self.enforce_cap();
     }
@@ -407,12 +406,11 @@ impl Windows {
         self.add_to_all(s, raise);
         self.sub_from_all(s, lower);
         if forget {
-            let networks = self.networks.len();
             let zero = self.all.views()[s as usize] == 0 && self.all.shares()[s as usize] == 0;
             if zero {
                 self.free(s);
             } else {
-                self.rolling.iter_mut().for_each(|r| r.counts.clear_slot(s, networks));
+                self.rolling.iter_mut().for_each(|r| r.counts.clear_slot(s));
                 self.set_name(s, |r| &mut r.section, None);
                 self.set_name(s, |r| &mut r.lang, None);
             }
