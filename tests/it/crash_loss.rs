@@ -26,11 +26,11 @@ const JOURNAL_WRITES: &str = "viewcounter_journal_writes_total";
 const JOURNAL_BYTES: &str = "viewcounter_journal_bytes";
 const UNACKED: &str = "viewcounter_unacked_events";
 const STORE_UP: &str = "viewcounter_store_up";
-/// Events of the burst, one view each of as many distinct articles: enough that the
-/// flusher is far behind at the kill (in a debug build on a loaded 2-core box, 48,658
-/// events were still unapplied a second after the burst), small enough that the
-/// restart applies the whole journal in seconds.
-const BURST: usize = 50_000;
+/// Events of the burst, one view each of as many distinct articles: the half million
+/// the crash promise is stated for, so the flusher is far behind at the kill.
+const BURST: usize = 500_000;
+/// How long Redis stays away before the kill.
+const REDIS_AWAY: Duration = Duration::from_secs(5);
 /// Events per request (the contract's most).
 const PER_REQUEST: usize = 1_000;
 
@@ -278,10 +278,12 @@ async fn a_kill_9_while_redis_is_away_loses_nothing_accepted_before_the_last_jou
     let dir = tempfile::tempdir().unwrap();
     let args = ["--redis-url", url.as_str(), "--redis-read-timeout", "5s"];
     let redis_away = async |client: &Client| {
+        let away_since = std::time::Instant::now();
         redis.kill();
         // Traffic with nowhere to go but the journal: flushes fail meanwhile.
         let failed = eventually(60, || async { client.metric(common::FLUSH_ERROR).await >= 1.0 }).await;
         assert!(failed, "flushes failed while Redis was away");
+        tokio::time::sleep(REDIS_AWAY.saturating_sub(away_since.elapsed())).await;
     };
     let (ledger, durable) = burst_and_kill(dir.path(), &args, redis_away).await;
 
