@@ -2,8 +2,10 @@
 //! pending keys (views of 1M articles, posted in batches of 1,000), then 8 clients
 //! read `/v1/articles/{id}` on a fixed schedule (800 a second, latency counted from when
 //! each read was due, as wrk2 does) while the flusher drains and applies them.
-//! Reports p50 / p99 / max of the reads issued between the flush tick and the moment
-//! the store has acknowledged everything.
+//! Reports p50 / p99 / max of the reads due between the flush tick and the moment
+//! the store has acknowledged everything, and for comparison those of the reads due in
+//! the `IDLE` before the tick, with nothing to flush (on a shared machine, the floor
+//! that the load of the moment sets), and on Redis the average time of a flush script.
 //!
 //! Run: `cargo bench --bench read_during_flush -- [--keys 1000000] [--embedded]`
 //! (Redis by default: a private redis-server with `appendfsync everysec`).
@@ -32,6 +34,8 @@ const BATCH: usize = 1_000;
 /// Readers, each due to read every `PERIOD` (800 reads a second in all).
 const READERS: u32 = 8;
 const PERIOD: Duration = Duration::from_millis(10);
+/// How long the readers run before the tick.
+const IDLE: Duration = Duration::from_secs(5);
 
 fn keys() -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -67,7 +71,7 @@ async fn send(sender: &mut SendRequest<Full<Bytes>>, method: &str, path: &str, b
 /// Reads `/v1/articles/k42` every `PERIOD` on its own connection until `done`, each
 /// latency measured from the moment the read was due (not from when the previous one
 /// returned), so a reader stuck behind the drain records every read it could not send.
-async fn read_on_schedule(addr: SocketAddr, offset: u32, done: Arc<AtomicBool>) -> Vec<Duration> {
+async fn read_on_schedule(addr: SocketAddr, offset: u32, done: Arc<AtomicBool>) -> Vec<(Instant, Duration)> {
     let mut sender = connect(addr).await;
     let start = Instant::now() + PERIOD * offset / READERS;
     let mut lat = Vec::new();
@@ -79,7 +83,7 @@ async fn read_on_schedule(addr: SocketAddr, offset: u32, done: Arc<AtomicBool>) 
         tokio::time::sleep_until(due.into()).await;
         let (status, _) = send(&mut sender, "GET", "/v1/articles/k42", String::new()).await;
         assert_eq!(status, 200);
-        lat.push(due.elapsed());
+        lat.push((due, due.elapsed()));
     }
     lat
 }
@@ -126,7 +130,7 @@ async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
     let tick = started + INTERVAL;
     assert!(Instant::now() < tick, "the fill outlasted the flush interval");
     let flushed_before = metric(&mut connect(addr).await, "viewcounter_last_flush_timestamp_seconds").await;
-    tokio::time::sleep_until((tick - Duration::from_millis(500)).into()).await;
+    tokio::time::sleep_until((tick - IDLE).into()).await;
     // Connected after the wait: the service closes idle keep-alive connections.
     let mut probe = connect(addr).await;
     let done = Arc::new(AtomicBool::new(false));
@@ -142,20 +146,37 @@ async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
         }
     }
     done.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
+    let (mut lat, mut idle) = (Vec::new(), Vec::new());
     for r in readers {
-        lat.extend(r.await.unwrap());
+        for (due, took) in r.await.unwrap() {
+            if due < tick {
+                idle.push(took)
+            } else {
+                lat.push(took)
+            }
+        }
     }
     let flush = tick.elapsed();
     lat.sort_unstable();
+    idle.sort_unstable();
     println!(
-        "| {store} | {keys} | {:.1} | {} | {:.2} | {:.2} | {:.2} |",
+        "| {store} | {keys} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} |",
         flush.as_secs_f64(),
         lat.len(),
         percentile(&lat, 0.50),
         percentile(&lat, 0.99),
-        lat.last().unwrap().as_secs_f64() * 1e3
+        lat.last().unwrap().as_secs_f64() * 1e3,
+        percentile(&idle, 0.50),
+        percentile(&idle, 0.99),
     );
+}
+
+/// The average run time of a flush script (`EVALSHA`), from Redis's command statistics.
+fn script_ms(redis: &RedisServer) -> Option<f64> {
+    let stats = redis.cli(&["INFO", "commandstats"])?;
+    let line = stats.lines().find(|l| l.starts_with("cmdstat_evalsha:"))?;
+    let usec = line.split("usec_per_call=").nth(1)?.split(',').next()?;
+    Some(usec.parse::<f64>().ok()? / 1e3)
 }
 
 fn main() {
@@ -176,9 +197,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("| store | pending keys | flush s (from the tick) | reads | p50 ms | p99 ms | max ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| store | pending keys | flush s (from the tick) | reads | p50 ms | p99 ms | max ms | before the tick: p50 / p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let store = if embedded { "embedded" } else { "redis" };
     client.block_on(measure(store, addr, started, keys));
+    if let Some(ms) = redis.as_ref().and_then(script_ms) {
+        println!("\nA flush script ran {ms:.2} ms on average.");
+    }
     drop(rt);
 }

@@ -36,6 +36,9 @@ pub struct QueueView<R> {
 pub struct InFlight {
     queue: RwLock<Vec<Unacked>>,
     generation: AtomicU64,
+    /// Events in the queued batches, kept as they come and go: summing them at every
+    /// acknowledgement cost a pass over every queued article (a million, after a big drain).
+    events: AtomicU64,
 }
 
 impl InFlight {
@@ -76,7 +79,10 @@ impl InFlight {
 
     /// Queues one batch (a replayed spill).
     pub fn push(&self, u: Unacked) {
-        self.write().push(u);
+        let events = u.batch.events();
+        let mut q = self.write();
+        q.push(u);
+        self.events.fetch_add(events, Ordering::Relaxed);
         self.changed();
     }
 
@@ -86,8 +92,10 @@ impl InFlight {
     pub fn push_drained(&self, drain: impl FnOnce() -> Vec<Unacked>) -> Vec<Arc<Batch>> {
         let mut q = self.write();
         let drained = drain();
-        let batches = drained.iter().map(|u| u.batch.clone()).collect();
+        let batches: Vec<Arc<Batch>> = drained.iter().map(|u| u.batch.clone()).collect();
         if !drained.is_empty() {
+            let events = batches.iter().map(|b| b.events()).sum();
+            self.events.fetch_add(events, Ordering::Relaxed);
             q.extend(drained);
             self.changed();
         }
@@ -115,7 +123,9 @@ impl InFlight {
     pub fn remove(&self, id: &BatchId) -> Option<PathBuf> {
         let mut q = self.write();
         let pos = q.iter().position(|u| &u.batch.id == id)?;
-        let file = q.remove(pos).spill_file;
+        let removed = q.remove(pos);
+        self.events.fetch_sub(removed.batch.events(), Ordering::Relaxed);
+        let file = removed.spill_file;
         self.changed();
         let file = file?;
         (!q.iter().any(|u| u.spill_file.as_ref() == Some(&file))).then_some(file)
@@ -123,6 +133,6 @@ impl InFlight {
 
     /// Events in the queued batches.
     pub fn events(&self) -> u64 {
-        self.read().iter().map(|u| u.batch.events()).sum()
+        self.events.load(Ordering::Relaxed)
     }
 }

@@ -225,14 +225,15 @@ impl Store {
         }
     }
 
-    /// How many batches the flusher may apply at once. Redis: a few, pipelined on one
-    /// connection, so building the next overlaps Redis's work on the previous (its
-    /// exactly-once record does not depend on order). Embedded: one, since redb
-    /// commits one write transaction at a time anyway.
+    /// How many batches the flusher may apply at once. Redis: two, so building the
+    /// next overlaps Redis's work on the previous (its exactly-once record does not
+    /// depend on order); the store paces the scripts of both anyway, so more would
+    /// only queue, closer to the call's timeout. Embedded: one, since redb commits one
+    /// write transaction at a time anyway.
     pub fn batches_at_once(&self) -> usize {
         match self {
             Store::Embedded(_) => 1,
-            Store::Redis(_) => 4,
+            Store::Redis(_) => 2,
         }
     }
 

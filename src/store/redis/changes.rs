@@ -98,7 +98,7 @@ impl RedisStore {
                 cmd
             })
             .collect();
-        let replies: Vec<Vec<(String, Vec<String>)>> = self.each_read(&reads).await?;
+        let replies: Vec<Vec<(String, Vec<String>)>> = self.each_refresh_read(&reads).await?;
         Ok(partitions
             .iter()
             .zip(replies)

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
+use tokio::sync::Semaphore;
 
 use conn::{Conn, Connector, Request};
 
@@ -42,6 +43,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound of one store call, reconnection included: a connect plus a response.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
+/// Scripts in flight at once on one Redis: two, so Redis has the next one as it ends
+/// one (no idle round trip), and a read on the other connection waits for two at most
+/// (a flush script runs a few milliseconds).
+const SCRIPTS_IN_FLIGHT: usize = 2;
+/// On a cluster, where the scripts of different partitions run on different nodes.
+const CLUSTER_SCRIPTS_IN_FLIGHT: usize = 8;
 /// Default bound of a read for the API (`--redis-read-timeout`): reads of up to 100
 /// articles take a millisecond, and past this the API answers from the last known
 /// totals instead of keeping a page waiting for the whole response timeout.
@@ -49,9 +56,19 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A handle to Redis or a Redis Cluster; cheap to clone. Purposefully lazy: the
 /// service starts and counts in memory even when Redis is down at start.
+///
+/// Two connections: one for the flush and the background work (batch scripts, the top
+/// windows' refresh, admin writes) and one for the API's reads. Redis answers a
+/// connection's requests in order, so on a shared connection a read would wait for
+/// every flush script sent before it (seconds, for a million keys); on its own it waits
+/// at most for the one script Redis is running.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Connector,
+    /// The API's reads (article counts, metadata, visitors, series).
+    reads: Connector,
+    /// Permits for the scripts in flight on `conn` (see [`conn::run_scripts`]).
+    scripts: Arc<Semaphore>,
     keys: Keys,
     /// The time buckets of flushes and the top windows follow.
     clock: Arc<dyn Clock>,
@@ -89,6 +106,7 @@ impl RedisStore {
     pub fn open_with_clock(url: &str, prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         Ok(Self::on(
             Connector::single(url).map_err(StoreError::from)?,
+            Connector::single(url).map_err(StoreError::from)?,
             prefix,
             clock,
         ))
@@ -104,14 +122,21 @@ impl RedisStore {
     pub fn open_cluster_with_clock(seeds: &[&str], prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         Ok(Self::on(
             Connector::cluster(seeds).map_err(StoreError::from)?,
+            Connector::cluster(seeds).map_err(StoreError::from)?,
             prefix,
             clock,
         ))
     }
 
-    fn on(conn: Connector, prefix: &str, clock: Arc<dyn Clock>) -> Self {
+    fn on(conn: Connector, reads: Connector, prefix: &str, clock: Arc<dyn Clock>) -> Self {
+        let scripts = match conn {
+            Connector::Single(_) => SCRIPTS_IN_FLIGHT,
+            Connector::Cluster { .. } => CLUSTER_SCRIPTS_IN_FLIGHT,
+        };
         RedisStore {
             conn,
+            reads,
+            scripts: Arc::new(Semaphore::new(scripts)),
             keys: Keys::new(prefix),
             clock,
             top: Arc::default(),
@@ -148,48 +173,43 @@ impl RedisStore {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let attempts = async {
-            match op(self.conn.get().await?).await {
-                Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => op(self.conn.get().await?).await,
-                other => other,
-            }
-        };
-        match tokio::time::timeout(limit, attempts).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                self.conn.forget_after(Some(&e)).await;
-                Err(e.into())
-            }
-            Err(_) => {
-                self.conn.forget_after(None).await;
-                Err(StoreError::Timeout(limit))
-            }
-        }
+        call_on(&self.conn, limit, op).await
     }
 
-    /// Sends `requests` (each within one slot) at once, within `limit`; their replies
-    /// in order, or the first error.
-    async fn each<T, R>(&self, limit: Duration, requests: &[R]) -> Result<Vec<T>, StoreError>
+    /// Sends `requests` (each within one slot) at once on `via`, within `limit`; their
+    /// replies in order, or the first error.
+    async fn each<T, R>(&self, via: &Connector, limit: Duration, requests: &[R]) -> Result<Vec<T>, StoreError>
     where
         T: FromRedisValue + Send,
         R: Request,
     {
-        self.call(limit, |conn| async move {
+        call_on(via, limit, |conn| async move {
             conn::send_all(&conn, requests).await.into_iter().collect()
         })
         .await
     }
 
-    /// [`Self::each`] for the API's reads.
+    /// [`Self::each`] for the API's reads, on their own connection.
     async fn each_read<T: FromRedisValue + Send, R: Request>(&self, requests: &[R]) -> Result<Vec<T>, StoreError> {
-        self.each(self.read_timeout, requests).await
+        self.each(&self.reads, self.read_timeout, requests).await
+    }
+
+    /// [`Self::each`] for the reads of the top windows' refresh, on the flush's
+    /// connection: a big minute log read does not delay an article read.
+    async fn each_refresh_read<T: FromRedisValue + Send, R: Request>(
+        &self,
+        requests: &[R],
+    ) -> Result<Vec<T>, StoreError> {
+        self.each(&self.conn, self.read_timeout, requests).await
     }
 
     /// Runs `script` calls (one `EVALSHA` each, within one slot) at once; each call's
     /// integer answer (see [`conn::run_scripts`]).
     async fn run_scripts(&self, script: &Script, calls: &[Cmd]) -> Result<Vec<i64>, StoreError> {
         let results = self
-            .call(CALL_TIMEOUT, |conn| conn::run_scripts(conn, script, calls))
+            .call(CALL_TIMEOUT, |conn| {
+                conn::run_scripts(conn, script, calls, &self.scripts)
+            })
             .await?;
         let mut answers = Vec::with_capacity(results.len());
         for result in results {
@@ -217,5 +237,30 @@ impl RedisStore {
         })
         .await
         .map(drop)
+    }
+}
+
+/// Runs `op` on a connection of `via` within `limit` (see [`RedisStore::call`]).
+async fn call_on<T, F, Fut>(via: &Connector, limit: Duration, op: F) -> Result<T, StoreError>
+where
+    F: Fn(Conn) -> Fut,
+    Fut: Future<Output = RedisResult<T>>,
+{
+    let attempts = async {
+        match op(via.get().await?).await {
+            Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => op(via.get().await?).await,
+            other => other,
+        }
+    };
+    match tokio::time::timeout(limit, attempts).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            via.forget_after(Some(&e)).await;
+            Err(e.into())
+        }
+        Err(_) => {
+            via.forget_after(None).await;
+            Err(StoreError::Timeout(limit))
+        }
     }
 }

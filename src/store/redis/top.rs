@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::buckets::{add_bucket, add_log_entry, diff, minute_batch, Content, Fetched};
 use super::changes::{all_partitions, Read};
-use super::keys::{article_field, Partition, PARTITIONS};
+use super::keys::{article_field, Keys, Partition, PARTITIONS};
 use super::RedisStore;
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::Windows;
@@ -142,9 +142,59 @@ struct Positions {
 /// What a refresh read from Redis, to apply under the lock.
 struct NewEntries {
     added: Vec<(u64, Content)>,
-    meta: HashMap<ArticleId, Meta>,
+    meta: MetaRead,
     read: HashMap<(u32, u64), usize>,
     changes: Read,
+}
+
+/// The new minute log entries, parsed: the contents by minute and the read positions.
+struct Parsed {
+    added: Vec<(u64, Content)>,
+    read: HashMap<(u32, u64), usize>,
+}
+
+/// The section and language of the articles a refresh read: the articles in the order
+/// their values come, and the replies (one `HMGET` per partition, two values an article).
+#[derive(Default)]
+struct MetaRead {
+    order: Vec<ArticleId>,
+    replies: Vec<Vec<Option<String>>>,
+}
+
+impl MetaRead {
+    fn into_map(self) -> HashMap<ArticleId, Meta> {
+        let values: Vec<Option<String>> = self.replies.into_iter().flatten().collect();
+        let meta = values.chunks(2).map(|v| Meta {
+            section: v[0].as_deref().map(Into::into),
+            lang: v.get(1).and_then(|l| l.as_deref()).map(Into::into),
+            ..Meta::default()
+        });
+        self.order.into_iter().zip(meta).collect()
+    }
+}
+
+impl RedisTop {
+    /// Applies what a refresh read under the lock; the buckets leaving a window then,
+    /// or `None` when the windows are gone. Runs off the runtime's threads: after a big
+    /// flush this is a million articles' work.
+    fn apply_new(&self, fetched: NewEntries, at_open_from: u64, now: u64) -> Option<Vec<(Granularity, u64)>> {
+        let meta = fetched.meta.into_map();
+        let mut guard = self.state();
+        let state = guard.as_mut()?;
+        for (m, content) in &fetched.added {
+            let mut deltas = diff(content, None);
+            for d in &mut deltas {
+                d.meta = meta.get(&d.article).cloned().unwrap_or_default();
+            }
+            state.windows.apply(&minute_batch(*m, deltas));
+        }
+        state.open_from = at_open_from.max(open_from(now));
+        let mut read = fetched.read;
+        read.retain(|(_, m), _| *m >= state.open_from);
+        state.read = read;
+        apply_changes(state, fetched.changes);
+        Some(state.windows.leaving(now).into_iter().collect())
+    }
 }
 
 impl RedisStore {
@@ -272,29 +322,16 @@ impl RedisStore {
             return Ok(());
         };
         let fetched = self.fetch_new(&at, now).await?;
-        let leaving = {
-            let mut guard = self.top.state();
-            let Some(state) = guard.as_mut() else { return Ok(()) };
-            for (m, content) in &fetched.added {
-                let mut deltas = diff(content, None);
-                for d in &mut deltas {
-                    d.meta = fetched.meta.get(&d.article).cloned().unwrap_or_default();
-                }
-                state.windows.apply(&minute_batch(*m, deltas));
-            }
-            state.open_from = at.open_from.max(open_from(now));
-            let mut read = fetched.read;
-            read.retain(|(_, m), _| *m >= state.open_from);
-            state.read = read;
-            apply_changes(state, fetched.changes);
-            state.windows.leaving(now)
-        };
+        let top = self.top.clone();
+        let at_open_from = at.open_from;
+        let applied = tokio::task::spawn_blocking(move || top.apply_new(fetched, at_open_from, now));
+        let Some(leaving) = applied.await? else { return Ok(()) };
         // The buckets leaving a window are read without the lock too; until they are
         // subtracted, readers see the windows as they were before this refresh rolled.
         let rows = if leaving.is_empty() {
             None
         } else {
-            Some(self.read_buckets(leaving.into_iter().collect()).await?)
+            Some(self.read_buckets(leaving).await?)
         };
         let mut guard = self.top.state();
         let Some(state) = guard.as_mut() else { return Ok(()) };
@@ -321,28 +358,28 @@ impl RedisStore {
                 reads.push(cmd);
             }
         }
-        let replies: Vec<Vec<String>> = self.each_read(&reads).await?;
-        let mut read = at.read.clone();
-        let mut added: Vec<(u64, Content)> = Vec::new();
-        for (i, entries) in replies.into_iter().enumerate() {
-            let (m, p) = (minutes[i / PARTITIONS as usize], (i % PARTITIONS as usize) as u32);
-            if entries.is_empty() {
-                continue;
-            }
-            *read.entry((p, m)).or_default() += entries.len();
-            if added.last().is_none_or(|(last, _)| *last != m) {
-                added.push((m, Content::new()));
-            }
-            let content = &mut added.last_mut().expect("pushed above").1;
-            entries.iter().for_each(|e| add_log_entry(content, e));
-        }
-        let ids: Vec<&ArticleId> = added.iter().flat_map(|(_, c)| c.keys()).collect();
-        let meta = self.read_meta(&ids).await?;
+        let replies: Vec<Vec<String>> = self.each_refresh_read(&reads).await?;
+        // Parsing the entries of a big flush takes CPU time: off the runtime's threads.
+        let read = at.read.clone();
+        let keys = self.keys.clone();
+        let (parsed, meta_reads, order) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_entries(replies, &minutes, read);
+            let ids: Vec<&ArticleId> = parsed.added.iter().flat_map(|(_, c)| c.keys()).collect();
+            let (meta_reads, order) = meta_reads(&keys, &ids);
+            (parsed, meta_reads, order)
+        })
+        .await?;
+        let replies = if meta_reads.is_empty() {
+            Vec::new()
+        } else {
+            self.each_refresh_read(&meta_reads).await?
+        };
+        let meta = MetaRead { order, replies };
         let changes = self.read_changes(&at.admin_read, &all_partitions()).await?;
         Ok(NewEntries {
-            added,
+            added: parsed.added,
             meta,
-            read,
+            read: parsed.read,
             changes,
         })
     }
@@ -364,7 +401,7 @@ impl RedisStore {
                 reads.push(cmd);
             }
         }
-        let replies: Vec<redis::Value> = self.each_read(&reads).await?;
+        let replies: Vec<redis::Value> = self.each_refresh_read(&reads).await?;
         let mut out = Fetched::default();
         for (i, value) in replies.into_iter().enumerate() {
             let w = wanted[i / PARTITIONS as usize];
@@ -379,37 +416,47 @@ impl RedisStore {
         }
         Ok(out)
     }
+}
 
-    /// Section and language of each article (one `HMGET` per partition).
-    async fn read_meta(&self, ids: &[&ArticleId]) -> Result<HashMap<ArticleId, Meta>, StoreError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+/// The new entries of the minute logs (`replies`, per minute then partition) added up
+/// by minute, and the read positions moved past them.
+fn parse_entries(replies: Vec<Vec<String>>, minutes: &[u64], mut read: HashMap<(u32, u64), usize>) -> Parsed {
+    let mut added: Vec<(u64, Content)> = Vec::new();
+    for (i, entries) in replies.into_iter().enumerate() {
+        let (m, p) = (minutes[i / PARTITIONS as usize], (i % PARTITIONS as usize) as u32);
+        if entries.is_empty() {
+            continue;
         }
-        let mut by_partition: HashMap<Partition, Vec<&ArticleId>> = HashMap::new();
-        for id in ids {
-            by_partition.entry(Partition::of(id.as_str())).or_default().push(id);
+        *read.entry((p, m)).or_default() += entries.len();
+        if added.last().is_none_or(|(last, _)| *last != m) {
+            added.push((m, Content::new()));
         }
-        let mut reads = Vec::with_capacity(by_partition.len());
-        let mut order = Vec::new();
-        for (p, ids) in &by_partition {
-            let fields: Vec<String> = ids
-                .iter()
-                .flat_map(|a| ["section", "lang"].map(|attr| article_field(a.as_str(), attr)))
-                .collect();
-            let mut cmd = redis::cmd("HMGET");
-            cmd.arg(self.keys.meta(*p)).arg(fields);
-            reads.push(cmd);
-            order.extend(ids.iter().map(|id| (*id).clone()));
-        }
-        let replies: Vec<Vec<Option<String>>> = self.each_read(&reads).await?;
-        let values: Vec<Option<String>> = replies.into_iter().flatten().collect();
-        let meta = values.chunks(2).map(|v| Meta {
-            section: v[0].as_deref().map(Into::into),
-            lang: v.get(1).and_then(|l| l.as_deref()).map(Into::into),
-            ..Meta::default()
-        });
-        Ok(order.into_iter().zip(meta).collect())
+        let content = &mut added.last_mut().expect("pushed above").1;
+        entries.iter().for_each(|e| add_log_entry(content, e));
     }
+    Parsed { added, read }
+}
+
+/// The reads of the section and language of `ids` (one `HMGET` per partition), and the
+/// articles in the order their values come.
+fn meta_reads(keys: &Keys, ids: &[&ArticleId]) -> (Vec<redis::Cmd>, Vec<ArticleId>) {
+    let mut by_partition: HashMap<Partition, Vec<&ArticleId>> = HashMap::new();
+    for id in ids {
+        by_partition.entry(Partition::of(id.as_str())).or_default().push(id);
+    }
+    let mut reads = Vec::with_capacity(by_partition.len());
+    let mut order = Vec::with_capacity(ids.len());
+    for (p, ids) in &by_partition {
+        let fields: Vec<String> = ids
+            .iter()
+            .flat_map(|a| ["section", "lang"].map(|attr| article_field(a.as_str(), attr)))
+            .collect();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(keys.meta(*p)).arg(fields);
+        reads.push(cmd);
+        order.extend(ids.iter().map(|id| (*id).clone()));
+    }
+    (reads, order)
 }
 
 /// Applies admin changes read from the streams and moves the read positions past them.
