@@ -227,9 +227,10 @@ impl Store {
 
     /// How many batches the flusher may apply at once. Redis: two, so building the
     /// next overlaps Redis's work on the previous (its exactly-once record does not
-    /// depend on order); the store paces the scripts of both anyway, so more would
-    /// only queue, closer to the call's timeout. Embedded: one, since redb commits one
-    /// write transaction at a time anyway.
+    /// depend on order); more only queue on the connection, closer to the call's
+    /// timeout (with four, a million keys on a busy machine timed out and waited a
+    /// whole interval to retry). Embedded: one, since redb commits one write
+    /// transaction at a time anyway.
     pub fn batches_at_once(&self) -> usize {
         match self {
             Store::Embedded(_) => 1,

@@ -10,8 +10,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -150,36 +148,17 @@ pub(super) async fn send_all<T: FromRedisValue + Send, R: Request>(conn: &Conn, 
     join_all(requests.iter().map(|r| r.send(conn.clone()))).await
 }
 
-/// `script` calls (one `EVALSHA` each), each sent once `pace` has a permit for it; each
-/// call's integer answer. When Redis restarted and lost its script cache, the script is
-/// loaded (on every node of a cluster) and the calls sent again: none of those that
-/// answered `NOSCRIPT` ran, and one that did run answers as a duplicate.
-pub(super) async fn run_scripts(
-    conn: Conn,
-    script: &Script,
-    calls: &[Cmd],
-    pace: &Semaphore,
-) -> RedisResult<Vec<RedisResult<i64>>> {
-    let results = send_paced(&conn, calls, pace).await;
+/// `script` calls (one `EVALSHA` each), sent at once; each call's integer answer. When
+/// Redis restarted and lost its script cache, the script is loaded (on every node of a
+/// cluster) and the calls sent again: none of those that answered `NOSCRIPT` ran, and
+/// one that did run answers as a duplicate.
+pub(super) async fn run_scripts(conn: Conn, script: &Script, calls: &[Cmd]) -> RedisResult<Vec<RedisResult<i64>>> {
+    let results = send_all(&conn, calls).await;
     if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
         return Ok(results);
     }
     script.load_async(&mut conn.clone()).await?;
-    Ok(send_paced(&conn, calls, pace).await)
-}
-
-/// Sends each call once a permit of `pace` is free, and holds it until the answer.
-/// Redis runs a connection's requests in the order they came, and reads as much of
-/// them at a time as it can: with a whole flush sent at once, a read on another
-/// connection waited for dozens of scripts (tens of milliseconds); paced, it waits for
-/// the few in flight.
-async fn send_paced(conn: &Conn, calls: &[Cmd], pace: &Semaphore) -> Vec<RedisResult<i64>> {
-    join_all(calls.iter().map(|call| async move {
-        // Never closed: the permit is always there to wait for.
-        let _permit = pace.acquire().await.ok();
-        call.send(conn.clone()).await
-    }))
-    .await
+    Ok(send_all(&conn, calls).await)
 }
 
 fn is_noscript(e: &redis::RedisError) -> bool {

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
-use tokio::sync::Semaphore;
 
 use conn::{Conn, Connector, Request};
 
@@ -37,18 +36,12 @@ use keys::Keys;
 /// "unreachable" without stalling the flusher (the crate's default is also 1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest call is one pipelined chunk of 10,000 articles, some tens of milliseconds of
-/// script time, possibly queued behind the other chunks in flight (at most 3 more); 2 s leaves room for a slow fsync (`appendfsync always`) or a busy
+/// script time, possibly queued behind the other chunk in flight; 2 s leaves room for a slow fsync (`appendfsync always`) or a busy
 /// server, where the crate's 500 ms default would time out (and retry) needlessly,
 /// yet lets the final flush (5 s) make two attempts before it spills.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound of one store call, reconnection included: a connect plus a response.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
-/// Scripts in flight at once on one Redis: two, so Redis has the next one as it ends
-/// one (no idle round trip), and a read on the other connection waits for two at most
-/// (a flush script runs a few milliseconds).
-const SCRIPTS_IN_FLIGHT: usize = 2;
-/// On a cluster, where the scripts of different partitions run on different nodes.
-const CLUSTER_SCRIPTS_IN_FLIGHT: usize = 8;
 /// Default bound of a read for the API (`--redis-read-timeout`): reads of up to 100
 /// articles take a millisecond, and past this the API answers from the last known
 /// totals instead of keeping a page waiting for the whole response timeout.
@@ -67,8 +60,6 @@ pub struct RedisStore {
     conn: Connector,
     /// The API's reads (article counts, metadata, visitors, series).
     reads: Connector,
-    /// Permits for the scripts in flight on `conn` (see [`conn::run_scripts`]).
-    scripts: Arc<Semaphore>,
     keys: Keys,
     /// The time buckets of flushes and the top windows follow.
     clock: Arc<dyn Clock>,
@@ -129,14 +120,9 @@ impl RedisStore {
     }
 
     fn on(conn: Connector, reads: Connector, prefix: &str, clock: Arc<dyn Clock>) -> Self {
-        let scripts = match conn {
-            Connector::Single(_) => SCRIPTS_IN_FLIGHT,
-            Connector::Cluster { .. } => CLUSTER_SCRIPTS_IN_FLIGHT,
-        };
         RedisStore {
             conn,
             reads,
-            scripts: Arc::new(Semaphore::new(scripts)),
             keys: Keys::new(prefix),
             clock,
             top: Arc::default(),
@@ -207,9 +193,7 @@ impl RedisStore {
     /// integer answer (see [`conn::run_scripts`]).
     async fn run_scripts(&self, script: &Script, calls: &[Cmd]) -> Result<Vec<i64>, StoreError> {
         let results = self
-            .call(CALL_TIMEOUT, |conn| {
-                conn::run_scripts(conn, script, calls, &self.scripts)
-            })
+            .call(CALL_TIMEOUT, |conn| conn::run_scripts(conn, script, calls))
             .await?;
         let mut answers = Vec::with_capacity(results.len());
         for result in results {
