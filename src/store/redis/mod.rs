@@ -213,10 +213,16 @@ impl RedisStore {
         self.call(CALL_TIMEOUT, |conn| pipe.send(conn)).await
     }
 
-    /// `PING`.
+    /// `PING` on both connections: connected at start (a cluster's connection costs
+    /// a topology read), neither waits for the first read or flush.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        let (flush, reads) = tokio::join!(self.ping_on(&self.conn), self.ping_on(&self.reads));
+        flush.and(reads)
+    }
+
+    async fn ping_on(&self, via: &Connector) -> Result<(), StoreError> {
         let ping = &redis::cmd("PING");
-        self.call(self.read_timeout, |mut conn| async move {
+        call_on(via, self.read_timeout, |mut conn| async move {
             ping.query_async::<String>(&mut conn).await
         })
         .await
