@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use redis_server::RedisServer;
 use viewcounter::counter::CounterMap;
 use viewcounter::event::{Event, Networks};
+use viewcounter::flusher::InFlight;
 use viewcounter::flusher::{FlushSettings, Flusher};
-use viewcounter::in_flight::InFlight;
 use viewcounter::metrics::Metrics;
 use viewcounter::store::Store;
 

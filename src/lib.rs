@@ -14,7 +14,7 @@
 //!                                                        ▼
 //!                                              store::Store::apply           (embedded redb | Redis)
 //!
-//! reads (http::reads) = store totals + unacknowledged batches + pending counts
+//! reads (http::reads) = store totals + unacknowledged batches (flusher::InFlight) + pending counts
 //! durability: each tick's drain is appended to the journal (flusher::journal) before
 //! or while it is applied; a restart replays it exactly once
 //! shutdown: stop accepting -> drain in-flight -> final flush -> what the store did not
@@ -30,10 +30,9 @@
 pub mod event;
 pub mod visitors;
 pub mod counter;
-// The way to the store: drained batches, journaled, queued until acknowledged.
+// The way to the store: drained batches, journaled, queued until acknowledged (the
+// flusher owns its journal, its queue of unacknowledged batches and the old spill files).
 pub mod flusher;
-pub mod in_flight;
-pub mod spill;
 pub mod store;
 // The way out: rankings, and the HTTP surface (ingest, reads, newsroom, admin, ops).
 pub mod top;

@@ -18,15 +18,16 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{unix_ms, Clock};
 use crate::counter::{CounterMap, VisitorMarks};
 use crate::failpoint::{self, Failpoint};
-use crate::in_flight::{InFlight, Unacked};
 use crate::metrics::Metrics;
-use crate::spill;
 use crate::store::{Applied, Batch, BatchId, Store};
 
 mod ids;
+pub mod in_flight;
 pub mod journal;
+pub mod spill;
 
 pub use ids::BatchIds;
+pub use in_flight::{InFlight, Unacked};
 
 use journal::{Journal, JournalError};
 

@@ -25,7 +25,7 @@ use http_body_util::Full;
 
 use crate::config::AllowedOrigins;
 use crate::counter::CounterMap;
-use crate::in_flight::InFlight;
+use crate::flusher::InFlight;
 use crate::metrics::Metrics;
 use crate::shutdown::Lifecycle;
 use crate::store::Store;

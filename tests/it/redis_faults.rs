@@ -13,8 +13,8 @@ use common::{eventually, RedisServer, TestApp, FLUSH_DUPLICATE, FLUSH_ERROR, FLU
 use load::{assert_redis_holds, Load};
 use viewcounter::counter::CounterMap;
 use viewcounter::event::{Counter, Event, Networks};
+use viewcounter::flusher::InFlight;
 use viewcounter::flusher::{FlushSettings, Flusher, CHUNK_ARTICLES};
-use viewcounter::in_flight::InFlight;
 use viewcounter::metrics::Metrics;
 use viewcounter::store::redis::keys::{Keys, Partition, PARTITIONS};
 use viewcounter::store::Store;

@@ -14,7 +14,7 @@ use load::{assert_redis_holds, Load};
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::failpoint;
 use viewcounter::flusher::journal;
-use viewcounter::spill;
+use viewcounter::flusher::spill;
 use viewcounter::store::{ArticleDelta, Batch, BatchId};
 
 const SET_ASIDE: &str = r#"viewcounter_spill_files_total{action="set_aside"}"#;
