@@ -9,7 +9,7 @@
 //! It reports requests/s, p50/p99 latency, service/bare, and Redis commands per 1M
 //! events (from INFO commandstats, which counts commands run inside scripts too).
 //!
-//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded] [--only bare|service|incr]`
+//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded]`
 
 #[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
