@@ -9,7 +9,7 @@
 //! It reports requests/s, p50/p99 latency, service/bare, and Redis commands per 1M
 //! events (from INFO commandstats, which counts commands run inside scripts too).
 //!
-//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded]`
+//! Run: `cargo bench --bench load -- [--seconds 10] [--rounds 3] [--connections 64] [--articles 10000] [--embedded] [--no-user-agent]`
 
 #[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
@@ -33,6 +33,8 @@ struct Options {
     connections: usize,
     embedded: bool,
     articles: u64,
+    /// Send no `User-Agent` (the bot filter is skipped; the visitor hash reads none).
+    no_user_agent: bool,
 }
 
 fn options() -> Options {
@@ -50,6 +52,7 @@ fn options() -> Options {
         connections: value("--connections", 64) as usize,
         embedded: args.iter().any(|a| a == "--embedded"),
         articles: value("--articles", 10_000),
+        no_user_agent: args.iter().any(|a| a == "--no-user-agent"),
     }
 }
 
@@ -75,7 +78,18 @@ impl RoundResult {
     }
 }
 
-async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64, articles: u64) -> (u64, u64, Vec<u32>) {
+/// A browser's: the bot filter runs its whole automaton on it (no match) and the
+/// visitor hash reads it, as for a real page's beacon.
+const BROWSER_UA: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+async fn connection_loop(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+    articles: u64,
+    user_agent: Option<&'static str>,
+) -> (u64, u64, Vec<u32>) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).ok();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -90,17 +104,13 @@ async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64, art
             r#"{{"type":"view","article":"a{}","section":"news","lang":"en"}}"#,
             (x >> 33) % articles
         );
-        let req = http::Request::post("/v1/events")
+        let mut req = http::Request::post("/v1/events")
             .header("host", "bench")
-            .header("content-type", "text/plain")
-            // A browser's: the bot filter runs its whole automaton on it (no match) and
-            // the visitor hash reads it, as for a real page's beacon.
-            .header(
-                "user-agent",
-                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-            )
-            .body(Full::new(Bytes::from(body)))
-            .expect("request");
+            .header("content-type", "text/plain");
+        if let Some(ua) = user_agent {
+            req = req.header("user-agent", ua);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).expect("request");
         let started = Instant::now();
         match sender.send_request(req).await {
             Ok(resp) => {
@@ -125,7 +135,10 @@ async fn connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, seed: u64, art
 async fn round(addr: SocketAddr, opts: &Options) -> RoundResult {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..opts.connections)
-        .map(|i| tokio::spawn(connection_loop(addr, stop.clone(), i as u64 + 1, opts.articles)))
+        .map(|i| {
+            let ua = (!opts.no_user_agent).then_some(BROWSER_UA);
+            tokio::spawn(connection_loop(addr, stop.clone(), i as u64 + 1, opts.articles, ua))
+        })
         .collect();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(opts.seconds)).await;

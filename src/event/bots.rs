@@ -4,6 +4,9 @@
 //! The patterns are compiled once into one automaton; a request with no User-Agent
 //! is counted (a site's own server relaying events).
 
+use std::cell::RefCell;
+use std::hash::BuildHasher;
+
 use regex::bytes::Regex;
 
 /// The vendored list, one pattern a line.
@@ -13,10 +16,23 @@ const PATTERNS: &str = include_str!("bots.txt");
 /// every pattern names the client early.
 const MAX_UA: usize = 512;
 
+/// Slots of each thread's cache of recent verdicts.
+const CACHED: usize = 256;
+
+thread_local! {
+    /// Verdicts of the User-Agents this thread saw last, by keyed hash (0: empty). A
+    /// site's readers come with a few hundred browser builds, so most requests skip the
+    /// automaton, and with it the search cache its threads would share. Every filter
+    /// compiles the same list, so filters may share the verdicts.
+    static VERDICTS: RefCell<[(u64, bool); CACHED]> = const { RefCell::new([(0, false); CACHED]) };
+}
+
 /// The compiled pattern list.
 #[derive(Debug, Clone)]
 pub struct BotFilter {
     automaton: Regex,
+    /// Keys the verdict cache (random per process: no crafted collisions).
+    seed: foldhash::fast::RandomState,
 }
 
 impl BotFilter {
@@ -30,18 +46,31 @@ impl BotFilter {
             .join("|");
         BotFilter {
             automaton: Regex::new(&alternation).expect("the vendored bot patterns compile"),
+            seed: foldhash::fast::RandomState::default(),
         }
     }
 
-    /// True when `user_agent` names an automated client. Lower-cases into a stack
-    /// buffer: no allocation on the hot path.
+    /// True when `user_agent` names an automated client: the thread's cached verdict
+    /// for it, or the automaton's.
     pub fn is_bot(&self, user_agent: &[u8]) -> bool {
+        let ua = &user_agent[..user_agent.len().min(MAX_UA)];
+        let key = self.seed.hash_one(ua).max(1);
+        let slot = (key % CACHED as u64) as usize;
+        if let Some(verdict) = VERDICTS.with_borrow(|c| (c[slot].0 == key).then_some(c[slot].1)) {
+            return verdict;
+        }
+        let verdict = self.matches(ua);
+        VERDICTS.with_borrow_mut(|c| c[slot] = (key, verdict));
+        verdict
+    }
+
+    /// Runs the automaton. Lower-cases into a stack buffer: no allocation.
+    fn matches(&self, ua: &[u8]) -> bool {
         let mut buf = [0u8; MAX_UA];
-        let len = user_agent.len().min(MAX_UA);
-        for (dst, src) in buf.iter_mut().zip(&user_agent[..len]) {
+        for (dst, src) in buf.iter_mut().zip(ua) {
             *dst = src.to_ascii_lowercase();
         }
-        self.automaton.is_match(&buf[..len])
+        self.automaton.is_match(&buf[..ua.len()])
     }
 }
 
@@ -88,6 +117,27 @@ mod tests {
         "Java/17.0.2",
         "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/109.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse",
     ];
+
+    #[test]
+    fn cached_verdicts_match_the_automaton_on_every_lookup() {
+        let filter = BotFilter::new();
+        // More agents than cache slots, twice over: slots are reused and hit.
+        let agents: Vec<String> = (0..3 * CACHED)
+            .flat_map(|i| {
+                [
+                    format!("{} v{i}", BROWSERS[i % BROWSERS.len()]),
+                    format!("{} v{i}", BOTS[i % BOTS.len()]),
+                ]
+            })
+            .collect();
+        for _ in 0..2 {
+            for ua in &agents {
+                assert_eq!(filter.is_bot(ua.as_bytes()), filter.matches(ua.as_bytes()), "{ua}");
+            }
+        }
+        assert!(agents.iter().any(|ua| filter.is_bot(ua.as_bytes())));
+        assert!(agents.iter().any(|ua| !filter.is_bot(ua.as_bytes())));
+    }
 
     #[test]
     fn browsers_are_not_bots() {
