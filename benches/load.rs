@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use redis_server::RedisServer;
 
 struct Options {
@@ -90,12 +89,7 @@ async fn connection_loop(
     articles: u64,
     user_agent: Option<&'static str>,
 ) -> (u64, u64, Vec<u32>) {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).ok();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut sender = servers::connect(addr).await;
     let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(200_000));
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     while !stop.load(Ordering::Relaxed) {

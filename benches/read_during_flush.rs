@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use redis_server::RedisServer;
 
 /// The flush interval: long enough for the fill to finish before the next tick.
@@ -45,16 +44,6 @@ fn keys() -> usize {
         .unwrap_or(1_000_000)
 }
 
-async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).ok();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
 async fn send(sender: &mut SendRequest<Full<Bytes>>, method: &str, path: &str, body: String) -> (u16, Bytes) {
     let req = http::Request::builder()
         .method(method)
@@ -72,7 +61,7 @@ async fn send(sender: &mut SendRequest<Full<Bytes>>, method: &str, path: &str, b
 /// latency measured from the moment the read was due (not from when the previous one
 /// returned), so a reader stuck behind the drain records every read it could not send.
 async fn read_on_schedule(addr: SocketAddr, offset: u32, done: Arc<AtomicBool>) -> Vec<(Instant, Duration)> {
-    let mut sender = connect(addr).await;
+    let mut sender = servers::connect(addr).await;
     let start = Instant::now() + PERIOD * offset / READERS;
     let mut lat = Vec::new();
     for k in 0u32.. {
@@ -93,7 +82,7 @@ async fn fill(addr: SocketAddr, keys: usize) {
     let tasks: Vec<_> = (0..4)
         .map(|w| {
             tokio::spawn(async move {
-                let mut sender = connect(addr).await;
+                let mut sender = servers::connect(addr).await;
                 for start in (w * BATCH..keys).step_by(4 * BATCH) {
                     let body: String = (start..(start + BATCH).min(keys))
                         .map(|i| format!("{{\"type\":\"view\",\"article\":\"k{i}\"}}\n"))
@@ -129,10 +118,14 @@ async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
     eprintln!("{store}: {keys} keys posted in {:.1?}", filled.elapsed());
     let tick = started + INTERVAL;
     assert!(Instant::now() < tick, "the fill outlasted the flush interval");
-    let flushed_before = metric(&mut connect(addr).await, "viewcounter_last_flush_timestamp_seconds").await;
+    let flushed_before = metric(
+        &mut servers::connect(addr).await,
+        "viewcounter_last_flush_timestamp_seconds",
+    )
+    .await;
     tokio::time::sleep_until((tick - IDLE).into()).await;
     // Connected after the wait: the service closes idle keep-alive connections.
-    let mut probe = connect(addr).await;
+    let mut probe = servers::connect(addr).await;
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..READERS)
         .map(|r| tokio::spawn(read_on_schedule(addr, r, done.clone())))

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use redis_server::RedisServer;
 use viewcounter::clock::{Clock, ManualClock, SystemClock};
 use viewcounter::event::{ArticleId, Meta};
@@ -165,12 +164,7 @@ fn report(store: &str, phase: &str, mut lat: Vec<Duration>) {
 }
 
 async fn measure(store: &str, addr: SocketAddr, n: usize) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).ok();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = servers::connect(addr).await;
     for _ in 0..20 {
         get(&mut sender, "/v1/top?window=24h&limit=10").await;
     }
@@ -226,12 +220,7 @@ async fn concurrent(store: &str, addr: SocketAddr, clients: usize) {
     for c in 0..clients {
         let queries = queries.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).ok();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut sender = servers::connect(addr).await;
             let mut lat = Vec::with_capacity(queries.len());
             let offset = c * queries.len() / clients;
             for i in 0..queries.len() {
@@ -264,11 +253,7 @@ async fn get_any(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Byte
 async fn until_ready(addr: SocketAddr) -> Duration {
     let started = Instant::now();
     loop {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut sender = servers::connect(addr).await;
         let req = http::Request::get("/readyz")
             .header("host", "bench")
             .body(Empty::<Bytes>::new())

@@ -179,3 +179,20 @@ pub fn redis_breakdown(redis: &RedisServer) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// A keep-alive HTTP/1.1 client connection to `addr` (no Nagle delay), its driver
+/// spawned on the current runtime.
+pub async fn connect<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).ok();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
