@@ -166,14 +166,15 @@ impl RedisStore {
             }
         }
         self.query::<()>(&pipe).await?;
-        // This instance's windows follow at once; every instance's (this one's too, again)
-        // when it next reads the admin streams, even if the article is never flushed again.
-        let stored = self.meta(article).await?;
-        self.top.set_meta(article, stored.clone());
-        if meta.section.is_some() || meta.lang.is_some() {
-            self.announce_meta(article, &stored).await?;
+        if meta.section.is_none() && meta.lang.is_none() {
+            return Ok(()); // The windows hold no title or url.
         }
-        Ok(())
+        // Through the admin stream, as a set or a delete: this instance's windows follow
+        // at once, every other instance's at its next refresh, even if the article is
+        // never flushed again.
+        let stored = self.meta(article).await?;
+        self.announce_meta(article, &stored).await?;
+        self.top_after_admin_change(p).await
     }
 }
 

@@ -116,13 +116,6 @@ impl RedisTop {
         self.state().as_ref().map_or(0, |s| s.windows.tracked())
     }
 
-    /// Replaces an article's metadata in the windows, if they are loaded.
-    pub fn set_meta(&self, article: &ArticleId, meta: Meta) {
-        if let Some(s) = self.state().as_mut() {
-            s.windows.set_meta(article, meta);
-        }
-    }
-
     /// Sets `--max-articles`.
     pub fn set_cap(&self, cap: usize) {
         self.cap.store(cap, Ordering::Relaxed);
