@@ -63,13 +63,6 @@ pub struct ArticleDelta {
     pub visitors: Vec<crate::visitors::Mark>,
 }
 
-impl ArticleDelta {
-    /// Carries visitor marks and nothing else (no count, no metadata).
-    pub fn is_visitors_only(&self) -> bool {
-        self.views == 0 && self.shares.is_empty() && self.meta.is_empty()
-    }
-}
-
 /// Deltas moved out of the counter map at one flush, applied to a store as one unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {

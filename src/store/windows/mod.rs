@@ -90,9 +90,9 @@ fn first_bucket(window: Window, now_ms: u64) -> Option<(Granularity, u64)> {
     Some((g, (g.bucket(now_ms) + 1).saturating_sub(n)))
 }
 
-/// True for a delta that changes nothing the windows hold: visitor marks alone
-/// ([`ArticleDelta::is_visitors_only`]), or a title or url alone (not held here). It
-/// must not make an article tracked.
+/// True for a delta that changes nothing the windows hold: visitor marks alone (a
+/// drain sends an article's marks even when it has no count), or a title or url alone
+/// (not held here). It must not make an article tracked.
 fn is_idle(d: &ArticleDelta) -> bool {
     d.views == 0 && d.shares.iter().all(|(_, n)| *n == 0) && d.meta.section.is_none() && d.meta.lang.is_none()
 }
