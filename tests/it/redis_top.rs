@@ -81,10 +81,15 @@ impl Harness {
     }
 
     async fn top(&self, query: &str) -> Vec<(String, u64)> {
-        let q = TopQuery::parse(query, &Networks::default()).unwrap();
-        let got = self.store.top(&q).await.unwrap();
-        got.into_iter().map(|e| (e.article, e.count)).collect()
+        ranking(&self.store, query).await
     }
+}
+
+/// `store`'s ranking for the `/v1/top` query string `query`, as (article, count).
+async fn ranking(store: &RedisStore, query: &str) -> Vec<(String, u64)> {
+    let q = TopQuery::parse(query, &Networks::default()).unwrap();
+    let got = store.top(&q).await.unwrap();
+    got.into_iter().map(|e| (e.article, e.count)).collect()
 }
 
 fn ranked(rows: &[(&str, u64)]) -> Vec<(String, u64)> {
@@ -294,14 +299,7 @@ async fn an_admin_change_through_one_instance_reaches_the_windows_of_another() {
     let mut h = Harness::new().await;
     let other = RedisStore::open_with_clock(&h.redis.url(), "vc", h.clock.clone()).unwrap();
     other.load_top().await.unwrap();
-    let top_of_other = |query: &'static str| {
-        let other = other.clone();
-        async move {
-            let q = TopQuery::parse(query, &Networks::default()).unwrap();
-            let got = other.top(&q).await.unwrap();
-            got.into_iter().map(|e| (e.article, e.count)).collect::<Vec<_>>()
-        }
-    };
+    let top_of_other = |query: &'static str| ranking(&other, query);
     h.views(&[("edited", 5, "news"), ("retracted", 9, "news"), ("kept", 3, "news")])
         .await;
     h.clock.advance(1_000);
@@ -345,9 +343,7 @@ async fn an_admin_metadata_change_through_one_instance_reaches_the_rankings_of_a
         let other = other.clone();
         async move {
             other.maintain_top().await.unwrap();
-            let q = TopQuery::parse(query, &Networks::default()).unwrap();
-            let got = other.top(&q).await.unwrap();
-            got.into_iter().map(|e| (e.article, e.count)).collect::<Vec<_>>()
+            ranking(&other, query).await
         }
     };
     h.views(&[("moved", 5, "news"), ("stays", 3, "news")]).await;
