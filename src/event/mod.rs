@@ -320,44 +320,55 @@ impl<'a> Event<'a> {
 }
 
 /// The fields of an event before validation; strings borrow from the body where
-/// they contain no escapes.
+/// they contain no escapes. Every field takes any JSON value (see [`lenient_string`]),
+/// so a field of the wrong type is judged by the rule of that field (an article id
+/// that is not one is `invalid_article`, a section that is not one is dropped and the
+/// view counted) instead of failing the whole event as malformed.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawEvent<'a> {
     /// `view` or `share`.
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "lenient_string")]
     pub kind: Option<Cow<'a, str>>,
     /// The article id (a JSON string, or a non-negative integer as many CMSs use).
-    #[serde(borrow, default, deserialize_with = "string_or_integer")]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub article: Option<Cow<'a, str>>,
     /// Optional section.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub section: Option<Cow<'a, str>>,
     /// Optional language.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub lang: Option<Cow<'a, str>>,
     /// Optional headline (views).
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub title: Option<Cow<'a, str>>,
     /// Optional address (views).
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub url: Option<Cow<'a, str>>,
     /// The share network (shares only).
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub network: Option<Cow<'a, str>>,
     /// Signed beacons: when the signature expires, Unix seconds.
-    #[serde(borrow, default, deserialize_with = "string_or_integer")]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub exp: Option<Cow<'a, str>>,
     /// Signed beacons: the signature, lowercase hex.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
     pub sig: Option<Cow<'a, str>>,
 }
 
-fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+/// What a field of another JSON type than string or non-negative integer reads as: a
+/// NUL, which no rule accepts (not an article id, a network, a type, a section, a
+/// language, a url or hex; a title loses its control characters and is then empty).
+pub const NOT_A_STRING: &str = "\0";
+
+/// A field as a string: a string as it is, a non-negative integer in decimal (article
+/// ids and `exp` are often numbers), `null` as absent, anything else (a negative or
+/// fractional number, a boolean, an array, an object) as [`NOT_A_STRING`].
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct Visitor;
     impl<'de> serde::de::Visitor<'de> for Visitor {
         type Value = Option<Cow<'de, str>>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string or a non-negative integer")
+            f.write_str("any JSON value")
         }
         fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
             Ok(Some(Cow::Borrowed(v)))
@@ -370,6 +381,26 @@ fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Co
         }
         fn visit_unit<E>(self) -> Result<Self::Value, E> {
             Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(NOT_A_STRING)))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(NOT_A_STRING)))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(NOT_A_STRING)))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Some(Cow::Borrowed(NOT_A_STRING)))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(Some(Cow::Borrowed(NOT_A_STRING)))
         }
     }
     d.deserialize_any(Visitor)
@@ -489,7 +520,33 @@ mod tests {
     fn numeric_article_ids_are_accepted() {
         let r = raw(r#"{"type":"view","article":12345}"#);
         assert_eq!(r.validate(&Networks::default()).unwrap().article(), "12345");
-        assert!(serde_json::from_str::<RawEvent<'_>>(r#"{"type":"view","article":-1}"#).is_err());
+    }
+
+    #[test]
+    fn a_required_field_of_another_type_is_invalid_by_its_own_rule() {
+        let n = Networks::default();
+        for article in ["-1", "1.5", "true", "[\"a\"]", r#"{"$gt":""}"#] {
+            let json = format!(r#"{{"type":"view","article":{article}}}"#);
+            assert_eq!(raw(&json).validate(&n), Err(EventError::InvalidArticle), "{json}");
+        }
+        assert_eq!(
+            raw(r#"{"type":"share","article":"a","network":7}"#).validate(&n),
+            Err(EventError::InvalidNetwork)
+        );
+        assert_eq!(
+            raw(r#"{"type":["view"],"article":"a"}"#).validate(&n),
+            Err(EventError::UnknownType)
+        );
+    }
+
+    #[test]
+    fn metadata_of_another_type_is_dropped_and_the_view_kept() {
+        let r = raw(r#"{"type":"view","article":"a","section":{"a":[1]},"lang":["en"],"title":true,"url":-3}"#);
+        let e = r.validate(&Networks::default()).unwrap();
+        assert_eq!((e.section(), e.lang(), e.title(), e.url()), (None, None, None, None));
+        assert_eq!(e.dropped().collect::<Vec<_>>(), ["section", "lang", "title", "url"]);
+        let r = raw(r#"{"type":"view","article":"a","section":42}"#);
+        assert_eq!(r.validate(&Networks::default()).unwrap().section(), Some("42"));
     }
 
     #[test]

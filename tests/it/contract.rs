@@ -119,6 +119,15 @@ mod cases {
                 "invalid_network",
             ),
             (r#"{"type":"share","article":"a"}"#.to_string(), "invalid_network"),
+            // A field of the wrong JSON type is invalid by that field's rule.
+            (r#"{"type":"view","article":{"$gt":""}}"#.to_string(), "invalid_article"),
+            (r#"{"type":"view","article":-1}"#.to_string(), "invalid_article"),
+            (r#"{"type":"view","article":true}"#.to_string(), "invalid_article"),
+            (
+                r#"{"type":"share","article":"a","network":["x"]}"#.to_string(),
+                "invalid_network",
+            ),
+            (r#"{"type":1,"article":"a"}"#.to_string(), "invalid_type"),
             (r#"{"type":"view","article":"#.to_string(), "malformed_json"),
             ("[1, 2]".to_string(), "malformed_json"),
             ("".to_string(), "malformed_json"),

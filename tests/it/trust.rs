@@ -133,10 +133,12 @@ async fn forgiving_metadata(backend: &Backend) {
         {"type": "view", "article": "m-2", "section": "Политика", "lang": "ru"},
         {"type": "view", "article": "m-3", "section": "a/b <script>", "url": "javascript:alert(1)"},
         {"type": "share", "article": "m-1", "network": "Telegram"},
+        // Metadata of the wrong JSON type is invalid metadata: dropped, the view kept.
+        {"type": "view", "article": "m-4", "section": {"$ne": ""}, "lang": ["en"], "title": true, "url": 5},
     ]);
     let r = post_as(&app, Some(BROWSER), &body.to_string()).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
-    assert_eq!(r.json(), json!({"accepted": 4, "counted": 4}));
+    assert_eq!(r.json(), json!({"accepted": 5, "counted": 5}));
 
     top_shows(&app, "section=Analytics", &["m-1"]).await;
     top_shows(
@@ -175,9 +177,16 @@ async fn forgiving_metadata(backend: &Backend) {
         dropped.get("section").is_none() && dropped.get("url").is_none(),
         "{dropped}"
     );
+    let wrong_types = app.client.article("m-4").await;
+    assert_eq!(wrong_types["views"], 1, "{wrong_types}");
+    for f in ["section", "lang", "title", "url"] {
+        assert!(wrong_types.get(f).is_none(), "{wrong_types}");
+    }
     let field = |f: &str| format!(r#"viewcounter_event_fields_dropped_total{{field="{f}"}}"#);
-    assert_eq!(app.client.metric(&field("section")).await, 1.0);
-    assert_eq!(app.client.metric(&field("url")).await, 1.0);
+    assert_eq!(app.client.metric(&field("section")).await, 2.0);
+    assert_eq!(app.client.metric(&field("url")).await, 2.0);
+    assert_eq!(app.client.metric(&field("lang")).await, 1.0);
+    assert_eq!(app.client.metric(&field("title")).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
