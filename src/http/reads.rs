@@ -194,13 +194,18 @@ pub async fn article(api: &Api, id: &str) -> ApiResult {
     Ok(json_response(StatusCode::OK, &counts.remove(0)))
 }
 
-/// Parses `ids=a,b,c` (1 to 100 valid ids; repeats allowed, answered in order).
+/// Parses `ids=a,b,c` (1 to 100 valid ids; repeats allowed, answered in order). A
+/// repeated parameter adds its ids (`ids=a&ids=b` is `ids=a,b`), as form encoders write
+/// a list.
 pub fn parse_ids(query: &str) -> Result<Vec<ArticleId>, ApiError> {
-    let ids = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "ids")
+    let params: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "ids")
         .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| ApiError::bad_request("invalid_query", "the ids parameter is required"))?;
-    let list: Vec<&str> = ids.split(',').map(str::trim).collect();
+        .collect();
+    if params.is_empty() {
+        return Err(ApiError::bad_request("invalid_query", "the ids parameter is required"));
+    }
+    let list: Vec<&str> = params.iter().flat_map(|v| v.split(',')).map(str::trim).collect();
     if list.len() > MAX_IDS {
         return Err(ApiError::bad_request(
             "too_many_ids",
@@ -227,6 +232,11 @@ mod tests {
     fn ids_are_parsed_in_order() {
         let ids = parse_ids("ids=b,a,b").unwrap();
         assert_eq!(ids.iter().map(ArticleId::as_str).collect::<Vec<_>>(), ["b", "a", "b"]);
+        let joined = parse_ids("ids=a,b&x=1&ids=c").unwrap();
+        assert_eq!(
+            joined.iter().map(ArticleId::as_str).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
     }
 
     #[test]
