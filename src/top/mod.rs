@@ -1,9 +1,12 @@
 //! `/v1/top`: windows, metrics and filters of a query and the per-article tallies;
-//! `rank.rs` ranks a window's counts (count descending, ties by article id ascending).
+//! `rank.rs` ranks a window's counts (count descending, ties by article id ascending);
+//! `candidates.rs` holds every filter's ranking of one window and metric at once.
 
+mod candidates;
 mod rank;
 
-pub use rank::{top_n, TopEntry};
+pub use candidates::{Candidates, Filter, MAX_FILTERS};
+pub use rank::{top_n, Best, TopEntry};
 
 use crate::event::{meta, Networks};
 

@@ -27,32 +27,72 @@ pub struct TopEntry {
 /// The best `limit` of `counts` (key, count): count descending, then `id(key)`
 /// ascending; zero counts and keys `keep` refuses are left out. One pass: `keep` (a
 /// filter, which may read other memory) is asked only of a key that would enter the
-/// best so far, and `id` only to break a tie. The best are a sorted vector of at most
-/// 100 (a heap would need the ids inside its order).
+/// best so far, and `id` only to break a tie.
 pub fn top_n<'a, K: Copy>(
     counts: impl Iterator<Item = (K, u64)>,
     limit: usize,
     keep: impl Fn(K) -> bool,
     id: impl Fn(K) -> &'a [u8],
 ) -> Vec<(K, u64)> {
-    let mut best: Vec<(K, u64)> = Vec::with_capacity(limit + 1);
-    // Ranks before `(k, c)`: more counted, or as many with a smaller id.
-    let before = |(bk, bc): (K, u64), k: K, c: u64| bc > c || (bc == c && id(bk) < id(k));
+    let mut best = Best::new(limit);
     for (k, c) in counts {
-        if c == 0 {
+        if c == 0 || best.refuses(k, c, &id) || !keep(k) {
             continue;
         }
-        if best.len() == limit && before(best[limit - 1], k, c) {
-            continue;
-        }
-        if !keep(k) {
-            continue;
-        }
-        let at = best.partition_point(|b| before(*b, k, c));
-        best.insert(at, (k, c));
-        best.truncate(limit);
+        best.insert(k, c, &id);
     }
-    best
+    best.into_rows()
+}
+
+/// The best `limit` keys offered so far, count descending then id ascending: a
+/// sorted vector of at most 100 (a heap would need the ids inside its order).
+#[derive(Debug, Clone)]
+pub struct Best<K> {
+    rows: Vec<(K, u64)>,
+    limit: usize,
+}
+
+impl<K: Copy> Best<K> {
+    /// An empty list of at most `limit` (at least 1).
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Best {
+            rows: Vec::with_capacity(limit + 1),
+            limit,
+        }
+    }
+
+    /// True when `(k, c)` cannot enter: the list is full and its last ranks before it.
+    /// Costs one compare of counts unless they tie.
+    #[inline]
+    pub fn refuses<'a>(&self, k: K, c: u64, id: impl Fn(K) -> &'a [u8]) -> bool {
+        self.rows.len() == self.limit && ranks_before(self.rows[self.limit - 1], k, c, id)
+    }
+
+    /// Puts `(k, c)` in its place, dropping the last if the list was full (call when
+    /// [`Best::refuses`] said no).
+    pub fn insert<'a>(&mut self, k: K, c: u64, id: impl Fn(K) -> &'a [u8]) {
+        let at = self.rows.partition_point(|b| ranks_before(*b, k, c, &id));
+        self.rows.insert(at, (k, c));
+        self.rows.truncate(self.limit);
+    }
+
+    /// The keys kept, best first.
+    pub fn rows(&self) -> &[(K, u64)] {
+        &self.rows
+    }
+
+    /// The keys kept, best first.
+    pub fn into_rows(self) -> Vec<(K, u64)> {
+        self.rows
+    }
+}
+
+/// True when `(bk, bc)` ranks before `(k, c)`: more counted, or as many with a
+/// smaller id.
+#[inline]
+fn ranks_before<'a, K: Copy>((bk, bc): (K, u64), k: K, c: u64, id: impl Fn(K) -> &'a [u8]) -> bool {
+    bc > c || (bc == c && id(bk) < id(k))
 }
 
 #[cfg(test)]

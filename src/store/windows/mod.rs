@@ -17,6 +17,7 @@
 //! articles ever tracked at once: at most the cap.
 
 mod column;
+mod filters;
 mod names;
 mod slots;
 
@@ -425,9 +426,9 @@ impl Windows {
         }
     }
 
-    /// The ranking of `q` (call `roll` first).
-    pub fn top(&self, q: &TopQuery) -> Vec<TopEntry> {
-        let counts = match q.window {
+    /// The counts of `window`.
+    fn column(&self, window: Window) -> &Column {
+        match window {
             Window::All => &self.all,
             w => {
                 &self
@@ -437,7 +438,25 @@ impl Windows {
                     .expect("every rolling window is loaded")
                     .counts
             }
-        };
+        }
+    }
+
+    /// Slot `s`'s row of a ranking, with `count`.
+    fn entry(&self, s: Slot, count: u64) -> TopEntry {
+        let r = &self.records[s as usize];
+        TopEntry {
+            article: self.slots.id(s).to_string(),
+            count,
+            section: self.names.name(r.section).map(String::from),
+            lang: self.names.name(r.lang).map(String::from),
+            title: None,
+            url: None,
+        }
+    }
+
+    /// The ranking of `q` (call `roll` first).
+    pub fn top(&self, q: &TopQuery) -> Vec<TopEntry> {
+        let counts = self.column(q.window);
         // A filter naming a section or language no article has matches nothing.
         let wanted = |name: &Option<String>| match name {
             None => Some(None),
@@ -468,19 +487,7 @@ impl Windows {
                 None => Vec::new(),
             },
         };
-        best.into_iter()
-            .map(|(s, count)| {
-                let r = &self.records[s as usize];
-                TopEntry {
-                    article: self.slots.id(s).to_string(),
-                    count,
-                    section: self.names.name(r.section).map(String::from),
-                    lang: self.names.name(r.lang).map(String::from),
-                    title: None,
-                    url: None,
-                }
-            })
-            .collect()
+        best.into_iter().map(|(s, count)| self.entry(s, count)).collect()
     }
 }
 

@@ -82,6 +82,11 @@ impl Names {
         self.free.push(id);
     }
 
+    /// One more than the largest id given: ids are below it.
+    pub fn extent(&self) -> usize {
+        self.entries.len() + 1
+    }
+
     /// The name of a used id (`None` for 0).
     pub fn name(&self, id: NameId) -> Option<&str> {
         (id != 0).then(|| &*entry(&self.entries, id).name)
