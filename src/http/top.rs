@@ -1,8 +1,13 @@
-//! `GET /v1/top`: parse the query, answer from a short cache (at most one flush
-//! interval old, so dashboards polling every second cost little), else ask the store
-//! once for all the concurrent requests of the same ranking.
+//! `GET /v1/top`: parse the query and answer from the candidates of its (metric,
+//! window): every filter's top 100 from one pass of the store, with titles, kept per
+//! (metric, window) and recomputed in the background once a flush interval old while
+//! the last ones keep answering (stale-while-revalidate). Only the first request of a
+//! (metric, window), or one after a long idle spell, waits for the store. A filter the
+//! pass did not cover (past its bound on filters) is ranked on its own, through a
+//! short per-query cache.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,9 +16,10 @@ use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
 use crate::event::ArticleId;
-use crate::top::{BadTopQuery, Metric, TopEntry, TopQuery, MAX_LIMIT};
+use crate::store::{Store, StoreError};
+use crate::top::{BadTopQuery, Candidates, Filter, Metric, TopEntry, TopQuery, Window, MAX_LIMIT};
 
-/// Distinct queries cached at once; beyond it the cache starts over.
+/// Distinct queries of uncovered filters cached at once; beyond it that cache starts over.
 const MAX_CACHED: usize = 1_024;
 
 /// The body of a `/v1/top` answer.
@@ -46,18 +52,19 @@ struct Ranked {
 type Slot = Arc<tokio::sync::Mutex<Option<Ranked>>>;
 
 /// Rankings computed recently, per (metric, window, filters): every `limit` is
-/// served from the one ranking of [`MAX_LIMIT`] rows.
+/// served from the one ranking of [`MAX_LIMIT`] rows. Used for the filters the
+/// candidates do not cover.
 #[derive(Debug)]
-pub struct TopCache {
+struct QueryCache {
     ttl: Duration,
     // std Mutex: only finds or makes a slot, never held across an await.
     slots: Mutex<HashMap<TopQuery, Slot>>,
 }
 
-impl TopCache {
+impl QueryCache {
     /// A cache whose entries live `ttl` (the flush interval).
-    pub fn new(ttl: Duration) -> Self {
-        TopCache {
+    fn new(ttl: Duration) -> Self {
+        QueryCache {
             ttl,
             slots: Mutex::new(HashMap::new()),
         }
@@ -109,6 +116,134 @@ impl TopCache {
     }
 }
 
+/// One (metric, window)'s candidates as computed: when, and every filter's top.
+#[derive(Debug)]
+struct Computed {
+    at: Instant,
+    generated_at: SystemTime,
+    candidates: Candidates,
+}
+
+/// One (metric, window)'s last candidates and the lock of their computation.
+#[derive(Debug, Default)]
+struct Shared {
+    // std Mutex: read or replaced, never held across an await.
+    current: Mutex<Option<Arc<Computed>>>,
+    // tokio Mutex: held across a computation (a request's or a background one's), so
+    // one runs at a time per (metric, window).
+    computing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Shared {
+    fn current(&self) -> Option<Arc<Computed>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, computed: Computed) -> Arc<Computed> {
+        let computed = Arc::new(computed);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(computed.clone());
+        computed
+    }
+}
+
+/// Runs `compute` and keeps what it gives, timed from its start.
+async fn computed(
+    shared: &Shared,
+    compute: impl Future<Output = Result<Candidates, ApiError>>,
+) -> Result<Arc<Computed>, ApiError> {
+    let (at, generated_at) = (Instant::now(), SystemTime::now());
+    let candidates = compute.await?;
+    Ok(shared.replace(Computed {
+        at,
+        generated_at,
+        candidates,
+    }))
+}
+
+/// The `/v1/top` answers: the candidates of each (metric, window) asked (at most the
+/// configured networks' metrics times six windows: no eviction), and the per-query
+/// cache of the filters they do not cover.
+#[derive(Debug)]
+pub struct TopCache {
+    /// Candidates this young answer without a recomputation.
+    ttl: Duration,
+    /// Candidates older than this are not served: the request waits for new ones.
+    served_until: Duration,
+    // std Mutex: only finds or makes an entry, never held across an await.
+    candidates: Mutex<HashMap<(Metric, Window), Arc<Shared>>>,
+    uncovered: QueryCache,
+}
+
+impl TopCache {
+    /// A cache whose candidates are recomputed once `ttl` (the flush interval) old, and
+    /// served while that runs for up to ten ttl (at least 10 s).
+    pub fn new(ttl: Duration) -> Self {
+        TopCache {
+            ttl,
+            served_until: (ttl * 10).max(Duration::from_secs(10)),
+            candidates: Mutex::new(HashMap::new()),
+            uncovered: QueryCache::new(ttl),
+        }
+    }
+
+    fn shared(&self, metric: &Metric, window: Window) -> Arc<Shared> {
+        let mut all = self.candidates.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry((metric.clone(), window)).or_default().clone()
+    }
+
+    /// The candidates of `q`'s (metric, window): the last ones while at most a ttl
+    /// old; stale ones while at most `served_until` old, with one recomputation started
+    /// in the background (none if one runs); else new ones (one computation for all
+    /// the requests waiting).
+    async fn candidates<F, Fut>(&self, q: &TopQuery, compute: F) -> Result<Arc<Computed>, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Candidates, ApiError>> + Send + 'static,
+    {
+        let shared = self.shared(&q.metric, q.window);
+        match shared.current() {
+            Some(c) if c.at.elapsed() < self.ttl => Ok(c),
+            Some(c) if c.at.elapsed() < self.served_until => {
+                if let Ok(computing) = shared.computing.clone().try_lock_owned() {
+                    let shared = shared.clone();
+                    let compute = compute();
+                    tokio::spawn(async move {
+                        let _computing = computing;
+                        if let Err(e) = computed(&shared, compute).await {
+                            tracing::debug!(error = %e, "recomputing /v1/top candidates failed; serving the last");
+                        }
+                    });
+                }
+                Ok(c)
+            }
+            _ => {
+                let _computing = shared.computing.lock().await;
+                // Computed while this request waited?
+                match shared.current() {
+                    Some(c) if c.at.elapsed() < self.served_until => Ok(c),
+                    _ => computed(&shared, compute()).await,
+                }
+            }
+        }
+    }
+
+    /// The answer to `q`: from its (metric, window)'s candidates, or for a filter they
+    /// do not cover, from `rank_alone`.
+    async fn answer<F, Fut, R, RFut>(&self, q: &TopQuery, compute: F, rank_alone: R) -> Result<TopResponse, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Candidates, ApiError>> + Send + 'static,
+        R: FnOnce(TopQuery) -> RFut,
+        RFut: Future<Output = Result<Vec<TopEntry>, ApiError>>,
+    {
+        let c = self.candidates(q, compute).await?;
+        match c.candidates.ranking(&Filter::of(q), q.limit) {
+            Some(articles) => Ok(response(q, c.generated_at, articles)),
+            None => self.uncovered.get_or_compute(q, rank_alone).await,
+        }
+    }
+}
+
 fn response(q: &TopQuery, generated_at: SystemTime, articles: Vec<TopEntry>) -> TopResponse {
     let (metric, network) = match &q.metric {
         Metric::Views => ("views", None),
@@ -123,10 +258,9 @@ fn response(q: &TopQuery, generated_at: SystemTime, articles: Vec<TopEntry>) -> 
     }
 }
 
-/// Each entry's title and url, read from the store (at most 100 articles, once per
-/// cached ranking): the rankings keep no titles in memory. A failed read costs the
-/// titles, not the ranking.
-async fn add_titles(api: &Api, entries: &mut [TopEntry]) {
+/// Each entry's title and url, read from the store in one call (the rankings keep
+/// no titles in memory). A failed read costs the titles, not the ranking.
+async fn add_titles(store: &Store, entries: &mut [TopEntry]) {
     let ids: Vec<ArticleId> = entries
         .iter()
         .filter_map(|e| ArticleId::parse(&e.article).ok())
@@ -134,7 +268,7 @@ async fn add_titles(api: &Api, entries: &mut [TopEntry]) {
     if ids.len() != entries.len() || ids.is_empty() {
         return;
     }
-    match api.store.metas(&ids).await {
+    match store.metas(&ids).await {
         Ok(metas) => {
             for (entry, meta) in entries.iter_mut().zip(metas) {
                 entry.title = meta.title;
@@ -145,17 +279,126 @@ async fn add_titles(api: &Api, entries: &mut [TopEntry]) {
     }
 }
 
+/// Every filter's ranking of `metric` in `window`, with titles.
+async fn candidates_with_titles(store: Store, window: Window, metric: Metric) -> Result<Candidates, StoreError> {
+    let mut candidates = store.top_candidates(window, &metric).await?;
+    add_titles(&store, &mut candidates.articles).await;
+    Ok(candidates)
+}
+
 /// `GET /v1/top?metric=&window=&limit=&section=&lang=&network=`.
 pub async fn top(api: &Api, query: &str) -> ApiResult {
     let q = TopQuery::parse(query, api.counter.networks())
         .map_err(|BadTopQuery(code, message)| ApiError::bad_request(code, message))?;
+    let (store, window, metric) = (api.store.clone(), q.window, q.metric.clone());
     let body = api
         .top_cache
-        .get_or_compute(&q, |key| async move {
-            let mut articles = api.store.top(&key).await.map_err(ApiError::from)?;
-            add_titles(api, &mut articles).await;
-            Ok(articles)
-        })
+        .answer(
+            &q,
+            move || async move { Ok(candidates_with_titles(store, window, metric).await?) },
+            |key| async move {
+                let mut articles = api.store.top(&key).await.map_err(ApiError::from)?;
+                add_titles(&api.store, &mut articles).await;
+                Ok(articles)
+            },
+        )
         .await?;
     Ok(json_response(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::event::Networks;
+
+    fn entry(article: &str) -> TopEntry {
+        TopEntry {
+            article: article.into(),
+            count: 1,
+            section: None,
+            lang: None,
+            title: None,
+            url: None,
+        }
+    }
+
+    /// Candidates ranking `article` alone, for the unfiltered query only.
+    fn only(article: &str, complete: bool) -> Candidates {
+        Candidates {
+            articles: vec![entry(article)],
+            filters: HashMap::from([(Filter::default(), vec![0])]),
+            complete,
+        }
+    }
+
+    fn query(q: &str) -> TopQuery {
+        TopQuery::parse(q, &Networks::default()).unwrap()
+    }
+
+    /// The first article `cache` answers `q` with, `compute` giving new candidates.
+    async fn first(
+        cache: &TopCache,
+        q: &str,
+        compute: impl Future<Output = Result<Candidates, ApiError>> + Send + 'static,
+    ) -> String {
+        let ranked_alone = |_| async { Ok(vec![entry("ranked-alone")]) };
+        let r = cache.answer(&query(q), || compute, ranked_alone).await.unwrap();
+        r.articles.first().map_or(String::new(), |e| e.article.clone())
+    }
+
+    #[tokio::test]
+    async fn stale_candidates_answer_while_one_recomputation_runs_and_its_result_then_replaces_them() {
+        // A ttl of zero: candidates are stale as soon as computed.
+        let cache = TopCache::new(Duration::ZERO);
+        assert_eq!(first(&cache, "", async { Ok(only("a", true)) }).await, "a");
+
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let blocked = async move {
+            released.await.expect("released");
+            Ok(only("b", true))
+        };
+        assert_eq!(first(&cache, "", blocked).await, "a", "stale, not waiting");
+
+        let second_ran = Arc::new(AtomicBool::new(false));
+        let flag = second_ran.clone();
+        let second = async move {
+            flag.store(true, Ordering::SeqCst);
+            Ok(only("c", true))
+        };
+        assert_eq!(first(&cache, "limit=5", second).await, "a", "still the stale ones");
+
+        release.send(()).expect("the recomputation waits");
+        let mut answered = String::new();
+        for _ in 0..6_000 {
+            answered = first(&cache, "", async { Ok(only("b", true)) }).await;
+            if answered == "b" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(answered, "b", "the recomputed candidates replace the stale ones");
+        let shared = cache.shared(&Metric::Views, Window::H24);
+        let _all_done = shared.computing.lock().await;
+        assert!(
+            !second_ran.load(Ordering::SeqCst),
+            "no second recomputation while one ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_filter_the_candidates_do_not_cover_is_ranked_alone() {
+        let cache = TopCache::new(Duration::from_secs(3600));
+        assert_eq!(first(&cache, "", async { Ok(only("a", false)) }).await, "a");
+        let unused = async { Ok(only("x", false)) };
+        assert_eq!(first(&cache, "section=rare", unused).await, "ranked-alone");
+        let complete = TopCache::new(Duration::from_secs(3600));
+        let none = async { Ok(only("a", true)) };
+        assert_eq!(
+            first(&complete, "section=rare", none).await,
+            "",
+            "covered by a complete pass: no article"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::event::{ArticleId, Meta};
-use crate::top::{TopEntry, TopQuery};
+use crate::top::{Candidates, Metric, TopEntry, TopQuery, Window};
 use series::{MetaValues, Series, SeriesWindow};
 
 pub use self::redis::RedisStore;
@@ -302,6 +302,15 @@ impl Store {
         match self {
             Store::Embedded(s) => s.top(q).await,
             Store::Redis(s) => s.top(q).await,
+        }
+    }
+
+    /// Every filter's ranking of `metric` in `window` at once (the union of each
+    /// filter's top 100, and which filters it covers), at the store's clock.
+    pub async fn top_candidates(&self, window: Window, metric: &Metric) -> Result<Candidates, StoreError> {
+        match self {
+            Store::Embedded(s) => s.top_candidates(window, metric).await,
+            Store::Redis(s) => s.top_candidates(window, metric).await,
         }
     }
 

@@ -17,7 +17,7 @@ use super::windows::Windows;
 use super::{all_unapplied, Applied, Batch, Snapshot, StoreError, StoredCounts};
 use crate::clock::{Clock, SystemClock};
 use crate::event::{ArticleId, Meta};
-use crate::top::{Tally, TopEntry, TopQuery};
+use crate::top::{Candidates, Metric, Tally, TopEntry, TopQuery, Window};
 use crate::visitors::Sketch;
 
 /// (article, counter) -> total. The counter is `views` or `share:<network>`.
@@ -468,17 +468,32 @@ impl EmbeddedStore {
         .await
     }
 
-    /// The ranking of `q` at the store's clock: buckets that left a window are
-    /// subtracted first, then one pass over the window's tallies.
+    /// The ranking of `q` at the store's clock.
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
         let q = q.clone();
+        self.rank(move |w| w.top(&q)).await
+    }
+
+    /// Every filter's ranking of `metric` in `window` at the store's clock, from one
+    /// pass (`Windows::rank_all_filters`).
+    pub async fn top_candidates(&self, window: Window, metric: &Metric) -> Result<Candidates, StoreError> {
+        let metric = metric.clone();
+        self.rank(move |w| w.rank_all_filters(window, &metric)).await
+    }
+
+    /// Runs `rank` on the windows at the store's clock: buckets that left a window
+    /// are subtracted first, then `rank` passes over the window's tallies.
+    async fn rank<T: Send + 'static>(
+        &self,
+        rank: impl FnOnce(&Windows) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
         self.blocking(move |s| {
             let reader = buckets::Reader(s.db()?.begin_read().map_err(err)?);
             let now = s.clock.now_ms();
             s.ranking
                 .when_ready(TOP_WAITS_FOR_LOAD, |w| {
                     w.roll(&reader, now)?;
-                    Ok(w.top(&q))
+                    Ok(rank(w))
                 })
                 .unwrap_or(Err(StoreError::NotReady("the rankings are still loading")))
         })

@@ -19,7 +19,7 @@ use super::RedisStore;
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::Windows;
 use crate::store::StoreError;
-use crate::top::{Granularity, TopEntry, TopQuery};
+use crate::top::{Candidates, Granularity, Metric, TopEntry, TopQuery, Window};
 
 /// A minute log lives this long after its last write: past the 1 h window, and time
 /// for some instance to fold it into its hour.
@@ -191,11 +191,28 @@ impl RedisTop {
 }
 
 impl RedisStore {
-    /// The ranking of `q`. A request that finds the windows refreshed before it arrived
-    /// refreshes them (the new entries of a few minute logs, one round trip) unless a
-    /// refresh is already under way, in which case it answers from the windows as
-    /// they are. Never scans: loading is the background task's job.
+    /// The ranking of `q`, from windows brought up to date as [`Self::rank`] does.
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
+        let q = q.clone();
+        self.rank(move |w| w.top(&q)).await
+    }
+
+    /// Every filter's ranking of `metric` in `window`, from one pass
+    /// (`Windows::rank_all_filters`) over windows brought up to date as [`Self::rank`] does.
+    pub async fn top_candidates(&self, window: Window, metric: &Metric) -> Result<Candidates, StoreError> {
+        let metric = metric.clone();
+        self.rank(move |w| w.rank_all_filters(window, &metric)).await
+    }
+
+    /// Runs `rank` on the windows (off the runtime's threads: a pass over a million
+    /// articles). A request that finds the windows refreshed before it arrived
+    /// refreshes them first (the new entries of a few minute logs, one round trip)
+    /// unless a refresh is already under way, in which case it ranks the windows as
+    /// they are. Never scans: loading is the background task's job.
+    async fn rank<T: Send + 'static>(
+        &self,
+        rank: impl FnOnce(&Windows) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
         let asked = Instant::now();
         self.wait_for_load(TOP_WAITS_FOR_LOAD).await;
         let stale = match self.top.state().as_ref() {
@@ -213,11 +230,15 @@ impl RedisStore {
                 }
             }
         }
-        let state = self.top.state();
-        let state = state
-            .as_ref()
-            .ok_or(StoreError::NotReady("top-articles windows not loaded yet"))?;
-        Ok(state.windows.top(q))
+        let top = self.top.clone();
+        tokio::task::spawn_blocking(move || {
+            let state = top.state();
+            let state = state
+                .as_ref()
+                .ok_or(StoreError::NotReady("top-articles windows not loaded yet"))?;
+            Ok(rank(&state.windows))
+        })
+        .await?
     }
 
     /// Waits (at most `limit`) for the background load of the windows.
