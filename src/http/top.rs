@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
 use crate::event::ArticleId;
-use crate::store::{Store, StoreError};
+use crate::store::{Rankings, Store, StoreError};
 use crate::top::{BadTopQuery, Candidates, Filter, Metric, TopEntry, TopQuery, Window, MAX_LIMIT};
 
 /// Distinct queries of uncovered filters cached at once; beyond it that cache starts over.

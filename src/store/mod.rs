@@ -10,6 +10,7 @@ pub mod windows;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::clock::Clock;
 use crate::event::{ArticleId, Meta};
 use crate::top::{Candidates, Metric, TopEntry, TopQuery, Window};
 use series::{MetaValues, Series, SeriesWindow};
+use windows::Windows;
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
@@ -182,6 +184,45 @@ impl From<::redis::ParsingError> for StoreError {
     }
 }
 
+/// A store's top windows, ranked at its clock: `rank` brings them up to date (buckets
+/// that left a window subtracted, new flushes read) and runs a pass over them.
+pub trait Rankings {
+    /// Runs `rank` on the windows, brought up to date, off the runtime's threads.
+    fn rank<T: Send + 'static>(
+        &self,
+        rank: impl FnOnce(&Windows) -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send;
+
+    /// The ranking of `q`.
+    fn top(&self, q: &TopQuery) -> impl Future<Output = Result<Vec<TopEntry>, StoreError>> + Send {
+        let q = q.clone();
+        self.rank(move |w| w.top(&q))
+    }
+
+    /// Every filter's ranking of `metric` in `window` from one pass
+    /// ([`Windows::rank_all_filters`]).
+    fn top_candidates(
+        &self,
+        window: Window,
+        metric: &Metric,
+    ) -> impl Future<Output = Result<Candidates, StoreError>> + Send {
+        let metric = metric.clone();
+        self.rank(move |w| w.rank_all_filters(window, &metric))
+    }
+}
+
+impl Rankings for Store {
+    async fn rank<T: Send + 'static>(
+        &self,
+        rank: impl FnOnce(&Windows) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match self {
+            Store::Embedded(s) => s.rank(rank).await,
+            Store::Redis(s) => s.rank(rank).await,
+        }
+    }
+}
+
 /// The configured backend.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -294,23 +335,6 @@ impl Store {
         match self {
             Store::Embedded(s) => s.delete(article).await,
             Store::Redis(s) => s.delete(article).await,
-        }
-    }
-
-    /// The ranking of a `/v1/top` query.
-    pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.top(q).await,
-            Store::Redis(s) => s.top(q).await,
-        }
-    }
-
-    /// Every filter's ranking of `metric` in `window` at once (the union of each
-    /// filter's top 100, and which filters it covers), at the store's clock.
-    pub async fn top_candidates(&self, window: Window, metric: &Metric) -> Result<Candidates, StoreError> {
-        match self {
-            Store::Embedded(s) => s.top_candidates(window, metric).await,
-            Store::Redis(s) => s.top_candidates(window, metric).await,
         }
     }
 

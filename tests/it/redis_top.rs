@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use viewcounter::clock::{Clock, ManualClock};
 use viewcounter::event::{ArticleId, Meta, Networks};
-use viewcounter::store::{ArticleDelta, RedisStore};
+use viewcounter::store::{ArticleDelta, Rankings, RedisStore};
 use viewcounter::top::TopQuery;
 
 const MIN: u64 = 60_000;

@@ -9,7 +9,7 @@ use common::batches;
 
 use viewcounter::clock::ManualClock;
 use viewcounter::event::{ArticleId, Networks};
-use viewcounter::store::{ArticleDelta, EmbeddedStore};
+use viewcounter::store::{ArticleDelta, EmbeddedStore, Rankings};
 use viewcounter::top::{TopEntry, TopQuery};
 
 const MIN: u64 = 60_000;

@@ -14,10 +14,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use super::ranking::{Change, Ranking};
 use super::series::{MetaValues, Series, SeriesWindow};
 use super::windows::Windows;
-use super::{all_unapplied, Applied, Batch, Snapshot, StoreError, StoredCounts};
+use super::{all_unapplied, Applied, Batch, Rankings, Snapshot, StoreError, StoredCounts};
 use crate::clock::{Clock, SystemClock};
 use crate::event::{ArticleId, Meta};
-use crate::top::{Candidates, Metric, Tally, TopEntry, TopQuery, Window};
+use crate::top::Tally;
 use crate::visitors::Sketch;
 
 /// (article, counter) -> total. The counter is `views` or `share:<network>`.
@@ -467,20 +467,9 @@ impl EmbeddedStore {
         })
         .await
     }
+}
 
-    /// The ranking of `q` at the store's clock.
-    pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
-        let q = q.clone();
-        self.rank(move |w| w.top(&q)).await
-    }
-
-    /// Every filter's ranking of `metric` in `window` at the store's clock, from one
-    /// pass (`Windows::rank_all_filters`).
-    pub async fn top_candidates(&self, window: Window, metric: &Metric) -> Result<Candidates, StoreError> {
-        let metric = metric.clone();
-        self.rank(move |w| w.rank_all_filters(window, &metric)).await
-    }
-
+impl Rankings for EmbeddedStore {
     /// Runs `rank` on the windows at the store's clock: buckets that left a window
     /// are subtracted first, then `rank` passes over the window's tallies.
     async fn rank<T: Send + 'static>(

@@ -18,8 +18,8 @@ use super::keys::{article_field, Keys, Partition, PARTITIONS};
 use super::RedisStore;
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::Windows;
-use crate::store::StoreError;
-use crate::top::{Candidates, Granularity, Metric, TopEntry, TopQuery, Window};
+use crate::store::{Rankings, StoreError};
+use crate::top::Granularity;
 
 /// A minute log lives this long after its last write: past the 1 h window, and time
 /// for some instance to fold it into its hour.
@@ -190,20 +190,7 @@ impl RedisTop {
     }
 }
 
-impl RedisStore {
-    /// The ranking of `q`, from windows brought up to date as [`Self::rank`] does.
-    pub async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
-        let q = q.clone();
-        self.rank(move |w| w.top(&q)).await
-    }
-
-    /// Every filter's ranking of `metric` in `window`, from one pass
-    /// (`Windows::rank_all_filters`) over windows brought up to date as [`Self::rank`] does.
-    pub async fn top_candidates(&self, window: Window, metric: &Metric) -> Result<Candidates, StoreError> {
-        let metric = metric.clone();
-        self.rank(move |w| w.rank_all_filters(window, &metric)).await
-    }
-
+impl Rankings for RedisStore {
     /// Runs `rank` on the windows (off the runtime's threads: a pass over a million
     /// articles). A request that finds the windows refreshed before it arrived
     /// refreshes them first (the new entries of a few minute logs, one round trip)
@@ -240,7 +227,9 @@ impl RedisStore {
         })
         .await?
     }
+}
 
+impl RedisStore {
     /// Waits (at most `limit`) for the background load of the windows.
     async fn wait_for_load(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
