@@ -293,8 +293,11 @@ fn main() {
     let n = requests();
     println!("| store | phase | requests | p50 ms | p99 ms | max ms |");
     println!("|---|---|---:|---:|---:|---:|");
-    run("embedded", None, n);
-    if !std::env::args().any(|a| a == "--embedded-only") {
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    if !flag("--redis-only") {
+        run("embedded", None, n);
+    }
+    if !flag("--embedded-only") {
         let redis = RedisServer::start();
         run("redis", Some(&redis.url()), n);
     }

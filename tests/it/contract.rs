@@ -702,6 +702,42 @@ mod top_cases {
         assert_eq!(pairs(&v), [("t-b".into(), 1)]);
     }
 
+    /// Posts `n` views of `article` in `section`.
+    async fn views(app: &TestApp, article: &str, n: usize, section: &str) {
+        let events: Vec<Value> = (0..n)
+            .map(|_| json!({"type": "view", "article": article, "section": section}))
+            .collect();
+        let r = app.client.post_events(&Value::Array(events).to_string()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+
+    pub async fn a_ranking_answered_from_stale_candidates_is_replaced_by_the_recomputed_one(fx: Fixture) {
+        let app = TestApp::start_on(&fx.backend, &["--flush-interval", "50ms"]).await;
+        views(&app, "s-old", 2, "news").await;
+        let v = top_when(&app, "window=1h&section=news", 1).await;
+        assert_eq!(pairs(&v), [("s-old".into(), 2)]);
+        views(&app, "s-new", 5, "news").await;
+        // Each answer is a ranking (the stale one while the recomputation runs), never an
+        // error, until the recomputed one has replaced it.
+        let replaced = common::eventually_some(30, || {
+            let client = app.client.clone();
+            async move {
+                let r = client.get("/v1/top?window=1h&section=news&limit=5").await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+                let got = pairs(&r.json());
+                let fresh = [("s-new".to_string(), 5), ("s-old".to_string(), 2)];
+                assert!(got.contains(&fresh[1]), "{got:?}");
+                (got == fresh).then_some(())
+            }
+        });
+        assert!(
+            replaced.await.is_some(),
+            "the recomputed ranking never replaced the stale one"
+        );
+        let v = top_when(&app, "window=1h&lang=en", 0).await;
+        assert_eq!(pairs(&v), [], "a filter no article matches");
+    }
+
     pub async fn top_refuses_every_bad_parameter(fx: Fixture) {
         let app = TestApp::start_on(&fx.backend, &[]).await;
         for query in [
@@ -775,6 +811,7 @@ on_every_backend!(
     metrics_can_move_to_an_internal_address,
     top_ranks_by_count_then_id_with_filters,
     top_refuses_every_bad_parameter,
+    a_ranking_answered_from_stale_candidates_is_replaced_by_the_recomputed_one,
     series_and_meta_follow_the_events,
     series_refuses_bad_windows_and_ids,
     top_entries_carry_the_title_and_url_where_known,
