@@ -139,17 +139,19 @@ async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
         }
     }
     done.store(true, Ordering::Relaxed);
-    let (mut lat, mut idle) = (Vec::new(), Vec::new());
+    let (mut lat, mut idle, mut timeline) = (Vec::new(), Vec::new(), Vec::new());
     for r in readers {
         for (due, took) in r.await.unwrap() {
             if due < tick {
                 idle.push(took)
             } else {
-                lat.push(took)
+                lat.push(took);
+                timeline.push((due - tick, took));
             }
         }
     }
     let flush = tick.elapsed();
+    eprintln!("{}", slow_reads(&timeline));
     lat.sort_unstable();
     idle.sort_unstable();
     println!(
@@ -163,6 +165,42 @@ async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
         percentile(&idle, 0.99),
     );
 }
+
+/// Reads slower than [`SLOW`] after the tick, grouped into stalls (reads due within
+/// [`SLOW`] of each other), each as `from +<s> s: <n> reads, worst <ms> ms`: where in
+/// the flush the reads waited, to line up with the flusher's log.
+fn slow_reads(timeline: &[(Duration, Duration)]) -> String {
+    let mut slow: Vec<_> = timeline.iter().filter(|(_, took)| *took > SLOW).collect();
+    slow.sort_unstable();
+    let mut stalls: Vec<(Duration, usize, Duration)> = Vec::new();
+    let mut last_due = None;
+    for &&(due, took) in &slow {
+        match stalls.last_mut() {
+            Some((_, n, worst)) if last_due.is_some_and(|l| due - l <= SLOW) => {
+                *n += 1;
+                *worst = (*worst).max(took);
+            }
+            _ => stalls.push((due, 1, took)),
+        }
+        last_due = Some(due);
+    }
+    let mut out = format!(
+        "reads over {SLOW:?} after the tick: {} in {} stalls",
+        slow.len(),
+        stalls.len()
+    );
+    for (from, n, worst) in stalls.iter().take(20) {
+        out.push_str(&format!(
+            "\n  from +{:.2} s: {n} reads, worst {:.0} ms",
+            from.as_secs_f64(),
+            worst.as_secs_f64() * 1e3
+        ));
+    }
+    out
+}
+
+/// A read slower than this counts as stalled in [`slow_reads`].
+const SLOW: Duration = Duration::from_millis(20);
 
 /// The average run time of a flush script (`EVALSHA`), from Redis's command statistics.
 fn script_ms(redis: &RedisServer) -> Option<f64> {

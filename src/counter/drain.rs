@@ -109,7 +109,9 @@ impl CounterMap {
     /// The second half of a drain: subtracts from each slot what
     /// [`CounterMap::copy_pending`] copied (an increment since stays, for the next
     /// drain) and marks the slot drained, so a key that then sees no event for a whole
-    /// interval leaves the map. One atomic subtraction per copied counter.
+    /// interval leaves the map. One atomic subtraction per copied counter. The flusher
+    /// calls it through [`crate::flusher::InFlight::settle_into_queue`], a few articles
+    /// at a time.
     pub fn settle(&self, copied: &[ArticleDelta]) {
         for d in copied {
             let article = d.article.as_str();
@@ -128,7 +130,10 @@ impl CounterMap {
         with_key(counter, article, |k| {
             // Absent only after an admin forget, which dropped the count anyway.
             if let Some(slot) = self.counts.get(k) {
-                slot.fetch_sub(n, Ordering::Relaxed);
+                // SeqCst, as `CounterMap::pending` reads it: ordered with the watermarks
+                // of the settling batch (flusher/in_flight.rs), so a read sees this
+                // subtraction exactly when it sees the delta in the batch.
+                slot.fetch_sub(n, Ordering::SeqCst);
                 slot.fetch_or(IDLE, Ordering::Relaxed);
             }
         });

@@ -258,7 +258,8 @@ impl CounterMap {
     pub fn pending(&self, article: &str) -> PendingCounts {
         let read = |c| {
             with_key(c, article, |k| {
-                self.counts.get(k).map_or(0, |v| v.load(Ordering::Relaxed) & !IDLE)
+                // SeqCst: see `CounterMap::settle`.
+                self.counts.get(k).map_or(0, |v| v.load(Ordering::SeqCst) & !IDLE)
             })
         };
         let shares = (0..self.networks.len() as u8)

@@ -1,13 +1,25 @@
 //! The queue of batches drained but not yet acknowledged by the store, shared by the
-//! flusher (which fills and empties it) and the reads (which add it in). A generation
-//! number moves with every change, so a read can tell that the queue changed under it.
+//! flusher (which fills and empties it) and the reads (which add it in). A batch joins
+//! the queue in two steps: while its deltas are subtracted from the counter map it is
+//! *settling* (visible to reads article by article, as far as the subtraction got), then
+//! it is queued whole, for the store. A generation number moves whenever a batch joins
+//! the queue, so a read can tell that a batch it did not see may have reached the store.
+//!
+//! Reads never wait for a drain: the subtraction runs in groups of [`SETTLE_GROUP`]
+//! articles with no lock held, between two watermarks a read checks before and after
+//! it looks at the map (a seqlock per group); only a read of an article in the group
+//! being subtracted at that very moment looks again.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::store::{Batch, BatchId};
+use crate::store::{ArticleDelta, Batch, BatchId};
+
+/// Articles a settling batch subtracts from the map between two watermark moves: what
+/// a read of one of them may wait for (a few microseconds).
+pub const SETTLE_GROUP: usize = 64;
 
 /// A batch drained but not yet acknowledged by the store.
 #[derive(Debug, Clone)]
@@ -23,18 +35,38 @@ pub struct Unacked {
 /// What a reader saw of the queue at one moment.
 #[derive(Debug)]
 pub struct QueueView<R> {
-    /// The queued batches.
+    /// The queued batches, and of the settling one the deltas of the articles asked
+    /// that had left the map (under the batch's id).
     pub batches: Vec<Arc<Batch>>,
-    /// What the reader computed under the same lock (the pending counts).
+    /// What the reader computed at the same moment (the pending counts).
     pub also: R,
     /// The queue's generation then; compare with [`InFlight::generation`] afterwards.
     pub generation: u64,
 }
 
-/// The queue, behind a std lock that is never held across an await.
+/// A batch whose deltas are being subtracted from the counter map, in article order:
+/// those before `settled` have left it, those from `begun` on have not, those between
+/// are leaving now.
+#[derive(Debug)]
+struct Settling {
+    batch: Arc<Batch>,
+    begun: AtomicUsize,
+    settled: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Settled batches, in the order they joined.
+    batches: Vec<Unacked>,
+    /// The batch settling now (one drain at a time).
+    settling: Option<Arc<Settling>>,
+}
+
+/// The queue, behind a std lock that is never held across an await nor for longer than
+/// a push, a removal or a copy of the list.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    queue: RwLock<Vec<Unacked>>,
+    queue: RwLock<Queue>,
     generation: AtomicU64,
     /// Events in the queued batches, kept as they come and go: summing them at every
     /// acknowledgement cost a pass over every queued article (a million, after a big drain).
@@ -42,93 +74,143 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    fn read(&self) -> RwLockReadGuard<'_, Vec<Unacked>> {
+    fn read(&self) -> RwLockReadGuard<'_, Queue> {
         self.queue.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Vec<Unacked>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Queue> {
         self.queue.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn changed(&self) {
+    fn joined(&self, q: &mut Queue, u: Unacked) {
+        self.events.fetch_add(u.batch.events(), Ordering::Relaxed);
+        q.batches.push(u);
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Moves with every push and removal.
+    /// Moves whenever a batch joins the queue (an acknowledgement does not move it: a
+    /// read that saw the batch asks the store whether it landed).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// The queue and the result of `also`, computed while no drain can add to the
-    /// queue: pending counts and queued batches of one moment, so a count racing a
-    /// drain is seen once (pending or queued), never twice or not at all.
-    pub fn view_with<R>(&self, also: impl FnOnce() -> R) -> QueueView<R> {
-        let q = self.read();
-        let also = also();
-        QueueView {
-            batches: q.iter().map(|u| u.batch.clone()).collect(),
-            also,
-            generation: self.generation(),
+    /// The queue and the result of `also` (the pending counts of `articles`) of one
+    /// moment, so a count racing a drain is seen once (pending or queued), never twice
+    /// or not at all. Waits for nothing: when one of `articles` is in the group of a
+    /// settling batch being subtracted at that moment, it looks again.
+    pub fn view_with<R>(&self, articles: &[&str], mut also: impl FnMut() -> R) -> QueueView<R> {
+        loop {
+            let q = self.read();
+            let mut batches: Vec<Arc<Batch>> = q.batches.iter().map(|u| u.batch.clone()).collect();
+            let generation = self.generation();
+            let Some(s) = q.settling.clone() else {
+                return QueueView {
+                    batches,
+                    also: also(),
+                    generation,
+                };
+            };
+            // The read lock stays held: no other batch starts settling, and this one
+            // does not join the queue (and leave `batches` incomplete) meanwhile.
+            // SeqCst here and on the map's slots (see `CounterMap::settle`): a slot read
+            // after `settled` showed a group done sees its subtraction, a slot read before
+            // `begun` showed a group not started does not.
+            let settled = s.settled.load(Ordering::SeqCst);
+            let also = also();
+            let begun = s.begun.load(Ordering::SeqCst);
+            let mut at: Vec<usize> = articles.iter().filter_map(|a| s.batch.position(a)).collect();
+            if at.iter().any(|i| (settled..begun).contains(i)) {
+                drop(q);
+                std::thread::yield_now();
+                continue;
+            }
+            at.retain(|i| *i < settled);
+            at.sort_unstable();
+            at.dedup();
+            drop(q);
+            if !at.is_empty() {
+                batches.push(Arc::new(Batch {
+                    id: s.batch.id.clone(),
+                    flushed_at_ms: s.batch.flushed_at_ms,
+                    articles: at.into_iter().map(|i| s.batch.articles[i].clone()).collect(),
+                }));
+            }
+            return QueueView {
+                batches,
+                also,
+                generation,
+            };
         }
     }
 
-    /// A copy of the queue with the spill files.
+    /// A copy of the queue with the spill files (the settling batch is not in it yet).
     pub fn snapshot(&self) -> Vec<Unacked> {
-        self.read().clone()
+        self.read().batches.clone()
     }
 
-    /// Queues one batch (a replayed spill).
+    /// True while a batch settling or queued holds `article`.
+    pub fn holds(&self, article: &str) -> bool {
+        let q = self.read();
+        q.settling.as_ref().is_some_and(|s| s.batch.get(article).is_some())
+            || q.batches.iter().any(|u| u.batch.get(article).is_some())
+    }
+
+    /// Queues one batch (a replayed spill or journal record, not in the map).
     pub fn push(&self, u: Unacked) {
-        let events = u.batch.events();
         let mut q = self.write();
-        q.push(u);
-        self.events.fetch_add(events, Ordering::Relaxed);
-        self.changed();
+        self.joined(&mut q, u);
     }
 
-    /// Runs `drain` (which takes the batches' deltas out of the counter map) under
-    /// the write lock and queues what it returns, so no reader sees the counts in
-    /// neither place or in both. Returns the batches queued.
-    pub fn push_drained(&self, drain: impl FnOnce() -> Vec<Unacked>) -> Vec<Arc<Batch>> {
-        let mut q = self.write();
-        let drained = drain();
-        let batches: Vec<Arc<Batch>> = drained.iter().map(|u| u.batch.clone()).collect();
-        if !drained.is_empty() {
-            let events = batches.iter().map(|b| b.events()).sum();
-            self.events.fetch_add(events, Ordering::Relaxed);
-            q.extend(drained);
-            self.changed();
+    /// Queues a drained batch while `settle` subtracts its deltas from the counter map,
+    /// [`SETTLE_GROUP`] articles at a time, with no lock held: a read sees each count
+    /// once, pending before its group is subtracted, in the batch after. Returns the
+    /// batch, queued.
+    pub fn settle_into_queue(&self, u: Unacked, settle: impl Fn(&[ArticleDelta])) -> Arc<Batch> {
+        let batch = u.batch.clone();
+        let s = Arc::new(Settling {
+            batch: batch.clone(),
+            begun: AtomicUsize::new(0),
+            settled: AtomicUsize::new(0),
+        });
+        self.write().settling = Some(s.clone());
+        let len = batch.articles.len();
+        for start in (0..len).step_by(SETTLE_GROUP) {
+            let end = (start + SETTLE_GROUP).min(len);
+            s.begun.store(end, Ordering::SeqCst);
+            settle(&batch.articles[start..end]);
+            s.settled.store(end, Ordering::SeqCst);
         }
-        batches
+        let mut q = self.write();
+        q.settling = None;
+        self.joined(&mut q, u);
+        batch
     }
 
     /// Keeps in `batches` only those still queued (not acknowledged meanwhile).
     pub fn keep_queued(&self, batches: &mut Vec<Arc<Batch>>) {
         let q = self.read();
-        let queued: HashSet<&BatchId> = q.iter().map(|u| &u.batch.id).collect();
+        let queued: HashSet<&BatchId> = q.batches.iter().map(|u| &u.batch.id).collect();
         batches.retain(|b| queued.contains(&b.id));
     }
 
     /// When the oldest queued batch was drained (Unix ms), if any is queued.
     pub fn oldest_flushed_at_ms(&self) -> Option<u64> {
-        self.read().iter().map(|u| u.batch.flushed_at_ms).min()
+        self.read().batches.iter().map(|u| u.batch.flushed_at_ms).min()
     }
 
     /// True when nothing waits for the store.
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().batches.is_empty()
     }
 
     /// Removes `id`; returns its spill file if no other batch still needs it.
     pub fn remove(&self, id: &BatchId) -> Option<PathBuf> {
         let mut q = self.write();
-        let pos = q.iter().position(|u| &u.batch.id == id)?;
-        let removed = q.remove(pos);
+        let pos = q.batches.iter().position(|u| &u.batch.id == id)?;
+        let removed = q.batches.remove(pos);
         self.events.fetch_sub(removed.batch.events(), Ordering::Relaxed);
-        let file = removed.spill_file;
-        self.changed();
-        let file = file?;
-        (!q.iter().any(|u| u.spill_file.as_ref() == Some(&file))).then_some(file)
+        let file = removed.spill_file?;
+        (!q.batches.iter().any(|u| u.spill_file.as_ref() == Some(&file))).then_some(file)
     }
 
     /// Events in the queued batches.

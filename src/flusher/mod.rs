@@ -464,15 +464,14 @@ impl TickJob {
                 replayed: false,
             });
         }
-        // One chunk at a time: an article is in one chunk only, so each read sees it
-        // whole, and the lock is held for one chunk's subtractions (about a millisecond).
+        // One chunk at a time, each queued while its deltas leave the map: an article
+        // is in one chunk only, and reads see each of its counts once, with no lock
+        // held for the subtractions (see `InFlight::settle_into_queue`).
         for u in batches {
-            let counter = &self.counter;
-            let queued = self.in_flight.push_drained(|| {
-                counter.settle(&u.batch.articles);
-                vec![u]
-            });
-            self.unjournaled.extend(queued);
+            let queued = self
+                .in_flight
+                .settle_into_queue(u, |deltas| self.counter.settle(deltas));
+            self.unjournaled.push(queued);
         }
     }
 }

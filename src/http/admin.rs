@@ -121,12 +121,7 @@ const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 /// goes ahead after [`SETTLE_WITHIN`], as it did before.
 async fn settle(api: &Api, id: &ArticleId) {
     let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
-    let queued = || {
-        api.in_flight
-            .snapshot()
-            .iter()
-            .any(|u| u.batch.get(id.as_str()).is_some())
-    };
+    let queued = || api.in_flight.holds(id.as_str());
     while queued() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -66,8 +66,9 @@ const READ_ATTEMPTS: usize = 3;
 pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts>, ApiError> {
     let mut attempt = 1;
     loop {
-        // Queued batches and pending counts of one moment: no drain runs in between.
-        let view = api.in_flight.view_with(|| {
+        // Queued batches and pending counts of one moment, each count in one of them.
+        let articles: Vec<&str> = ids.iter().map(ArticleId::as_str).collect();
+        let view = api.in_flight.view_with(&articles, || {
             ids.iter()
                 .map(|id| api.counter.pending(id.as_str()))
                 .collect::<Vec<_>>()
@@ -80,7 +81,7 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
         );
         let snapshots = snapshots?;
         // A batch drained and applied during the store read would be counted twice
-        // (pending, then stored): read again if the queue moved.
+        // (pending, then stored): read again if a batch joined the queue meanwhile.
         if api.in_flight.generation() != view.generation && attempt < READ_ATTEMPTS {
             attempt += 1;
             continue;

@@ -79,10 +79,12 @@ pub struct Batch {
 impl Batch {
     /// The delta for `article` in this batch, if any.
     pub fn get(&self, article: &str) -> Option<&ArticleDelta> {
-        self.articles
-            .binary_search_by(|d| d.article.as_str().cmp(article))
-            .ok()
-            .map(|i| &self.articles[i])
+        self.position(article).map(|i| &self.articles[i])
+    }
+
+    /// Where `article`'s delta is in `articles`, if it has one.
+    pub fn position(&self, article: &str) -> Option<usize> {
+        self.articles.binary_search_by(|d| d.article.as_str().cmp(article)).ok()
     }
 
     /// Sum of all views and shares in the batch.

@@ -1,14 +1,18 @@
 //! The counter map and the flush against models: a property test (random streams
 //! give exactly the counts of a plain HashMap, across flushes into the embedded
-//! store) and a concurrency test (threads recording while the flusher drains).
+//! store), concurrency tests (threads recording while the flusher drains; readers
+//! while drains settle into the flusher's queue) and reads through the service while
+//! drains of several chunks are flushed, on each store.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::support::{self as common, Backend, RedisServer, TestApp};
 use proptest::prelude::*;
-use viewcounter::counter::CounterMap;
+use viewcounter::counter::{CounterMap, VisitorMarks};
 use viewcounter::event::{ArticleId, Counter, Event, Networks};
+use viewcounter::flusher::{InFlight, Unacked};
 use viewcounter::store::{Batch, BatchId, EmbeddedStore, StoredCounts};
 
 const ARTICLES: [&str; 5] = ["a", "b", "c.1", "d_2", "e-3"];
@@ -194,4 +198,178 @@ fn metadata_reaches_a_batch_when_it_changes_not_every_flush() {
     map.record(&with_section("sport").signed());
     let d = map.drain();
     assert_eq!((d[0].meta.section.as_deref(), d[0].meta.signed), (Some("sport"), true));
+}
+
+/// One drain as the flusher makes it: every pending delta copied, cut into chunks of
+/// `chunk` articles, each queued while its deltas leave the map.
+fn drain_into(map: &CounterMap, in_flight: &InFlight, seq: u64, chunk: usize) {
+    let drained = map.copy_pending(VisitorMarks::Keep);
+    for (i, articles) in drained.chunks(chunk).enumerate() {
+        let batch = Batch {
+            id: BatchId {
+                instance: "test".into(),
+                epoch_ms: 1,
+                seq: seq * 1_000 + i as u64,
+                chunk: i as u32,
+            },
+            flushed_at_ms: 1,
+            articles: articles.to_vec(),
+        };
+        let u = Unacked {
+            batch: Arc::new(batch),
+            spill_file: None,
+            replayed: false,
+        };
+        in_flight.settle_into_queue(u, |deltas| map.settle(deltas));
+    }
+}
+
+#[test]
+fn reads_racing_drains_see_every_count_once_pending_or_queued() {
+    const ARTICLES: usize = 4_000;
+    const ROUNDS: u64 = 8;
+    let map = Arc::new(CounterMap::new(1_000_000, Networks::default()));
+    let in_flight = Arc::new(InFlight::default());
+    let names: Arc<Vec<String>> = Arc::new((0..ARTICLES).map(|i| format!("r-{i:05}")).collect());
+    // Rounds of recording begun and finished: a read sees between `finished` (read
+    // before) and `begun` (read after) views of every article.
+    let (begun, finished) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let (map, in_flight, names) = (map.clone(), in_flight.clone(), names.clone());
+            let (begun, finished, done) = (begun.clone(), finished.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ r;
+                let mut reads = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    let (a, b) = ((seed >> 20) as usize % ARTICLES, (seed >> 40) as usize % ARTICLES);
+                    let ids = [names[a].as_str(), names[b].as_str(), names[a].as_str()];
+                    let low = finished.load(Ordering::SeqCst);
+                    let view = in_flight.view_with(&ids, || ids.map(|id| map.pending(id)));
+                    let high = begun.load(Ordering::SeqCst);
+                    for (id, pending) in ids.iter().zip(view.also) {
+                        let queued: u64 = view.batches.iter().filter_map(|b| b.get(id)).map(|d| d.views).sum();
+                        let seen = pending.views + queued;
+                        assert!(
+                            (low..=high).contains(&seen),
+                            "{id}: {seen} views seen ({} pending, {queued} queued), {low} to {high} recorded",
+                            pending.views
+                        );
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for round in 1..=ROUNDS {
+        begun.store(round, Ordering::SeqCst);
+        for name in names.iter() {
+            map.record(&Event::new(name, Counter::View).unwrap());
+        }
+        finished.store(round, Ordering::SeqCst);
+        // Chunks of 700: groups of every size, and chunks that end mid-group.
+        drain_into(&map, &in_flight, round, 700);
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().unwrap() > 0, "the reader read");
+    }
+    let queued: u64 = in_flight.snapshot().iter().map(|u| u.batch.events()).sum();
+    assert_eq!(queued, ROUNDS * ARTICLES as u64, "every view queued once");
+}
+
+/// Fill articles per round: over two chunks of a drain (10,000 articles each).
+const FILL: usize = 12_000;
+/// Watched articles per round, spread through the fill in sort order.
+const WATCHED: usize = 60;
+
+/// `k<round>-<i>`, and after every 200th of them a watched `k<round>-<i>w`, which gets
+/// `i % 4 + 1` views and `i % 3` shares on x.
+fn watched(round: usize, i: usize) -> (String, u64, u64) {
+    let n = i * FILL / WATCHED;
+    (format!("k{round}-{n:05}w"), (i % 4 + 1) as u64, (i % 3) as u64)
+}
+
+async fn post_round(app: &TestApp, round: usize) {
+    let mut lines: Vec<String> = (0..FILL)
+        .map(|i| format!("{{\"type\":\"view\",\"article\":\"k{round}-{i:05}\"}}"))
+        .collect();
+    for i in 0..WATCHED {
+        let (article, views, shares) = watched(round, i);
+        for _ in 0..views {
+            lines.push(format!("{{\"type\":\"view\",\"article\":\"{article}\"}}"));
+        }
+        for _ in 0..shares {
+            lines.push(format!(
+                "{{\"type\":\"share\",\"article\":\"{article}\",\"network\":\"x\"}}"
+            ));
+        }
+    }
+    for body in lines.chunks(1_000) {
+        let r = app.client.post_ndjson(body.join("\n")).await;
+        assert_eq!(r.status, http::StatusCode::ACCEPTED, "{}", r.text());
+    }
+}
+
+/// Reads every watched article of `round` (each read must give exactly what was
+/// posted) until the round's drain has landed in the store.
+async fn read_until_landed(app: &TestApp, round: usize, landed_before: f64) -> u64 {
+    let ids: Vec<String> = (0..WATCHED).map(|i| watched(round, i).0).collect();
+    let path = format!("/v1/articles?ids={}", ids.join(","));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut reads = 0;
+    loop {
+        let r = app.client.get(&path).await;
+        assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+        let articles = r.json()["articles"].as_array().expect("articles").clone();
+        for (i, got) in articles.iter().enumerate() {
+            let (article, views, shares) = watched(round, i);
+            assert_eq!(got["article"], article.as_str());
+            assert_eq!(got["views"], views, "{article}, read {reads}: {got}");
+            assert_eq!(got["shares_total"], shares, "{article}, read {reads}: {got}");
+        }
+        let single = &watched(round, reads as usize % WATCHED);
+        assert_eq!(
+            app.client.views(&single.0).await,
+            single.1,
+            "{}, read {reads}",
+            single.0
+        );
+        reads += 1;
+        // Two chunks acknowledged since the round began and nothing left unacknowledged.
+        let landed = app.client.metric(common::FLUSH_OK).await >= landed_before + 2.0
+            && app.client.metric("viewcounter_unacked_events").await == 0.0;
+        if landed && reads >= 5 {
+            return reads;
+        }
+        assert!(std::time::Instant::now() < deadline, "round {round} did not land");
+    }
+}
+
+/// Reads through the service while drains of two chunks are copied, queued,
+/// journaled and applied: every read of an article gives exactly the views and
+/// shares posted (pending, queued or stored, each counted once).
+async fn reads_during_large_drains_count_each_event_once(backend: Backend) {
+    let _heavy = common::one_heavy_test_at_a_time().await;
+    let app = TestApp::start_on(&backend, &["--flush-interval", "1s"]).await;
+    for round in 0..3 {
+        let landed_before = app.client.metric(common::FLUSH_OK).await;
+        post_round(&app, round).await;
+        read_until_landed(&app, round, landed_before).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_large_drains_count_each_event_once_embedded() {
+    reads_during_large_drains_count_each_event_once(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_large_drains_count_each_event_once_on_redis() {
+    let redis = RedisServer::start();
+    reads_during_large_drains_count_each_event_once(Backend::Redis(redis.url())).await;
 }
