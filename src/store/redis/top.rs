@@ -194,8 +194,8 @@ impl Rankings for RedisStore {
     /// Runs `rank` on the windows (off the runtime's threads: a pass over a million
     /// articles). A request that finds the windows refreshed before it arrived
     /// refreshes them first (the new entries of a few minute logs, one round trip)
-    /// unless a refresh is already under way, in which case it ranks the windows as
-    /// they are. Never scans: loading is the background task's job.
+    /// unless a refresh is already under way or the refresh fails, in which case it
+    /// ranks the windows as they are. Never scans: loading is the background task's job.
     async fn rank<T: Send + 'static>(
         &self,
         rank: impl FnOnce(&Windows) -> T + Send + 'static,
@@ -213,7 +213,12 @@ impl Rankings for RedisStore {
             if let Ok(_refreshing) = self.top.refreshing.try_lock() {
                 let fresh = self.top.state().as_ref().is_some_and(|s| s.refreshed >= asked);
                 if !fresh {
-                    self.refresh(self.clock.now_ms()).await?;
+                    // The windows are at most MAX_GAP_MS behind (checked above) and the
+                    // background task refreshes them too: a failed refresh ranks them as
+                    // they are rather than failing the ranking.
+                    if let Err(e) = self.refresh(self.clock.now_ms()).await {
+                        tracing::warn!(error = %e, "refreshing the top-articles windows failed; ranking them as they are");
+                    }
                 }
             }
         }
