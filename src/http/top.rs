@@ -171,6 +171,10 @@ pub struct TopCache {
     served_until: Duration,
     // std Mutex: only finds or makes an entry, never held across an await.
     candidates: Mutex<HashMap<(Metric, Window), Arc<Shared>>>,
+    /// One permit: background recomputations run one at a time, so with every
+    /// (metric, window) polled they take at most one core (a pass over a million
+    /// articles is tens of milliseconds) and never queue on the rankings' lock.
+    background: Arc<tokio::sync::Semaphore>,
     uncovered: QueryCache,
 }
 
@@ -182,6 +186,7 @@ impl TopCache {
             ttl,
             served_until: (ttl * 10).max(Duration::from_secs(10)),
             candidates: Mutex::new(HashMap::new()),
+            background: Arc::new(tokio::sync::Semaphore::new(1)),
             uncovered: QueryCache::new(ttl),
         }
     }
@@ -192,9 +197,9 @@ impl TopCache {
     }
 
     /// The candidates of `q`'s (metric, window): the last ones while at most a ttl
-    /// old; stale ones while at most `served_until` old, with one recomputation started
-    /// in the background (none if one runs); else new ones (one computation for all
-    /// the requests waiting).
+    /// old; stale ones while at most `served_until` old, with a recomputation started
+    /// in the background unless one runs (for any (metric, window): a later request
+    /// starts it); else new ones (one computation for all the requests waiting).
     async fn candidates<F, Fut>(&self, q: &TopQuery, compute: F) -> Result<Arc<Computed>, ApiError>
     where
         F: FnOnce() -> Fut,
@@ -204,11 +209,15 @@ impl TopCache {
         match shared.current() {
             Some(c) if c.at.elapsed() < self.ttl => Ok(c),
             Some(c) if c.at.elapsed() < self.served_until => {
-                if let Ok(computing) = shared.computing.clone().try_lock_owned() {
+                let turn = self.background.clone().try_acquire_owned().ok().and_then(|permit| {
+                    let computing = shared.computing.clone().try_lock_owned().ok()?;
+                    Some((permit, computing))
+                });
+                if let Some(turn) = turn {
                     let shared = shared.clone();
                     let compute = compute();
                     tokio::spawn(async move {
-                        let _computing = computing;
+                        let _turn = turn;
                         if let Err(e) = computed(&shared, compute).await {
                             tracing::debug!(error = %e, "recomputing /v1/top candidates failed; serving the last");
                         }
