@@ -167,8 +167,8 @@ async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
 }
 
 /// Reads slower than [`SLOW`] after the tick, grouped into stalls (reads due within
-/// [`SLOW`] of each other), each as `from +<s> s: <n> reads, worst <ms> ms`: where in
-/// the flush the reads waited, to line up with the flusher's log.
+/// [`SLOW`] of each other), the 20 worst as `from +<s> s: <n> reads, worst <ms> ms`:
+/// where in the flush the reads waited, to line up with the flusher's log.
 fn slow_reads(timeline: &[(Duration, Duration)]) -> String {
     let mut slow: Vec<_> = timeline.iter().filter(|(_, took)| *took > SLOW).collect();
     slow.sort_unstable();
@@ -189,7 +189,11 @@ fn slow_reads(timeline: &[(Duration, Duration)]) -> String {
         slow.len(),
         stalls.len()
     );
-    for (from, n, worst) in stalls.iter().take(20) {
+    // The 20 worst, in time order.
+    stalls.sort_unstable_by_key(|s| std::cmp::Reverse(s.2));
+    stalls.truncate(20);
+    stalls.sort_unstable();
+    for (from, n, worst) in &stalls {
         out.push_str(&format!(
             "\n  from +{:.2} s: {n} reads, worst {:.0} ms",
             from.as_secs_f64(),

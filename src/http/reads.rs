@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
 use crate::event::{ArticleId, Meta};
-use crate::store::{all_unapplied, Batch, Snapshot, StoredCounts};
+use crate::store::{all_unapplied, ArticleRead, Batch, StoredCounts};
 
 /// Most ids one batch read may ask for.
 pub const MAX_IDS: usize = 100;
@@ -73,13 +73,9 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
                 .map(|id| api.counter.pending(id.as_str()))
                 .collect::<Vec<_>>()
         });
-        // The three reads at once: on Redis they go out together, one round trip.
-        let (snapshots, metas, visitors) = tokio::join!(
-            snapshots(api, ids, &view.batches),
-            metas(api, ids, &view.batches),
-            visitors(api, ids)
-        );
-        let snapshots = snapshots?;
+        // Totals, landed batches, metadata and visitors in one store call: on Redis one
+        // round trip, so a read waits for Redis once while a flush keeps it busy.
+        let reads = store_reads(api, ids, &view.batches).await?;
         // A batch drained and applied during the store read would be counted twice
         // (pending, then stored): read again if a batch joined the queue meanwhile.
         if api.in_flight.generation() != view.generation && attempt < READ_ATTEMPTS {
@@ -89,16 +85,16 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
         let networks = api.counter.networks();
         return Ok(ids
             .iter()
-            .zip(snapshots)
+            .zip(reads)
             .zip(view.also)
-            .zip(metas.into_iter().zip(visitors))
-            .map(|(((id, s), p), (meta, visitors))| {
+            .map(|((id, read), p)| {
+                let (s, meta) = (read.snapshot, completed_meta(api, id, read.meta, &view.batches));
                 let mut c = s.stored;
                 let unapplied = s.unapplied.shares.iter().map(|(n, k)| (n.as_str(), *k));
                 add(&mut c, s.unapplied.views, unapplied);
                 add(&mut c, p.views, p.shares.iter().map(|(i, k)| (networks.name(*i), *k)));
                 ArticleCounts {
-                    visitors,
+                    visitors: read.visitors,
                     ..present(id, c).with_meta(meta)
                 }
             })
@@ -107,13 +103,14 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
 }
 
 /// The store's view; while the store fails, the last totals read plus every unacked
-/// batch (if every article was read before), else `store_unavailable`.
-async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, ApiError> {
-    match api.store.snapshot(ids, unacked).await {
-        Ok(snapshots) => {
-            let stored: Vec<StoredCounts> = snapshots.iter().map(|s| s.stored.clone()).collect();
+/// batch (if every article was read before, without metadata or visitors), else
+/// `store_unavailable`.
+async fn store_reads(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<ArticleRead>, ApiError> {
+    match api.store.article_reads(ids, unacked).await {
+        Ok(reads) => {
+            let stored: Vec<StoredCounts> = reads.iter().map(|r| r.snapshot.stored.clone()).collect();
             api.last_known.remember(ids, &stored);
-            Ok(snapshots)
+            Ok(reads)
         }
         Err(e) => match api.last_known.recall(ids) {
             Some(stored) => {
@@ -121,7 +118,10 @@ async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Resu
                 Ok(ids
                     .iter()
                     .zip(stored)
-                    .map(|(id, s)| all_unapplied(id, s, unacked))
+                    .map(|(id, s)| ArticleRead {
+                        snapshot: all_unapplied(id, s, unacked),
+                        ..ArticleRead::default()
+                    })
                     .collect())
             }
             None => Err(e.into()),
@@ -129,40 +129,19 @@ async fn snapshots(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Resu
     }
 }
 
-/// Each article's visitors; a store that fails here costs the visitors, not the read.
-async fn visitors(api: &Api, ids: &[ArticleId]) -> Vec<u64> {
-    api.store.visitors(ids).await.unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "visitors read failed; answering without them");
-        vec![0; ids.len()]
-    })
-}
-
-/// Each article's stored metadata, completed by what this instance has not stored yet:
+/// An article's stored metadata, completed by what this instance has not stored yet:
 /// the batches waiting for the store (the counter forgets the metadata of an article
 /// idle for an interval, maybe before its batch lands) and the pending map (a first
-/// view's section shows at once). A store that fails here costs the metadata, not the
-/// read.
-async fn metas(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Vec<Meta> {
-    let stored = match api.store.metas(ids).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!(error = %e, "metadata read failed; answering without it");
-            vec![Meta::default(); ids.len()]
-        }
-    };
-    ids.iter()
-        .zip(stored)
-        .map(|(id, mut m)| {
-            for delta in unacked.iter().filter_map(|b| b.get(id.as_str())) {
-                m.merge(&delta.meta, false);
-            }
-            if let Some(pending) = api.counter.pending_meta(id.as_str()) {
-                m.merge(&pending, false);
-            }
-            m.signed = false;
-            m
-        })
-        .collect()
+/// view's section shows at once).
+fn completed_meta(api: &Api, id: &ArticleId, mut m: Meta, unacked: &[Arc<Batch>]) -> Meta {
+    for delta in unacked.iter().filter_map(|b| b.get(id.as_str())) {
+        m.merge(&delta.meta, false);
+    }
+    if let Some(pending) = api.counter.pending_meta(id.as_str()) {
+        m.merge(&pending, false);
+    }
+    m.signed = false;
+    m
 }
 
 fn add<'a>(c: &mut StoredCounts, views: u64, shares: impl Iterator<Item = (&'a str, u64)>) {

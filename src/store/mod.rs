@@ -125,6 +125,17 @@ pub struct Snapshot {
     pub unapplied: StoredCounts,
 }
 
+/// What an API read of one article takes from the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArticleRead {
+    /// Its totals and the unacknowledged deltas not in them yet.
+    pub snapshot: Snapshot,
+    /// Its stored metadata.
+    pub meta: Meta,
+    /// Its visitors (distinct per day, summed over days).
+    pub visitors: u64,
+}
+
 /// What happened to a batch the store acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -297,6 +308,20 @@ impl Store {
         match self {
             Store::Embedded(s) => s.snapshot(articles, unacked).await,
             Store::Redis(s) => s.snapshot(articles, unacked).await,
+        }
+    }
+
+    /// Each article's [`Store::snapshot`], metadata and visitors, in the order asked.
+    /// Redis reads them in one round trip (a transaction per article); the embedded
+    /// store in one read transaction.
+    pub async fn article_reads(
+        &self,
+        articles: &[ArticleId],
+        unacked: &[Arc<Batch>],
+    ) -> Result<Vec<ArticleRead>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.article_reads(articles, unacked).await,
+            Store::Redis(s) => s.article_reads(articles, unacked).await,
         }
     }
 
