@@ -301,18 +301,9 @@ impl Store {
         }
     }
 
-    /// Each article's stored totals and the deltas of `unacked` batches the store
-    /// does not hold yet, read together (one transaction) so a batch landing during
-    /// the read is counted once.
-    pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
-        match self {
-            Store::Embedded(s) => s.snapshot(articles, unacked).await,
-            Store::Redis(s) => s.snapshot(articles, unacked).await,
-        }
-    }
-
-    /// Each article's [`Store::snapshot`], metadata and visitors, in the order asked.
-    /// Redis reads them in one round trip (a transaction per article); the embedded
+    /// Each article's stored totals and the deltas of `unacked` batches the store does
+    /// not hold yet (read together, so a batch landing during the read is counted once),
+    /// with its metadata and visitors, in the order asked. Redis reads them in one round trip (a transaction per article); the embedded
     /// store in one read transaction.
     pub async fn article_reads(
         &self,

@@ -14,7 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use super::ranking::{Change, Ranking};
 use super::series::{MetaValues, Series, SeriesWindow};
 use super::windows::Windows;
-use super::{all_unapplied, Applied, ArticleRead, Batch, Rankings, Snapshot, StoreError, StoredCounts};
+use super::{all_unapplied, Applied, ArticleRead, Batch, Rankings, StoreError, StoredCounts};
 use crate::clock::{Clock, SystemClock};
 use crate::event::{ArticleId, Meta};
 use crate::top::Tally;
@@ -304,30 +304,9 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Each article's totals and the deltas of `unacked` batches not in them yet, read
-    /// in one transaction with the applied-batch table, so a batch committed during the
-    /// read is counted once.
-    pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
-        let (articles, unacked) = (articles.to_vec(), unacked.to_vec());
-        self.blocking(move |s| {
-            let txn = s.db()?.begin_read().map_err(err)?;
-            let counts = txn.open_table(COUNTS).map_err(err)?;
-            let applied = txn.open_table(APPLIED).map_err(err)?;
-            let mut pending = Vec::with_capacity(unacked.len());
-            for b in unacked {
-                if applied.get(b.id.to_string().as_str()).map_err(err)?.is_none() {
-                    pending.push(b);
-                }
-            }
-            articles
-                .iter()
-                .map(|a| Ok(all_unapplied(a, read_counts(&counts, a.as_str())?, &pending)))
-                .collect()
-        })
-        .await
-    }
-
-    /// Each article's [`Self::snapshot`], metadata and visitors, in one read transaction.
+    /// Each article's totals and the deltas of `unacked` batches not in them yet, with
+    /// its metadata and visitors, read in one transaction with the applied-batch table,
+    /// so a batch committed during the read is counted once.
     pub async fn article_reads(
         &self,
         articles: &[ArticleId],

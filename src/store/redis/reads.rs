@@ -14,53 +14,23 @@ use crate::store::{ArticleDelta, ArticleRead, Batch, Snapshot, StoreError, Store
 /// The values of an `HMGET`.
 type Fields = Vec<Option<String>>;
 
+/// The metadata the two `HMGET`s of [`RedisStore::read_meta`] answered.
+fn meta_of(meta: Fields, pages: Fields) -> Meta {
+    let mut out = Meta::default();
+    for (name, value) in META_FIELDS.into_iter().zip(meta.into_iter().chain(pages)) {
+        if let Some(v) = value {
+            out.set(name, &v);
+        }
+    }
+    out
+}
+
 impl RedisStore {
     /// Stored totals of each article, in the order asked (all read at once).
     pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
         let reads: Vec<Cmd> = articles.iter().map(|a| self.counters_of(a)).collect();
         let counters: Vec<Vec<Option<u64>>> = self.each_read(&reads).await?;
         Ok(counters.into_iter().map(|c| self.stored_counts(c)).collect())
-    }
-
-    /// Each article's totals and the deltas of `unacked` batches not in them yet: per
-    /// article one transaction (its keys share a slot) of its counters and the bits of
-    /// the run records that say which of those batches landed.
-    pub async fn snapshot(&self, articles: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<Snapshot>, StoreError> {
-        let mut reads = Vec::with_capacity(articles.len());
-        let mut plan: Vec<Vec<&ArticleDelta>> = Vec::with_capacity(articles.len());
-        for a in articles {
-            let partition = Partition::of(a.as_str());
-            let mut pipe = redis::pipe();
-            pipe.atomic().add_command(self.counters_of(a));
-            let batches: Vec<_> = unacked
-                .iter()
-                .filter_map(|b| b.get(a.as_str()).map(|d| (&**b, d)))
-                .collect();
-            for (b, _) in &batches {
-                pipe.getbit(self.keys.applied(partition, &b.id), keys::applied_bit(&b.id) as usize);
-            }
-            reads.push(pipe);
-            plan.push(batches.into_iter().map(|(_, d)| d).collect());
-        }
-        let replies: Vec<Vec<Value>> = self.each_read(&reads).await?;
-        let mut out = Vec::with_capacity(plan.len());
-        for (deltas, values) in plan.into_iter().zip(replies) {
-            let mut values = values.into_iter();
-            let mut next = || values.next().ok_or_else(|| super::corrupt("short transaction reply"));
-            let counters: Vec<Option<u64>> = redis::from_redis_value(next()?).map_err(StoreError::from)?;
-            let mut snap = Snapshot {
-                stored: self.stored_counts(counters),
-                unapplied: StoredCounts::default(),
-            };
-            for d in deltas {
-                let landed: bool = redis::from_redis_value(next()?).map_err(StoreError::from)?;
-                if !landed {
-                    snap.unapplied.add(d);
-                }
-            }
-            out.push(snap);
-        }
-        Ok(out)
     }
 
     /// Everything an API read of `articles` needs, in one transaction per article (its
@@ -76,16 +46,8 @@ impl RedisStore {
         for a in articles {
             let (name, partition) = (a.as_str(), Partition::of(a.as_str()));
             let mut pipe = redis::pipe();
-            pipe.atomic()
-                .add_command(self.counters_of(a))
-                .cmd("HMGET")
-                .arg(self.keys.meta(partition))
-                .arg(article_field(name, "section"))
-                .arg(article_field(name, "lang"))
-                .cmd("HMGET")
-                .arg(self.keys.pages(partition))
-                .arg(article_field(name, "title"))
-                .arg(article_field(name, "url"))
+            pipe.atomic().add_command(self.counters_of(a));
+            self.read_meta(&mut pipe, name, partition)
                 .cmd("HGET")
                 .arg(self.keys.visitors(partition))
                 .arg(name);
@@ -116,14 +78,9 @@ impl RedisStore {
                 stored: self.stored_counts(counters),
                 unapplied: StoredCounts::default(),
             },
-            meta: Meta::default(),
+            meta: meta_of(meta, pages),
             visitors: visitors.unwrap_or_default(),
         };
-        for (name, value) in META_FIELDS.into_iter().zip(meta.into_iter().chain(pages)) {
-            if let Some(v) = value {
-                read.meta.set(name, &v);
-            }
-        }
         for d in deltas {
             let landed: bool = redis::from_redis_value(next()?)?;
             if !landed {
@@ -145,33 +102,26 @@ impl RedisStore {
         let reads: Vec<redis::Pipeline> = articles
             .iter()
             .map(|a| {
-                let (a, p) = (a.as_str(), Partition::of(a.as_str()));
                 let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("HMGET")
-                    .arg(self.keys.meta(p))
-                    .arg(article_field(a, "section"))
-                    .arg(article_field(a, "lang"))
-                    .cmd("HMGET")
-                    .arg(self.keys.pages(p))
-                    .arg(article_field(a, "title"))
-                    .arg(article_field(a, "url"));
+                self.read_meta(pipe.atomic(), a.as_str(), Partition::of(a.as_str()));
                 pipe
             })
             .collect();
         let replies: Vec<(Fields, Fields)> = self.each_read(&reads).await?;
-        Ok(replies
-            .into_iter()
-            .map(|(meta, pages)| {
-                let mut out = Meta::default();
-                for (name, value) in META_FIELDS.into_iter().zip(meta.into_iter().chain(pages)) {
-                    if let Some(v) = value {
-                        out.set(name, &v);
-                    }
-                }
-                out
-            })
-            .collect())
+        Ok(replies.into_iter().map(|(meta, pages)| meta_of(meta, pages)).collect())
+    }
+
+    /// Adds to `pipe` the two `HMGET`s of `article`'s metadata: section and language
+    /// from the meta hash, title and url from the pages hash (as [`meta_of`] reads them).
+    fn read_meta<'p>(&self, pipe: &'p mut redis::Pipeline, article: &str, p: Partition) -> &'p mut redis::Pipeline {
+        pipe.cmd("HMGET")
+            .arg(self.keys.meta(p))
+            .arg(article_field(article, "section"))
+            .arg(article_field(article, "lang"))
+            .cmd("HMGET")
+            .arg(self.keys.pages(p))
+            .arg(article_field(article, "title"))
+            .arg(article_field(article, "url"))
     }
 
     /// The visitor salt of `day`, `candidate` if none was stored (`SET NX`: the first
