@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use viewcounter::counter::CounterMap;
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, BotFilter, Event, Meta, Networks, RawEvent};
 use viewcounter::http::ingest::split_events;
 use viewcounter::store::windows::{BucketSource, Windows};
 use viewcounter::store::{ArticleDelta, StoreError};
-use viewcounter::top::{Granularity, Tally, TopQuery};
+use viewcounter::top::{Granularity, TopQuery};
 
 fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("article-{i:07}")).collect()
@@ -156,7 +157,7 @@ fn top(c: &mut Criterion) {
     for (i, id) in ids(100_000).iter().enumerate() {
         let id = ArticleId::parse(id).unwrap();
         let views = (i as u64 * 2_654_435_761) % 10_000;
-        tallies.insert(id.clone(), Tally::of_views(views));
+        tallies.insert(id.clone(), Counts::of_views(views));
         let section = if i % 10 == 0 { "analytics" } else { "news" };
         meta.insert(
             id,

@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench --bench ranking_memory -- [--articles 1000000]`
 
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::store::windows::Windows;
 use viewcounter::store::{ArticleDelta, Batch, BatchId, StoreError};
@@ -29,8 +30,7 @@ fn batch(seq: u64, first: usize, n: usize, at_ms: u64) -> Batch {
         .map(|i| ArticleDelta {
             // The length of a typical numeric id or short slug.
             article: ArticleId::parse(&format!("art-{i:09}")).unwrap(),
-            views: 1 + (i as u64 % 13),
-            shares: vec![],
+            counts: Counts::of_views(1 + (i as u64 % 13)),
             meta: Meta {
                 section: Some(format!("section-{}", i % 30).into()),
                 lang: Some("en".into()),

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use redis_server::RedisServer;
 use viewcounter::clock::{Clock, ManualClock, SystemClock};
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::flusher::CHUNK_ARTICLES;
 use viewcounter::store::{ArticleDelta, Batch, BatchId, EmbeddedStore, RedisStore, Store};
@@ -68,8 +69,7 @@ fn batch(i: usize, flushed_at_ms: u64) -> Vec<Batch> {
     let articles: Vec<ArticleDelta> = (i * size..(i + 1) * size)
         .map(|n| ArticleDelta {
             article: ArticleId::parse(&format!("article-{n:06}")).unwrap(),
-            views: 1 + (n as u64 * 7919) % 500,
-            shares: vec![("telegram".into(), (n as u64 % 7) + 1)],
+            counts: Counts::new(1 + (n as u64 * 7919) % 500, [("telegram", (n as u64 % 7) + 1)]),
             meta: Meta {
                 section: Some(format!("s{}", n % 10).into()),
                 lang: Some("en".into()),

@@ -30,6 +30,8 @@
 pub mod event;
 pub mod visitors;
 pub mod counter;
+// Counts as every layer exchanges them: pending, drained, stored, shown.
+pub mod counts;
 // The way to the store: drained batches, journaled, queued until acknowledged (the
 // flusher owns its journal, its queue of unacknowledged batches and the old spill files).
 pub mod flusher;

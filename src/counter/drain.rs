@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{with_key, CounterKey, CounterMap, IDLE};
+use crate::counts::Counts;
 use crate::event::{ArticleId, Counter, Meta};
 use crate::store::ArticleDelta;
 
@@ -64,12 +65,9 @@ impl CounterMap {
             }
             let d = out.last_mut().expect("pushed above");
             match counter {
-                Counter::View => d.views += delta,
-                Counter::Share(i) => d.shares.push((self.networks.name(i).into(), delta)),
+                Counter::View => d.counts.views += delta,
+                Counter::Share(i) => d.counts.add_share(self.networks.name(i), delta),
             }
-        }
-        for d in out.iter_mut().filter(|d| d.shares.len() > 1) {
-            d.shares.sort_unstable();
         }
         self.attach_meta(&mut out);
         if visitors == VisitorMarks::Take {
@@ -115,10 +113,10 @@ impl CounterMap {
     pub fn settle(&self, copied: &[ArticleDelta]) {
         for d in copied {
             let article = d.article.as_str();
-            if d.views > 0 {
-                self.take(Counter::View, article, d.views);
+            if d.counts.views > 0 {
+                self.take(Counter::View, article, d.counts.views);
             }
-            for (network, n) in &d.shares {
+            for (network, n) in &d.counts.shares {
                 if let Ok(i) = self.networks.find(network) {
                     self.take(Counter::Share(i), article, *n);
                 }
@@ -200,8 +198,7 @@ impl ArticleDelta {
     fn new(article: ArticleId) -> Self {
         ArticleDelta {
             article,
-            views: 0,
-            shares: Vec::new(),
+            counts: Counts::default(),
             meta: Meta::default(),
             visitors: Vec::new(),
         }
@@ -223,7 +220,7 @@ mod tests {
         view(&map, "a");
         view(&map, "a");
         let copied = map.copy_pending(VisitorMarks::Take);
-        assert_eq!(copied[0].views, 2);
+        assert_eq!(copied[0].counts.views, 2);
         assert_eq!(map.pending("a").views, 2, "a reader still sees the copied counts here");
 
         map.settle(&copied);
@@ -239,7 +236,7 @@ mod tests {
         map.settle(&copied);
 
         assert_eq!(map.pending("a").views, 1);
-        assert_eq!(map.drain()[0].views, 1);
+        assert_eq!(map.drain()[0].counts.views, 1);
         assert!(map.drain().is_empty());
         assert!(map.drain().is_empty());
         assert_eq!(map.len(), 0, "idle for a whole interval, the key left");
@@ -264,7 +261,7 @@ mod tests {
         let second = map.drain();
         let articles: Vec<_> = second
             .iter()
-            .map(|d| (d.article.as_str(), d.views, d.visitors.len()))
+            .map(|d| (d.article.as_str(), d.counts.views, d.visitors.len()))
             .collect();
         assert_eq!(
             articles,

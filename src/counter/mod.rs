@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
+use crate::counts::Counts;
 use crate::event::{Counter, Event, Meta, Networks, MAX_ARTICLE_LEN};
 use crate::visitors::Mark;
 
@@ -93,15 +94,6 @@ pub const MAX_PENDING_VISITORS: usize = 1_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("pending-counter capacity exhausted")]
 pub struct CapacityExhausted;
-
-/// Pending counts of one article, as `GET /v1/articles` adds them to the store's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PendingCounts {
-    /// Views not yet flushed.
-    pub views: u64,
-    /// Shares not yet flushed, by network index.
-    pub shares: Vec<(u8, u64)>,
-}
 
 /// The lock-free map of pending counts (dashmap shards + atomics).
 #[derive(Debug)]
@@ -255,21 +247,15 @@ impl CounterMap {
     }
 
     /// What this instance holds for `article` and has not handed to the flusher.
-    pub fn pending(&self, article: &str) -> PendingCounts {
+    pub fn pending(&self, article: &str) -> Counts {
         let read = |c| {
             with_key(c, article, |k| {
                 // SeqCst: see `CounterMap::settle`.
                 self.counts.get(k).map_or(0, |v| v.load(Ordering::SeqCst) & !IDLE)
             })
         };
-        let shares = (0..self.networks.len() as u8)
-            .map(|i| (i, read(Counter::Share(i))))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        PendingCounts {
-            views: read(Counter::View),
-            shares,
-        }
+        let shares = (0..self.networks.len() as u8).map(|i| (self.networks.name(i), read(Counter::Share(i))));
+        Counts::new(read(Counter::View), shares)
     }
 
     /// Drops the metadata this instance holds for `article` (an admin change replaced it).

@@ -205,6 +205,7 @@ fn decode_one(bytes: &[u8]) -> Option<(Vec<Batch>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counts::Counts;
     use crate::event::{ArticleId, Meta};
     use crate::store::{ArticleDelta, BatchId};
 
@@ -219,8 +220,7 @@ mod tests {
             flushed_at_ms: 1_000,
             articles: vec![ArticleDelta {
                 article: ArticleId::parse("a-1").unwrap(),
-                views,
-                shares: vec![],
+                counts: Counts::of_views(views),
                 meta: Meta::default(),
                 visitors: Vec::new(),
             }],
@@ -229,6 +229,18 @@ mod tests {
 
     fn reopen(dir: &Path) -> Recovered {
         Journal::open(dir).unwrap().1
+    }
+
+    #[test]
+    fn a_delta_keeps_the_record_shape_older_versions_wrote() {
+        let old = r#"{"article":"a-1","views":3,"shares":[["telegram",2]],"meta":{}}"#;
+        let d: ArticleDelta = serde_json::from_str(old).unwrap();
+        assert_eq!(d.counts, Counts::new(3, [("telegram", 2)]));
+        let again = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            (&again["views"], &again["shares"]),
+            (&serde_json::json!(3), &serde_json::json!([["telegram", 2]]))
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use subtle::ConstantTimeEq;
 
 use super::reads::counts_of;
 use super::{json_response, Api, ApiError, ApiResult};
+use crate::counts::Counts;
 use crate::event::{meta as event_meta, ArticleId, Meta};
-use crate::store::StoredCounts;
 
 /// Checks `Authorization: Bearer <token>` against the configured token.
 pub fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -47,7 +47,7 @@ pub const MAX_TOTAL: u64 = 1 << 53;
 
 /// An admin `PUT`: new totals (when it names views or shares) and metadata to replace.
 struct Change {
-    totals: Option<StoredCounts>,
+    totals: Option<Counts>,
     meta: Meta,
 }
 
@@ -58,21 +58,18 @@ fn parse_change(api: &Api, body: &[u8]) -> Result<Change, ApiError> {
             format!("expected {{\"views\": N, \"shares\": {{...}}, \"section\": ..., \"lang\": ..., \"title\": ..., \"url\": ...}}: {e}"),
         )
     })?;
-    let mut shares = BTreeMap::new();
+    let mut counts = Counts::of_views(t.views.unwrap_or(0));
     for (network, n) in t.shares.clone().unwrap_or_default() {
         let i = api.counter.networks().find(&network).map_err(ApiError::from)?;
-        shares.insert(api.counter.networks().name(i).to_string(), n);
+        counts.add_share(api.counter.networks().name(i), n);
     }
-    if t.views.unwrap_or(0) > MAX_TOTAL || shares.values().any(|n| *n > MAX_TOTAL) {
+    if counts.views > MAX_TOTAL || counts.shares.iter().any(|(_, n)| *n > MAX_TOTAL) {
         return Err(ApiError::bad_request(
             "total_too_large",
             format!("totals must be at most 2^53 ({MAX_TOTAL})"),
         ));
     }
-    let totals = (t.views.is_some() || t.shares.is_some()).then(|| StoredCounts {
-        views: t.views.unwrap_or(0),
-        shares,
-    });
+    let totals = (t.views.is_some() || t.shares.is_some()).then_some(counts);
     let invalid = |code, what| ApiError::bad_request(code, format!("{what} is invalid after normalisation"));
     let mut meta = Meta::default();
     if let Some(s) = &t.section {

@@ -4,8 +4,8 @@
 
 use dashmap::DashMap;
 
+use crate::counts::Counts;
 use crate::event::ArticleId;
-use crate::store::StoredCounts;
 
 /// How many articles are remembered: the hot articles of a news site fit easily, and
 /// the map stays a few megabytes.
@@ -14,7 +14,7 @@ pub const CAPACITY: usize = 100_000;
 /// Last successfully read store totals by article.
 #[derive(Debug)]
 pub struct LastKnown {
-    map: DashMap<ArticleId, StoredCounts>,
+    map: DashMap<ArticleId, Counts>,
     capacity: usize,
 }
 
@@ -36,7 +36,7 @@ impl LastKnown {
     /// Remembers what the store answered. When full, only articles already held are
     /// updated: which articles stay is decided by who was read first, which is good
     /// enough for a fallback and needs no eviction bookkeeping on the read path.
-    pub fn remember(&self, ids: &[ArticleId], stored: &[StoredCounts]) {
+    pub fn remember(&self, ids: &[ArticleId], stored: &[Counts]) {
         for (id, counts) in ids.iter().zip(stored) {
             if let Some(mut held) = self.map.get_mut(id) {
                 *held = counts.clone();
@@ -47,7 +47,7 @@ impl LastKnown {
     }
 
     /// The remembered totals of every id, or None if any of them was never read.
-    pub fn recall(&self, ids: &[ArticleId]) -> Option<Vec<StoredCounts>> {
+    pub fn recall(&self, ids: &[ArticleId]) -> Option<Vec<Counts>> {
         ids.iter().map(|id| self.map.get(id).map(|c| c.clone())).collect()
     }
 
@@ -65,10 +65,10 @@ mod tests {
         ArticleId::parse(s).unwrap()
     }
 
-    fn views(n: u64) -> StoredCounts {
-        StoredCounts {
+    fn views(n: u64) -> Counts {
+        Counts {
             views: n,
-            ..StoredCounts::default()
+            ..Counts::default()
         }
     }
 

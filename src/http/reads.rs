@@ -9,8 +9,9 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
-use crate::store::{all_unapplied, ArticleRead, Batch, StoredCounts};
+use crate::store::{unapplied_in, ArticleRead, Batch};
 
 /// Most ids one batch read may ask for.
 pub const MAX_IDS: usize = 100;
@@ -82,17 +83,15 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
             attempt += 1;
             continue;
         }
-        let networks = api.counter.networks();
         return Ok(ids
             .iter()
             .zip(reads)
             .zip(view.also)
             .map(|((id, read), p)| {
-                let (s, meta) = (read.snapshot, completed_meta(api, id, read.meta, &view.batches));
-                let mut c = s.stored;
-                let unapplied = s.unapplied.shares.iter().map(|(n, k)| (n.as_str(), *k));
-                add(&mut c, s.unapplied.views, unapplied);
-                add(&mut c, p.views, p.shares.iter().map(|(i, k)| (networks.name(*i), *k)));
+                let meta = completed_meta(api, id, read.meta, &view.batches);
+                let mut c = read.stored;
+                c.add(&read.unapplied);
+                c.add(&p);
                 ArticleCounts {
                     visitors: read.visitors,
                     ..present(id, c).with_meta(meta)
@@ -108,7 +107,7 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
 async fn store_reads(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<ArticleRead>, ApiError> {
     match api.store.article_reads(ids, unacked).await {
         Ok(reads) => {
-            let stored: Vec<StoredCounts> = reads.iter().map(|r| r.snapshot.stored.clone()).collect();
+            let stored: Vec<Counts> = reads.iter().map(|r| r.stored.clone()).collect();
             api.last_known.remember(ids, &stored);
             Ok(reads)
         }
@@ -119,7 +118,8 @@ async fn store_reads(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Re
                     .iter()
                     .zip(stored)
                     .map(|(id, s)| ArticleRead {
-                        snapshot: all_unapplied(id, s, unacked),
+                        stored: s,
+                        unapplied: unapplied_in(id, unacked),
                         ..ArticleRead::default()
                     })
                     .collect())
@@ -144,21 +144,13 @@ fn completed_meta(api: &Api, id: &ArticleId, mut m: Meta, unacked: &[Arc<Batch>]
     m
 }
 
-fn add<'a>(c: &mut StoredCounts, views: u64, shares: impl Iterator<Item = (&'a str, u64)>) {
-    c.views = c.views.saturating_add(views);
-    for (network, n) in shares {
-        let total = c.shares.entry(network.to_string()).or_default();
-        *total = total.saturating_add(n);
-    }
-}
-
-fn present(id: &ArticleId, c: StoredCounts) -> ArticleCounts {
-    let shares: BTreeMap<String, u64> = c.shares.into_iter().filter(|(_, n)| *n > 0).collect();
+/// The API's shape of `c`: the edge where shares become a JSON object.
+fn present(id: &ArticleId, c: Counts) -> ArticleCounts {
     ArticleCounts {
         article: id.to_string(),
         views: c.views,
-        shares_total: shares.values().sum(),
-        shares,
+        shares_total: c.shares_total(),
+        shares: c.shares.into_iter().map(|(network, n)| (network.into(), n)).collect(),
         visitors: 0,
         section: None,
         lang: None,

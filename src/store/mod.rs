@@ -8,7 +8,6 @@ pub mod redis;
 pub mod series;
 pub mod windows;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
@@ -17,6 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::top::{Candidates, Metric, TopEntry, TopQuery, Window};
 use series::{MetaValues, Series, SeriesWindow};
@@ -52,10 +52,9 @@ impl fmt::Display for BatchId {
 pub struct ArticleDelta {
     /// The article.
     pub article: ArticleId,
-    /// Views to add.
-    pub views: u64,
-    /// Shares to add, by network name, sorted.
-    pub shares: Vec<(Box<str>, u64)>,
+    /// Views and shares to add (flattened: the journal's `views` and `shares` fields).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Section and language, when events gave them.
     #[serde(default)]
     pub meta: Meta,
@@ -89,47 +88,17 @@ impl Batch {
 
     /// Sum of all views and shares in the batch.
     pub fn events(&self) -> u64 {
-        self.articles
-            .iter()
-            .map(|d| d.views + d.shares.iter().map(|(_, n)| n).sum::<u64>())
-            .sum()
+        self.articles.iter().map(|d| d.counts.events()).sum()
     }
-}
-
-/// Stored totals of one article.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredCounts {
-    /// Total views.
-    pub views: u64,
-    /// Total shares by network name.
-    pub shares: BTreeMap<String, u64>,
-}
-
-impl StoredCounts {
-    /// Adds one batch's deltas of an article.
-    pub fn add(&mut self, d: &ArticleDelta) {
-        self.views = self.views.saturating_add(d.views);
-        for (network, n) in &d.shares {
-            let total = self.shares.entry(network.to_string()).or_default();
-            *total = total.saturating_add(*n);
-        }
-    }
-}
-
-/// One article as a read sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Totals in the store.
-    pub stored: StoredCounts,
-    /// Deltas of unacknowledged batches that `stored` does not hold yet.
-    pub unapplied: StoredCounts,
 }
 
 /// What an API read of one article takes from the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ArticleRead {
-    /// Its totals and the unacknowledged deltas not in them yet.
-    pub snapshot: Snapshot,
+    /// Its stored totals.
+    pub stored: Counts,
+    /// The deltas of unacknowledged batches that `stored` does not hold yet.
+    pub unapplied: Counts,
     /// Its stored metadata.
     pub meta: Meta,
     /// Its visitors (distinct per day, summed over days).
@@ -294,7 +263,7 @@ impl Store {
     }
 
     /// Stored totals of each article, in the order asked.
-    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
+    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<Counts>, StoreError> {
         match self {
             Store::Embedded(s) => s.counts(articles).await,
             Store::Redis(s) => s.counts(articles).await,
@@ -341,7 +310,7 @@ impl Store {
     }
 
     /// Replaces an article's totals (admin migration).
-    pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
+    pub async fn set(&self, article: &ArticleId, counts: &Counts) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.set(article, counts).await,
             Store::Redis(s) => s.set(article, counts).await,
@@ -420,11 +389,11 @@ impl Store {
     }
 }
 
-/// `stored` with every unacked delta of `article` counted as not applied yet.
-pub fn all_unapplied(article: &ArticleId, stored: StoredCounts, unacked: &[Arc<Batch>]) -> Snapshot {
-    let mut unapplied = StoredCounts::default();
+/// The deltas of `article` in `unacked` batches, added up.
+pub fn unapplied_in(article: &ArticleId, unacked: &[Arc<Batch>]) -> Counts {
+    let mut unapplied = Counts::default();
     for d in unacked.iter().filter_map(|b| b.get(article.as_str())) {
-        unapplied.add(d);
+        unapplied.add(&d.counts);
     }
-    Snapshot { stored, unapplied }
+    unapplied
 }

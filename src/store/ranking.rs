@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::windows::Windows;
 use super::Batch;
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
-use crate::top::Tally;
 
 /// A change to the windows, as the store commits it.
 #[derive(Debug)]
@@ -19,7 +19,7 @@ pub enum Change {
     /// A batch applied.
     Batch(Batch),
     /// An admin set of an article's totals.
-    SetTotal(ArticleId, Tally),
+    SetTotal(ArticleId, Counts),
     /// An admin delete.
     Forget(ArticleId),
     /// An admin replacement of metadata: the article's stored metadata after it.

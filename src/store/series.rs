@@ -137,8 +137,8 @@ impl Point {
     /// The point a batch's delta adds: its views and the sum of its shares.
     pub fn of(d: &ArticleDelta) -> Point {
         Point {
-            views: d.views,
-            shares: d.shares.iter().map(|(_, n)| n).sum(),
+            views: d.counts.views,
+            shares: d.counts.shares_total(),
         }
     }
 

@@ -210,67 +210,9 @@ fn parse_limit(v: &str) -> Result<usize, BadTopQuery> {
     }
 }
 
-/// One article's counts, as the stores exchange them (bucket rows, totals, admin
-/// changes); the windows hold counts in their own compact form.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Views.
-    pub views: u64,
-    /// Shares by network name, none at zero.
-    pub shares: Vec<(Box<str>, u64)>,
-}
-
-impl Tally {
-    /// Adds views and shares.
-    pub fn add(&mut self, views: u64, shares: &[(Box<str>, u64)]) {
-        self.views = self.views.saturating_add(views);
-        for (network, n) in shares.iter().filter(|(_, n)| *n > 0) {
-            match self.shares.iter_mut().find(|(name, _)| name == network) {
-                Some((_, c)) => *c = c.saturating_add(*n),
-                None => self.shares.push((network.clone(), *n)),
-            }
-        }
-    }
-
-    /// Takes views and shares away, each stopping at zero.
-    pub fn sub(&mut self, views: u64, shares: &[(Box<str>, u64)]) {
-        self.views = self.views.saturating_sub(views);
-        for (network, n) in shares {
-            if let Some((_, c)) = self.shares.iter_mut().find(|(name, _)| name == network) {
-                *c = c.saturating_sub(*n);
-            }
-        }
-        self.shares.retain(|(_, n)| *n > 0);
-    }
-
-    /// A tally of `views` views and no shares.
-    pub fn of_views(views: u64) -> Tally {
-        Tally {
-            views,
-            ..Tally::default()
-        }
-    }
-
-    /// True when every count is zero.
-    pub fn is_zero(&self) -> bool {
-        self.views == 0 && self.shares.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_tally_subtracts_down_to_zero_and_drops_empty_networks() {
-        let mut t = Tally::of_views(2);
-        t.add(0, &[("x".into(), 3), ("y".into(), 4)]);
-        t.sub(1, &[("x".into(), 1)]);
-        t.sub(5, &[("y".into(), 9), ("z".into(), 1)]);
-        assert_eq!((t.views, &t.shares), (0, &vec![("x".into(), 2)]));
-        t.sub(0, &[("x".into(), 2)]);
-        assert!(t.is_zero());
-    }
 
     fn q(query: &str) -> Result<TopQuery, BadTopQuery> {
         TopQuery::parse(query, &Networks::default())

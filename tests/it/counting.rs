@@ -11,9 +11,10 @@ use std::sync::Arc;
 use crate::support::{self as common, Backend, RedisServer, TestApp};
 use proptest::prelude::*;
 use viewcounter::counter::{CounterMap, VisitorMarks};
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, Counter, Event, Networks};
 use viewcounter::flusher::{InFlight, Unacked};
-use viewcounter::store::{Batch, BatchId, EmbeddedStore, StoredCounts};
+use viewcounter::store::{Batch, BatchId, EmbeddedStore};
 
 const ARTICLES: [&str; 5] = ["a", "b", "c.1", "d_2", "e-3"];
 
@@ -49,15 +50,15 @@ fn batch(seq: u64, map: &CounterMap) -> Batch {
     }
 }
 
-fn model_counts(model: &HashMap<(usize, Option<u8>), u64>, networks: &Networks, article: usize) -> StoredCounts {
-    let mut c = StoredCounts::default();
+fn model_counts(model: &HashMap<(usize, Option<u8>), u64>, networks: &Networks, article: usize) -> Counts {
+    let mut c = Counts::default();
     for ((a, counter), n) in model {
         if *a != article {
             continue;
         }
         match counter {
             None => c.views += n,
-            Some(i) => *c.shares.entry(networks.name(*i).to_string()).or_default() += n,
+            Some(i) => c.add_share(networks.name(*i), *n),
         }
     }
     c
@@ -138,11 +139,7 @@ fn threads_recording_while_the_flusher_drains_lose_nothing() {
             let mut total = 0u64;
             let mut drains = 0u64;
             while !done.load(Ordering::SeqCst) {
-                total += map
-                    .drain()
-                    .iter()
-                    .map(|d| d.views + d.shares.iter().map(|s| s.1).sum::<u64>())
-                    .sum::<u64>();
+                total += map.drain().iter().map(|d| d.counts.events()).sum::<u64>();
                 drains += 1;
             }
             (total, drains)
@@ -171,11 +168,7 @@ fn threads_recording_while_the_flusher_drains_lose_nothing() {
     }
     done.store(true, Ordering::SeqCst);
     let (drained, drains) = drainer.join().unwrap();
-    let rest: u64 = map
-        .drain()
-        .iter()
-        .map(|d| d.views + d.shares.iter().map(|s| s.1).sum::<u64>())
-        .sum();
+    let rest: u64 = map.drain().iter().map(|d| d.counts.events()).sum();
     assert!(drains > 10, "the flusher drained repeatedly ({drains})");
     assert_eq!(drained + rest, THREADS as u64 * PER_THREAD);
 }
@@ -188,7 +181,7 @@ fn metadata_reaches_a_batch_when_it_changes_not_every_flush() {
     assert_eq!(map.drain()[0].meta.section.as_deref(), Some("news"));
     map.record(&with_section("news"));
     let d = map.drain();
-    assert_eq!(d[0].views, 1);
+    assert_eq!(d[0].counts.views, 1);
     assert!(d[0].meta.is_empty(), "unchanged metadata is not sent again");
     map.record(&with_section("sport"));
     assert!(
@@ -250,7 +243,12 @@ fn reads_racing_drains_see_every_count_once_pending_or_queued() {
                     let view = in_flight.view_with(&ids, || ids.map(|id| map.pending(id)));
                     let high = begun.load(Ordering::SeqCst);
                     for (id, pending) in ids.iter().zip(view.also) {
-                        let queued: u64 = view.batches.iter().filter_map(|b| b.get(id)).map(|d| d.views).sum();
+                        let queued: u64 = view
+                            .batches
+                            .iter()
+                            .filter_map(|b| b.get(id))
+                            .map(|d| d.counts.views)
+                            .sum();
                         let seen = pending.views + queued;
                         assert!(
                             (low..=high).contains(&seen),

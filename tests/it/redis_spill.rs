@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::process::{run_to_exit, Process};
 use common::{Client, RedisServer, TestApp, FLUSH_DUPLICATE, FLUSH_OK};
 use load::{assert_redis_holds, Load};
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::failpoint;
 use viewcounter::flusher::journal;
@@ -126,8 +127,7 @@ fn crashed_batch(seq: u64) -> Batch {
     let articles = (0..100)
         .map(|i| ArticleDelta {
             article: ArticleId::parse(&format!("crash-{i:03}")).unwrap(),
-            views: seq,
-            shares: vec![("telegram".into(), 1)],
+            counts: Counts::new(seq, [("telegram", 1)]),
             meta: Meta::default(),
             visitors: Vec::new(),
         })

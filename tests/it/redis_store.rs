@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::RedisServer;
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, Meta, Networks};
 use viewcounter::store::redis::keys::{Keys, Partition};
 use viewcounter::store::series::Step;
-use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, RedisStore, Store, StoreError, StoredCounts};
+use viewcounter::store::{Applied, ArticleDelta, Batch, BatchId, RedisStore, Store, StoreError};
 
 /// A store over `redis`. Reads get 10 s, not the production 500 ms: on a loaded 2-core
 /// box a large read can take longer than that, and these tests are about what is
@@ -33,8 +34,7 @@ fn id(instance: &str, seq: u64, chunk: u32) -> BatchId {
 fn delta(article: &str, views: u64, shares: &[(&str, u64)]) -> ArticleDelta {
     ArticleDelta {
         article: ArticleId::parse(article).unwrap(),
-        views,
-        shares: shares.iter().map(|(n, k)| ((*n).into(), *k)).collect(),
+        counts: Counts::new(views, shares.iter().copied()),
         meta: Meta::default(),
         visitors: Vec::new(),
     }
@@ -78,8 +78,7 @@ async fn a_batch_applied_twice_is_added_once() {
     assert_eq!(store.apply(&b).await.unwrap(), Applied::Duplicate);
 
     let counts = store.counts(&[ArticleId::parse("a").unwrap()]).await.unwrap();
-    let shares = BTreeMap::from([("telegram".to_string(), 2)]);
-    assert_eq!(counts, [StoredCounts { views: 3, shares }]);
+    assert_eq!(counts, [Counts::new(3, [("telegram", 2)])]);
 }
 
 #[tokio::test]
@@ -157,10 +156,7 @@ async fn admin_set_replaces_totals_and_delete_forgets_counts_and_metadata() {
         unreachable!()
     };
 
-    let totals = StoredCounts {
-        views: 479,
-        shares: BTreeMap::from([("telegram".to_string(), 5)]),
-    };
+    let totals = Counts::new(479, [("telegram", 5)]);
     store.set(&a, &totals).await.unwrap();
     assert_eq!(store.counts(std::slice::from_ref(&a)).await.unwrap(), [totals]);
     assert_eq!(
@@ -171,7 +167,7 @@ async fn admin_set_replaces_totals_and_delete_forgets_counts_and_metadata() {
     store.delete(&a).await.unwrap();
     assert_eq!(
         store.counts(std::slice::from_ref(&a)).await.unwrap(),
-        [StoredCounts::default()]
+        [Counts::default()]
     );
     assert_eq!(redis_store.meta(&a).await.unwrap(), Meta::default());
 }
@@ -349,7 +345,7 @@ async fn a_piece_larger_than_a_lua_unpack_is_applied_whole() {
 
     let all: Vec<ArticleId> = ids.iter().map(|a| ArticleId::parse(a).unwrap()).collect();
     let counts = store.counts(&all).await.unwrap();
-    assert!(counts.iter().all(|c| c.views == 2 && c.shares["telegram"] == 1));
+    assert!(counts.iter().all(|c| c.views == 2 && c.share("telegram") == 1));
     let meta = Keys::new("vc").meta(p);
     assert_eq!(redis.cli(&["HLEN", &meta]).as_deref(), Some("10000"));
     let hour = Keys::new("vc").series(p, Step::Hour, Step::Hour.bucket(b.flushed_at_ms));
@@ -368,6 +364,5 @@ async fn a_share_network_named_views_is_not_the_views_counter() {
         .await
         .unwrap();
 
-    let shares = BTreeMap::from([("views".to_string(), 2)]);
-    assert_eq!(store.counts(&[a]).await.unwrap(), [StoredCounts { views: 1, shares }]);
+    assert_eq!(store.counts(&[a]).await.unwrap(), [Counts::new(1, [("views", 2)])]);
 }

@@ -10,6 +10,7 @@ use common::{batches, RedisServer, TestApp};
 use http::StatusCode;
 use serde_json::{json, Value};
 use viewcounter::clock::{Clock, ManualClock};
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, Meta, Networks};
 use viewcounter::store::{ArticleDelta, Rankings, RedisStore};
 use viewcounter::top::TopQuery;
@@ -199,8 +200,7 @@ async fn a_late_batch_counts_at_its_apply_time_and_closed_buckets_never_change()
     let flushed_long_ago = h.clock.now_ms() - 20 * MIN;
     let late = ArticleDelta {
         article: ArticleId::parse("late").unwrap(),
-        views: 3,
-        shares: vec![],
+        counts: Counts::of_views(3),
         meta: Meta::default(),
         visitors: Vec::new(),
     };
@@ -310,10 +310,7 @@ async fn an_admin_change_through_one_instance_reaches_the_windows_of_another() {
 
     // Through this instance: a migration sets "edited" to 100, "retracted" is deleted;
     // a flush of 2 more views of "edited" lands after the change.
-    let counts = viewcounter::store::StoredCounts {
-        views: 100,
-        shares: Default::default(),
-    };
+    let counts = Counts::of_views(100);
     h.store
         .set(&ArticleId::parse("edited").unwrap(), &counts)
         .await

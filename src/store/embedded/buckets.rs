@@ -4,10 +4,11 @@
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{err, SHARE_PREFIX, VIEWS};
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::BucketSource;
 use crate::store::{ArticleDelta, Batch, StoreError};
-use crate::top::{Granularity, Tally};
+use crate::top::Granularity;
 
 type BucketTable = TableDefinition<'static, (u64, &'static str, &'static str), u64>;
 
@@ -33,7 +34,8 @@ pub fn write(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<(), S
         let mut t = txn.open_table(table(g)).map_err(err)?;
         let bucket = g.bucket(batch.flushed_at_ms);
         for d in &batch.articles {
-            let counters = std::iter::once((None, d.views)).chain(d.shares.iter().map(|(n, c)| (Some(&**n), *c)));
+            let counters =
+                std::iter::once((None, d.counts.views)).chain(d.counts.shares.iter().map(|(n, c)| (Some(&**n), *c)));
             for (network, n) in counters.filter(|(_, n)| *n > 0) {
                 let key = (bucket, d.article.as_str(), counter_name(network));
                 let old = t
@@ -75,16 +77,15 @@ impl BucketSource for Reader {
             if out.last().is_none_or(|d| d.article.as_str() != article) {
                 out.push(ArticleDelta {
                     article: ArticleId::parse(article).map_err(super::corrupt)?,
-                    views: 0,
-                    shares: Vec::new(),
+                    counts: Counts::default(),
                     meta: Meta::default(),
                     visitors: Vec::new(),
                 });
             }
             let d = out.last_mut().expect("pushed above");
             match counter.strip_prefix(SHARE_PREFIX) {
-                Some(network) => d.shares.push((network.into(), v.value())),
-                None => d.views += v.value(),
+                Some(network) => d.counts.add_share(network, v.value()),
+                None => d.counts.views += v.value(),
             }
         }
         Ok(out)
@@ -95,10 +96,10 @@ impl BucketSource for Reader {
 /// time: its rows are consecutive in key order, so no map of every article is built.
 pub fn totals<'a>(
     counts: &'a impl ReadableTable<(&'static str, &'static str), u64>,
-) -> Result<impl Iterator<Item = Result<(ArticleId, Tally), StoreError>> + 'a, StoreError> {
+) -> Result<impl Iterator<Item = Result<(ArticleId, Counts), StoreError>> + 'a, StoreError> {
     let mut rows = counts.iter().map_err(err)?.peekable();
     Ok(std::iter::from_fn(move || {
-        let mut current: Option<(ArticleId, Tally)> = None;
+        let mut current: Option<(ArticleId, Counts)> = None;
         loop {
             let same = match rows.peek() {
                 None => return current.map(Ok),
@@ -115,10 +116,10 @@ pub fn totals<'a>(
             let (article, counter) = k.value();
             let n = v.value();
             let Ok(id) = ArticleId::parse(article) else { continue };
-            let (_, total) = current.get_or_insert_with(|| (id, Tally::default()));
+            let (_, total) = current.get_or_insert_with(|| (id, Counts::default()));
             match counter.strip_prefix(SHARE_PREFIX) {
-                Some(network) => total.add(0, &[(network.into(), n)]),
-                None => total.add(n, &[]),
+                Some(network) => total.add_share(network, n),
+                None => total.views = total.views.saturating_add(n),
             }
         }
     }))

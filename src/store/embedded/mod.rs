@@ -14,10 +14,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use super::ranking::{Change, Ranking};
 use super::series::{MetaValues, Series, SeriesWindow};
 use super::windows::Windows;
-use super::{all_unapplied, Applied, ArticleRead, Batch, Rankings, StoreError, StoredCounts};
+use super::{unapplied_in, Applied, ArticleRead, Batch, Rankings, StoreError};
 use crate::clock::{Clock, SystemClock};
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
-use crate::top::Tally;
 use crate::visitors::Sketch;
 
 /// (article, counter) -> total. The counter is `views` or `share:<network>`.
@@ -294,7 +294,7 @@ impl EmbeddedStore {
     }
 
     /// Stored totals of each article, in the order asked.
-    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
+    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<Counts>, StoreError> {
         let articles = articles.to_vec();
         self.blocking(move |s| {
             let txn = s.db()?.begin_read().map_err(err)?;
@@ -329,7 +329,8 @@ impl EmbeddedStore {
                 .iter()
                 .map(|a| {
                     Ok(ArticleRead {
-                        snapshot: all_unapplied(a, read_counts(&counts, a.as_str())?, &pending),
+                        stored: read_counts(&counts, a.as_str())?,
+                        unapplied: unapplied_in(a, &pending),
                         meta: read_meta(&meta, &pages, a.as_str())?,
                         visitors: visitors.get(a.as_str()).map_err(err)?.map_or(0, |g| g.value()),
                     })
@@ -340,12 +341,9 @@ impl EmbeddedStore {
     }
 
     /// Replaces an article's totals.
-    pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
+    pub async fn set(&self, article: &ArticleId, counts: &Counts) -> Result<(), StoreError> {
         let (article, counts) = (article.clone(), counts.clone());
-        let mut total = Tally::default();
-        let shares: Vec<(Box<str>, u64)> = counts.shares.iter().map(|(n, c)| (n.as_str().into(), *c)).collect();
-        total.add(counts.views, &shares);
-        let change = Change::SetTotal(article.clone(), total);
+        let change = Change::SetTotal(article.clone(), counts.clone());
         self.write(
             move |txn| {
                 let mut table = txn.open_table(COUNTS).map_err(err)?;
@@ -353,7 +351,7 @@ impl EmbeddedStore {
                 if counts.views > 0 {
                     table.insert((article.as_str(), VIEWS), counts.views).map_err(err)?;
                 }
-                for (network, n) in counts.shares.iter().filter(|(_, n)| **n > 0) {
+                for (network, n) in &counts.shares {
                     let name = format!("{SHARE_PREFIX}{network}");
                     table.insert((article.as_str(), name.as_str()), *n).map_err(err)?;
                 }
@@ -541,10 +539,10 @@ fn add_deltas(txn: &WriteTransaction, batch: &mut Batch) -> Result<(), StoreErro
     };
     for d in &batch.articles {
         let article = d.article.as_str();
-        if d.views > 0 {
-            add(article, VIEWS, d.views)?;
+        if d.counts.views > 0 {
+            add(article, VIEWS, d.counts.views)?;
         }
-        for (network, n) in &d.shares {
+        for (network, n) in &d.counts.shares {
             add(article, &format!("{SHARE_PREFIX}{network}"), *n)?;
         }
     }
@@ -627,8 +625,8 @@ fn read_meta(
 fn read_counts(
     table: &impl ReadableTable<(&'static str, &'static str), u64>,
     article: &str,
-) -> Result<StoredCounts, StoreError> {
-    let mut out = StoredCounts::default();
+) -> Result<Counts, StoreError> {
+    let mut out = Counts::default();
     for row in table.range((article, "")..).map_err(err)? {
         let (k, v) = row.map_err(err)?;
         let (a, counter) = k.value();
@@ -638,7 +636,7 @@ fn read_counts(
         if counter == VIEWS {
             out.views = v.value();
         } else if let Some(network) = counter.strip_prefix(SHARE_PREFIX) {
-            out.shares.insert(network.to_string(), v.value());
+            out.add_share(network, v.value());
         }
     }
     Ok(out)

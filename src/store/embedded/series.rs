@@ -122,6 +122,7 @@ pub fn meta_values(txn: &ReadTransaction) -> Result<MetaValues, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counts::Counts;
     use redb::ReadableDatabase;
 
     use crate::event::ArticleId;
@@ -140,8 +141,7 @@ mod tests {
             flushed_at_ms: at_ms,
             articles: vec![ArticleDelta {
                 article: ArticleId::parse("a").unwrap(),
-                views: 1,
-                shares: vec![],
+                counts: Counts::of_views(1),
                 meta: Meta::default(),
                 visitors: Vec::new(),
             }],

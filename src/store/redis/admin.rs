@@ -12,9 +12,10 @@ use redis::Script;
 
 use super::keys::Partition;
 use super::{RedisStore, CALL_TIMEOUT};
+use crate::counts::Counts;
 use crate::event::ArticleId;
 use crate::store::series::Step;
-use crate::store::{StoreError, StoredCounts};
+use crate::store::StoreError;
 use crate::top::Granularity;
 
 static SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("set.lua")));
@@ -25,7 +26,7 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("del
 const STREAM_LEN: u64 = 1_000;
 impl RedisStore {
     /// Replaces an article's totals; every instance's all-time ranking follows.
-    pub async fn set(&self, article: &ArticleId, counts: &StoredCounts) -> Result<(), StoreError> {
+    pub async fn set(&self, article: &ArticleId, counts: &Counts) -> Result<(), StoreError> {
         let a = article.as_str();
         let partition = Partition::of(a);
         let mut invocation = SET.prepare_invoke();
@@ -34,10 +35,7 @@ impl RedisStore {
             .key(self.keys.admin(partition))
             .arg(a)
             .arg(STREAM_LEN);
-        let shares = self
-            .networks
-            .names()
-            .map(|n| counts.shares.get(n).copied().unwrap_or(0));
+        let shares = self.networks.names().map(|n| counts.share(n));
         for (counter, n) in self.counter_names().zip(std::iter::once(counts.views).chain(shares)) {
             invocation.arg(counter).arg(n);
         }

@@ -83,8 +83,9 @@ impl RedisStore {
 /// The counters of `d` that changed, as `(share network or None for views, delta)`:
 /// the only writes a flush makes.
 fn increments(d: &ArticleDelta) -> impl Iterator<Item = (Option<&str>, u64)> {
-    let views = (d.views > 0).then_some((None, d.views));
+    let views = (d.counts.views > 0).then_some((None, d.counts.views));
     let shares = d
+        .counts
         .shares
         .iter()
         .filter(|(_, n)| *n > 0)
@@ -196,13 +197,13 @@ fn push_series_args(cmd: &mut Cmd, deltas: &[&ArticleDelta], series_at: u64, now
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counts::Counts;
     use crate::event::{ArticleId, Meta};
 
     fn delta(article: &str, views: u64, shares: &[(&str, u64)], lang: Option<&str>) -> ArticleDelta {
         ArticleDelta {
             article: ArticleId::parse(article).unwrap(),
-            views,
-            shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
+            counts: Counts::new(views, shares.iter().copied()),
             meta: Meta {
                 section: None,
                 lang: lang.map(Into::into),

@@ -5,20 +5,21 @@
 use std::collections::HashMap;
 
 use super::keys::{SHARE_FIELD_PREFIX, VIEWS_FIELD};
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::BucketSource;
 use crate::store::{ArticleDelta, Batch, BatchId, StoreError};
-use crate::top::{Granularity, Tally};
+use crate::top::Granularity;
 
 /// One bucket's tallies by article, merged over the partitions (an article lives in one).
-pub type Content = HashMap<ArticleId, Tally>;
+pub type Content = HashMap<ArticleId, Counts>;
 
 /// Adds one counter (`views` or `share:<network>`) of `n` to `t`; false (and nothing
 /// added) for any other name.
-pub fn add_counter(t: &mut Tally, counter: &str, n: u64) -> bool {
+pub fn add_counter(t: &mut Counts, counter: &str, n: u64) -> bool {
     match counter.strip_prefix(SHARE_FIELD_PREFIX) {
-        Some(network) => t.add(0, &[(network.into(), n)]),
-        None if counter == VIEWS_FIELD => t.add(n, &[]),
+        Some(network) => t.add_share(network, n),
+        None if counter == VIEWS_FIELD => t.views = t.views.saturating_add(n),
         None => return false,
     }
     true
@@ -41,7 +42,7 @@ pub fn add_log_entry(into: &mut Content, entry: &str) {
 /// Adds every tally of `what` to `into`.
 pub fn merge(into: &mut Content, what: &Content) {
     for (id, t) in what {
-        into.entry(id.clone()).or_default().add(t.views, &t.shares);
+        into.entry(id.clone()).or_default().add(t);
     }
 }
 
@@ -60,7 +61,7 @@ pub fn add_bucket(into: &mut Content, hash: HashMap<String, u64>) {
 pub fn subtract(from: &mut Content, what: &Content) {
     for (id, t) in what {
         if let Some(f) = from.get_mut(id) {
-            f.sub(t.views, &t.shares);
+            f.sub(t);
             if f.is_zero() {
                 from.remove(id);
             }
@@ -73,25 +74,14 @@ pub fn subtract(from: &mut Content, what: &Content) {
 pub fn diff(new: &Content, old: Option<&Content>) -> Vec<ArticleDelta> {
     let mut out = Vec::new();
     for (id, t) in new {
-        let before = old.and_then(|o| o.get(id));
-        let was = |network: Option<&str>| {
-            before.map_or(0, |b| match network {
-                None => b.views,
-                Some(n) => b.shares.iter().find(|(name, _)| &**name == n).map_or(0, |(_, c)| *c),
-            })
-        };
-        let views = t.views.saturating_sub(was(None));
-        let shares: Vec<(Box<str>, u64)> = t
-            .shares
-            .iter()
-            .map(|(n, c)| (n.clone(), c.saturating_sub(was(Some(n)))))
-            .filter(|(_, c)| *c > 0)
-            .collect();
-        if views > 0 || !shares.is_empty() {
+        let mut added = t.clone();
+        if let Some(before) = old.and_then(|o| o.get(id)) {
+            added.sub(before);
+        }
+        if !added.is_zero() {
             out.push(ArticleDelta {
                 article: id.clone(),
-                views,
-                shares,
+                counts: added,
                 meta: Meta::default(),
                 visitors: Vec::new(),
             });
@@ -156,8 +146,11 @@ mod tests {
         ]);
         let d = diff(&new, Some(&old));
         assert_eq!(d.len(), 2);
-        assert_eq!((d[0].views, d[0].shares.clone()), (2, vec![("y".into(), 2)]));
-        assert_eq!(d[1].views, 1);
+        assert_eq!(
+            (d[0].counts.views, d[0].counts.shares.clone()),
+            (2, vec![("y".into(), 2)])
+        );
+        assert_eq!(d[1].counts.views, 1);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 use super::buckets::add_counter;
 use super::keys::{Partition, PARTITIONS};
 use super::RedisStore;
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::store::StoreError;
-use crate::top::Tally;
 
 /// Entries one refresh reads of a stream.
 const READ_BATCH: usize = 1_000;
@@ -23,9 +23,9 @@ pub struct Change {
     /// Admin delete: the article also leaves the rolling windows.
     pub forget: bool,
     /// Added to the all-time totals.
-    pub raise: Tally,
+    pub raise: Counts,
     /// Taken from the all-time totals.
-    pub lower: Tally,
+    pub lower: Counts,
     /// Admin `PUT` of metadata: the section and language now stored (fields `section`
     /// and `lang`, empty for none), which replace what the windows hold.
     pub meta: Option<Meta>,
@@ -38,8 +38,8 @@ impl Change {
         let mut change = Change {
             article: ArticleId::parse("x").ok()?,
             forget: false,
-            raise: Tally::default(),
-            lower: Tally::default(),
+            raise: Counts::default(),
+            lower: Counts::default(),
             meta: None,
         };
         let mut article = None;

@@ -12,15 +12,15 @@ use super::changes::last_id;
 use super::keys::{Partition, PARTITIONS};
 use super::top::{open_from, TopState, HOUR, MINUTE, MINUTE_TTL, SKEW_MS};
 use super::RedisStore;
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::Windows;
 use crate::store::StoreError;
-use crate::top::Tally;
 
 /// What one partition's transaction read, merged into the instance-wide picture.
 #[derive(Default)]
 struct Loaded {
-    all: HashMap<ArticleId, Tally>,
+    all: HashMap<ArticleId, Counts>,
     meta: HashMap<ArticleId, Meta>,
     buckets: Fetched,
     read: HashMap<(u32, u64), usize>,

@@ -8,8 +8,9 @@ use redis::{Cmd, Value};
 
 use super::keys::{self, article_field, MetaKind, Partition, VIEWS_FIELD};
 use super::RedisStore;
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta, META_FIELDS};
-use crate::store::{ArticleDelta, ArticleRead, Batch, Snapshot, StoreError, StoredCounts};
+use crate::store::{ArticleDelta, ArticleRead, Batch, StoreError};
 
 /// The values of an `HMGET`.
 type Fields = Vec<Option<String>>;
@@ -27,7 +28,7 @@ fn meta_of(meta: Fields, pages: Fields) -> Meta {
 
 impl RedisStore {
     /// Stored totals of each article, in the order asked (all read at once).
-    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<StoredCounts>, StoreError> {
+    pub async fn counts(&self, articles: &[ArticleId]) -> Result<Vec<Counts>, StoreError> {
         let reads: Vec<Cmd> = articles.iter().map(|a| self.counters_of(a)).collect();
         let counters: Vec<Vec<Option<u64>>> = self.each_read(&reads).await?;
         Ok(counters.into_iter().map(|c| self.stored_counts(c)).collect())
@@ -74,17 +75,15 @@ impl RedisStore {
         let pages: Fields = redis::from_redis_value(next()?)?;
         let visitors: Option<u64> = redis::from_redis_value(next()?)?;
         let mut read = ArticleRead {
-            snapshot: Snapshot {
-                stored: self.stored_counts(counters),
-                unapplied: StoredCounts::default(),
-            },
+            stored: self.stored_counts(counters),
+            unapplied: Counts::default(),
             meta: meta_of(meta, pages),
             visitors: visitors.unwrap_or_default(),
         };
         for d in deltas {
             let landed: bool = redis::from_redis_value(next()?)?;
             if !landed {
-                read.snapshot.unapplied.add(d);
+                read.unapplied.add(&d.counts);
             }
         }
         Ok(read)
@@ -222,17 +221,9 @@ impl RedisStore {
     }
 
     /// The totals an `HMGET` of [`Self::counter_fields`] answered.
-    fn stored_counts(&self, counters: Vec<Option<u64>>) -> StoredCounts {
+    fn stored_counts(&self, counters: Vec<Option<u64>>) -> Counts {
         let mut values = counters.into_iter();
-        let mut out = StoredCounts {
-            views: values.next().flatten().unwrap_or(0),
-            ..StoredCounts::default()
-        };
-        for (network, n) in self.networks.names().zip(values) {
-            if let Some(n) = n.filter(|n| *n > 0) {
-                out.shares.insert(network.to_string(), n);
-            }
-        }
-        out
+        let views = values.next().flatten().unwrap_or(0);
+        Counts::new(views, self.networks.names().zip(values.map(Option::unwrap_or_default)))
     }
 }

@@ -169,6 +169,7 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counts::Counts;
     use crate::event::{ArticleId, Meta};
     use crate::store::windows::BucketSource;
     use crate::store::{ArticleDelta, Batch, BatchId, StoreError};
@@ -194,8 +195,7 @@ mod tests {
             .enumerate()
             .map(|(i, &(views, x, y, section, lang))| ArticleDelta {
                 article: ArticleId::parse(&format!("a{i:03}")).unwrap(),
-                views,
-                shares: vec![("x".into(), x), ("y".into(), y)],
+                counts: Counts::new(views, [("x", x), ("y", y)]),
                 meta: Meta {
                     section: SECTIONS[section % 5].map(Into::into),
                     lang: LANGS[lang % 3].map(Into::into),

@@ -27,9 +27,10 @@ use column::{Column, NetworkId};
 use names::{NameId, Names};
 use slots::{Slot, Slots};
 
+use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::store::{ArticleDelta, Batch, StoreError};
-use crate::top::{top_n, Granularity, Metric, Tally, TopEntry, TopQuery, Window};
+use crate::top::{top_n, Granularity, Metric, TopEntry, TopQuery, Window};
 
 /// Where the rows of a past bucket can be read back (the store's bucket tables).
 pub trait BucketSource {
@@ -95,7 +96,10 @@ fn first_bucket(window: Window, now_ms: u64) -> Option<(Granularity, u64)> {
 /// drain sends an article's marks even when it has no count), or a title or url alone
 /// (not held here). It must not make an article tracked.
 fn is_idle(d: &ArticleDelta) -> bool {
-    d.views == 0 && d.shares.iter().all(|(_, n)| *n == 0) && d.meta.section.is_none() && d.meta.lang.is_none()
+    d.counts.views == 0
+        && d.counts.shares.iter().all(|(_, n)| *n == 0)
+        && d.meta.section.is_none()
+        && d.meta.lang.is_none()
 }
 
 impl Windows {
@@ -106,7 +110,7 @@ impl Windows {
     pub fn load(
         source: &impl BucketSource,
         now_ms: u64,
-        all: impl IntoIterator<Item = Result<(ArticleId, Tally), StoreError>>,
+        all: impl IntoIterator<Item = Result<(ArticleId, Counts), StoreError>>,
         meta: impl IntoIterator<Item = Result<(ArticleId, Meta), StoreError>>,
     ) -> Result<Windows, StoreError> {
         let mut w = Windows::default();
@@ -190,7 +194,7 @@ impl Windows {
     /// Adds a delta's counts to the rolling windows `holding`, and to all time if
     /// `to_all` (a batch; a bucket read at load is in the totals already).
     fn add_delta(&mut self, s: Slot, d: &ArticleDelta, holding: &[usize], to_all: bool) {
-        let shares: Vec<(NetworkId, u64)> = d.shares.iter().map(|(n, c)| (self.network(n), *c)).collect();
+        let shares: Vec<(NetworkId, u64)> = d.counts.shares.iter().map(|(n, c)| (self.network(n), *c)).collect();
         let columns = std::iter::once(&mut self.all).filter(|_| to_all).chain(
             self.rolling
                 .iter_mut()
@@ -199,12 +203,12 @@ impl Windows {
                 .map(|(_, r)| &mut r.counts),
         );
         for c in columns {
-            c.add_views(s, d.views);
+            c.add_views(s, d.counts.views);
             shares.iter().for_each(|(n, k)| c.add_shares(s, *n, *k));
         }
     }
 
-    fn add_to_all(&mut self, s: Slot, t: &Tally) {
+    fn add_to_all(&mut self, s: Slot, t: &Counts) {
         self.all.add_views(s, t.views);
         for (name, n) in &t.shares {
             let net = self.network(name);
@@ -212,7 +216,7 @@ impl Windows {
         }
     }
 
-    fn sub_from_all(&mut self, s: Slot, t: &Tally) {
+    fn sub_from_all(&mut self, s: Slot, t: &Counts) {
         self.all.sub_views(s, t.views);
         for (name, n) in &t.shares {
             if let Some(net) = self.find_network(name) {
@@ -331,12 +335,13 @@ impl Windows {
             return;
         };
         let nets: Vec<(NetworkId, u64)> = d
+            .counts
             .shares
             .iter()
             .filter_map(|(n, c)| Some((self.find_network(n)?, *c)))
             .collect();
         let counts = &mut self.rolling[i].counts;
-        counts.sub_views(s, d.views);
+        counts.sub_views(s, d.counts.views);
         nets.into_iter().for_each(|(n, c)| counts.sub_shares(s, n, c));
     }
 
@@ -390,7 +395,7 @@ impl Windows {
     }
 
     /// Replaces an article's all-time totals (admin set).
-    pub fn set_total(&mut self, article: &ArticleId, total: Tally) {
+    pub fn set_total(&mut self, article: &ArticleId, total: Counts) {
         let s = self.slot_for(article);
         self.all.clear_slot(s);
         self.add_to_all(s, &total);
@@ -402,7 +407,7 @@ impl Windows {
     /// whose buckets were rewritten without the article) also drops it from the
     /// rolling windows and forgets its metadata, and stops tracking it if its total
     /// is then zero.
-    pub fn admin_change(&mut self, article: &ArticleId, raise: &Tally, lower: &Tally, forget: bool) {
+    pub fn admin_change(&mut self, article: &ArticleId, raise: &Counts, lower: &Counts, forget: bool) {
         let s = self.slot_for(article);
         self.add_to_all(s, raise);
         self.sub_from_all(s, lower);

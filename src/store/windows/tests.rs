@@ -30,8 +30,7 @@ impl Buckets {
 fn delta(article: &str, views: u64, shares: &[(&str, u64)]) -> ArticleDelta {
     ArticleDelta {
         article: ArticleId::parse(article).unwrap(),
-        views,
-        shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
+        counts: Counts::new(views, shares.iter().copied()),
         meta: Meta::default(),
         visitors: Vec::new(),
     }
@@ -121,7 +120,7 @@ fn the_loaded_windows_hold_the_buckets_of_their_span() {
     let new = batch(NOW - MINUTE, vec![delta("b", 1, &[])]);
     buckets.record(&old);
     buckets.record(&new);
-    let all = vec![(id("a"), Tally::of_views(10)), (id("b"), Tally::of_views(1))];
+    let all = vec![(id("a"), Counts::of_views(10)), (id("b"), Counts::of_views(1))];
     let meta = vec![(id("a"), with_meta(delta("a", 0, &[]), "news", "en").meta)];
     let w = Windows::load(&buckets, NOW, all.into_iter().map(Ok), meta.into_iter().map(Ok)).unwrap();
     assert_eq!(top(&w, "window=15m"), ranked(&[("b", 1)]));
@@ -201,7 +200,7 @@ fn admin_set_and_delete_change_the_rankings() {
         NOW,
         vec![with_meta(delta("a", 5, &[("x", 1)]), "news", "en"), delta("b", 3, &[])],
     ));
-    w.set_total(&id("b"), Tally::of_views(50));
+    w.set_total(&id("b"), Counts::of_views(50));
     assert_eq!(top(&w, "window=all"), ranked(&[("b", 50), ("a", 5)]));
     assert_eq!(
         top(&w, "window=15m"),
@@ -226,15 +225,13 @@ fn admin_set_and_delete_change_the_rankings() {
 fn an_admin_change_raises_and_lowers_totals_and_a_forget_to_zero_untracks() {
     let mut w = empty_at(NOW);
     w.apply(&batch(NOW, vec![delta("a", 5, &[("x", 2)])]));
-    let raise = Tally::of_views(10);
-    let mut lower = Tally::default();
-    lower.add(0, &[("x".into(), 1)]);
+    let raise = Counts::of_views(10);
+    let lower = Counts::new(0, [("x", 1)]);
     w.admin_change(&id("a"), &raise, &lower, false);
     assert_eq!(top(&w, "window=all"), ranked(&[("a", 15)]));
     assert_eq!(top(&w, "window=all&metric=shares&network=x"), ranked(&[("a", 1)]));
-    let mut all = Tally::of_views(15);
-    all.add(0, &[("x".into(), 1)]);
-    w.admin_change(&id("a"), &Tally::default(), &all, true);
+    let all = Counts::new(15, [("x", 1)]);
+    w.admin_change(&id("a"), &Counts::default(), &all, true);
     assert_eq!((w.tracked(), top(&w, "window=15m")), (0, ranked(&[])));
 }
 

@@ -1,5 +1,6 @@
 //! Batches built by hand, for tests that apply them to a store directly.
 
+use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, Meta};
 use viewcounter::store::{ArticleDelta, Batch, BatchId};
 
@@ -8,8 +9,7 @@ pub fn views(rows: &[(&str, u64, &str)]) -> Vec<ArticleDelta> {
     rows.iter()
         .map(|(a, n, section)| ArticleDelta {
             article: ArticleId::parse(a).unwrap(),
-            views: *n,
-            shares: vec![],
+            counts: Counts::of_views(*n),
             meta: Meta {
                 section: Some((*section).into()),
                 lang: Some("en".into()),
@@ -24,8 +24,7 @@ pub fn views(rows: &[(&str, u64, &str)]) -> Vec<ArticleDelta> {
 pub fn shares(article: &str, shares: &[(&str, u64)]) -> ArticleDelta {
     ArticleDelta {
         article: ArticleId::parse(article).unwrap(),
-        views: 0,
-        shares: shares.iter().map(|(n, c)| ((*n).into(), *c)).collect(),
+        counts: Counts::new(0, shares.iter().copied()),
         meta: Meta::default(),
         visitors: Vec::new(),
     }
