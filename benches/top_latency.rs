@@ -13,10 +13,18 @@
 //! window) passes), twice: in the first round the first requests of a (metric, window)
 //! wait for its pass, every later one is answered from it, stale ones while a
 //! background pass recomputes it; the second round is that steady state alone.
+//! A third round runs while a trickle of events flows (`--trickle`, 300 events a
+//! second by default, one in ten a share, each for a random article of the fill with
+//! its own section and language, posted in batches every 100 ms through
+//! `POST /v1/events`): the windows then change at every flush, as on a live site, so
+//! every (metric, window) asked is recomputed every flush interval (from the slots
+//! that rose since the last computation) and an answer cannot come from a ranking
+//! that is merely kept because nothing changed. Each client walks the combinations
+//! three times in that round, so it spans several flushes. `--trickle 0` leaves it out.
 //! `--articles 1000000` fills a million articles (the fill takes minutes);
 //! `--embedded-only` / `--redis-only` run one store.
 //!
-//! Run: `cargo bench --bench top_latency -- [--requests 5000] [--articles N] [--clients 50]`
+//! Run: `cargo bench --bench top_latency -- [--requests 5000] [--articles N] [--clients 50] [--trickle 300]`
 
 #[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
@@ -27,11 +35,12 @@ mod servers;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use redis_server::RedisServer;
 use viewcounter::clock::{Clock, ManualClock, SystemClock};
 use viewcounter::counts::Counts;
@@ -250,18 +259,71 @@ fn combinations() -> Vec<String> {
     out
 }
 
+/// Posts `per_second` events a second (in batches every 100 ms) until `stop`: views,
+/// and one in ten a share on telegram, each for a random article of the fill with the
+/// section and language the fill gave it. How many events were accepted.
+async fn trickle(addr: SocketAddr, per_second: usize, stop: Arc<AtomicBool>) -> usize {
+    let mut sender = servers::connect::<Full<Bytes>>(addr).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // xorshift64: a fixed sequence is enough for spreading articles.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut accepted = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let events: Vec<String> = (0..(per_second / 10).max(1))
+            .map(|_| {
+                let r = next();
+                let n = r as usize % articles();
+                let article = format!("article-{n:06}");
+                match r % 10 {
+                    0 => format!(r#"{{"type":"share","article":"{article}","network":"telegram"}}"#),
+                    _ => format!(
+                        r#"{{"type":"view","article":"{article}","section":"s{}","lang":"en"}}"#,
+                        n % 10
+                    ),
+                }
+            })
+            .collect();
+        let req = http::Request::post("/v1/events")
+            .header("host", "bench")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(format!("[{}]", events.join(",")))))
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("events answered");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(status, 202, "events: {}", String::from_utf8_lossy(&body));
+        accepted += events.len();
+    }
+    accepted
+}
+
 /// `clients` keep-alive clients at once, each walking every combination from its own
 /// offset: the first request of a ranking is a miss, shared by whoever asks meanwhile.
-async fn concurrent(store: &str, addr: SocketAddr, clients: usize, round: &str) {
+/// With `per_second` above zero, a [`trickle`] of events flows meanwhile, and each
+/// client walks the combinations `walks` times (a round then spans several flushes).
+async fn concurrent(store: &str, addr: SocketAddr, clients: usize, round: &str, per_second: usize, walks: usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let events = (per_second > 0).then(|| tokio::spawn(trickle(addr, per_second, stop.clone())));
+    if events.is_some() {
+        // Let a flush or two apply the first events before the clocks start.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let queries = Arc::new(combinations());
     let mut tasks = Vec::new();
     for c in 0..clients {
         let queries = queries.clone();
         tasks.push(tokio::spawn(async move {
             let mut sender = servers::connect(addr).await;
-            let mut lat = Vec::with_capacity(queries.len());
+            let mut lat = Vec::with_capacity(queries.len() * walks);
             let offset = c * queries.len() / clients;
-            for i in 0..queries.len() {
+            for i in 0..queries.len() * walks {
                 let q = &queries[(offset + i) % queries.len()];
                 lat.push(get_any(&mut sender, q).await);
             }
@@ -271,6 +333,10 @@ async fn concurrent(store: &str, addr: SocketAddr, clients: usize, round: &str) 
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(events) = events {
+        eprintln!("{store}: {round}: {} events accepted meanwhile", events.await.unwrap());
     }
     report(
         store,
@@ -329,9 +395,16 @@ fn run(store: &str, redis_url: Option<&str>, n: usize) {
     let _ = loaded;
     client.block_on(measure(store, addr, n));
     // The first round includes each (metric, window)'s first pass, which its first
-    // requests wait for; the second is the steady state (background recomputations).
+    // requests wait for; the second is the steady state (background recomputations);
+    // the third is that steady state while events flow.
+    let clients = arg("--clients", 50);
     for round in ["first round", "second round"] {
-        client.block_on(concurrent(store, addr, arg("--clients", 50), round));
+        client.block_on(concurrent(store, addr, clients, round, 0, 1));
+    }
+    let per_second = arg("--trickle", 300);
+    if per_second > 0 {
+        let round = format!("third round, {per_second} events/s flowing");
+        client.block_on(concurrent(store, addr, clients, &round, per_second, 3));
     }
     drop(rt);
 }

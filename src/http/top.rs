@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::{json_response, Api, ApiError, ApiResult};
 use crate::event::ArticleId;
+use crate::store::windows::Basis;
 use crate::store::{Rankings, Store, StoreError};
 use crate::top::{BadTopQuery, Candidates, Filter, Metric, TopEntry, TopQuery, Window, MAX_LIMIT};
 
@@ -202,7 +203,7 @@ impl TopCache {
     /// starts it); else new ones (one computation for all the requests waiting).
     async fn candidates<F, Fut>(&self, q: &TopQuery, compute: F) -> Result<Arc<Computed>, ApiError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Arc<Basis>>) -> Fut,
         Fut: Future<Output = Result<Candidates, ApiError>> + Send + 'static,
     {
         let shared = self.shared(&q.metric, q.window);
@@ -215,7 +216,7 @@ impl TopCache {
                 });
                 if let Some(turn) = turn {
                     let shared = shared.clone();
-                    let compute = compute();
+                    let compute = compute(c.candidates.basis.clone());
                     tokio::spawn(async move {
                         let _turn = turn;
                         if let Err(e) = computed(&shared, compute).await {
@@ -230,7 +231,10 @@ impl TopCache {
                 // Computed while this request waited?
                 match shared.current() {
                     Some(c) if c.at.elapsed() < self.served_until => Ok(c),
-                    _ => computed(&shared, compute()).await,
+                    last => {
+                        let basis = last.and_then(|c| c.candidates.basis.clone());
+                        computed(&shared, compute(basis)).await
+                    }
                 }
             }
         }
@@ -240,7 +244,7 @@ impl TopCache {
     /// do not cover, from `rank_alone`.
     async fn answer<F, Fut, R, RFut>(&self, q: &TopQuery, compute: F, rank_alone: R) -> Result<TopResponse, ApiError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Arc<Basis>>) -> Fut,
         Fut: Future<Output = Result<Candidates, ApiError>> + Send + 'static,
         R: FnOnce(TopQuery) -> RFut,
         RFut: Future<Output = Result<Vec<TopEntry>, ApiError>>,
@@ -288,9 +292,15 @@ async fn add_titles(store: &Store, entries: &mut [TopEntry]) {
     }
 }
 
-/// Every filter's ranking of `metric` in `window`, with titles.
-async fn candidates_with_titles(store: Store, window: Window, metric: Metric) -> Result<Candidates, StoreError> {
-    let mut candidates = store.top_candidates(window, &metric).await?;
+/// Every filter's ranking of `metric` in `window`, with titles (from `basis` when only
+/// counts rose since it).
+async fn candidates_with_titles(
+    store: Store,
+    window: Window,
+    metric: Metric,
+    basis: Option<Arc<Basis>>,
+) -> Result<Candidates, StoreError> {
+    let mut candidates = store.top_candidates(window, &metric, basis).await?;
     add_titles(&store, &mut candidates.articles).await;
     Ok(candidates)
 }
@@ -304,7 +314,7 @@ pub async fn top(api: &Api, query: &str) -> ApiResult {
         .top_cache
         .answer(
             &q,
-            move || async move { Ok(candidates_with_titles(store, window, metric).await?) },
+            move |basis| async move { Ok(candidates_with_titles(store, window, metric, basis).await?) },
             |key| async move {
                 let mut articles = api.store.top(&key).await.map_err(ApiError::from)?;
                 add_titles(&api.store, &mut articles).await;
@@ -339,6 +349,7 @@ mod tests {
             articles: vec![entry(article)],
             filters: HashMap::from([(Filter::default(), vec![0])]),
             complete,
+            basis: None,
         }
     }
 
@@ -353,7 +364,7 @@ mod tests {
         compute: impl Future<Output = Result<Candidates, ApiError>> + Send + 'static,
     ) -> String {
         let ranked_alone = |_| async { Ok(vec![entry("ranked-alone")]) };
-        let r = cache.answer(&query(q), || compute, ranked_alone).await.unwrap();
+        let r = cache.answer(&query(q), |_| compute, ranked_alone).await.unwrap();
         r.articles.first().map_or(String::new(), |e| e.article.clone())
     }
 

@@ -20,7 +20,7 @@ use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::top::{Candidates, Metric, TopEntry, TopQuery, Window};
 use series::{MetaValues, Series, SeriesWindow};
-use windows::Windows;
+use windows::{Basis, Windows};
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
@@ -181,15 +181,17 @@ pub trait Rankings {
         self.rank(move |w| w.top(&q))
     }
 
-    /// Every filter's ranking of `metric` in `window` from one pass
-    /// ([`Windows::rank_all_filters`]).
+    /// Every filter's ranking of `metric` in `window`: earlier candidates' `basis`
+    /// brought up to date when only counts rose since, else one pass
+    /// ([`Windows::rank_all_filters_since`]).
     fn top_candidates(
         &self,
         window: Window,
         metric: &Metric,
+        basis: Option<Arc<Basis>>,
     ) -> impl Future<Output = Result<Candidates, StoreError>> + Send {
         let metric = metric.clone();
-        self.rank(move |w| w.rank_all_filters(window, &metric))
+        self.rank(move |w| w.rank_all_filters_since(window, &metric, basis.as_deref()))
     }
 }
 

@@ -5,8 +5,10 @@
 //! candidates that match it, since its whole top [`MAX_LIMIT`] is in the union.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{TopEntry, TopQuery, MAX_LIMIT};
+use crate::store::windows::Basis;
 
 /// Most filters one pass keeps a ranking for: a flood of invented sections and
 /// languages cannot make a pass hold more than this many lists of [`MAX_LIMIT`].
@@ -43,6 +45,10 @@ pub struct Candidates {
     /// False when the pass met more than [`MAX_FILTERS`] filters and kept the first
     /// ones only: a filter missing from `filters` may then match articles.
     pub complete: bool,
+    /// What the windows need to bring these candidates up to date without a pass
+    /// ([`crate::store::windows::Windows::rank_all_filters_since`]); `None` when
+    /// there is nothing to keep.
+    pub basis: Option<Arc<Basis>>,
 }
 
 impl Candidates {

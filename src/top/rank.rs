@@ -77,6 +77,20 @@ impl<K: Copy> Best<K> {
         self.rows.truncate(self.limit);
     }
 
+    /// Offers `(k, c)` where `k` may be in the list already with a lower count (its
+    /// count rose): its old row leaves first.
+    pub fn raise<'a>(&mut self, k: K, c: u64, id: impl Fn(K) -> &'a [u8])
+    where
+        K: PartialEq,
+    {
+        if let Some(at) = self.rows.iter().position(|(kept, _)| *kept == k) {
+            self.rows.remove(at);
+        }
+        if !self.refuses(k, c, &id) {
+            self.insert(k, c, id);
+        }
+    }
+
     /// The keys kept, best first.
     pub fn rows(&self) -> &[(K, u64)] {
         &self.rows

@@ -738,6 +738,67 @@ mod top_cases {
         assert_eq!(pairs(&v), [], "a filter no article matches");
     }
 
+    /// Waits until `/v1/top?{query}` lists exactly `expect` (article, count).
+    async fn top_shows(app: &TestApp, query: &str, expect: &[(&str, u64)]) {
+        let expect: Vec<(String, u64)> = expect.iter().map(|(a, c)| (a.to_string(), *c)).collect();
+        let mut last = Vec::new();
+        for _ in 0..300 {
+            let r = app.client.get(&format!("/v1/top?{query}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            last = pairs(&r.json());
+            if last == expect {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("/v1/top?{query} never showed {expect:?}; last {last:?}");
+    }
+
+    pub async fn rankings_follow_counts_that_rise_after_they_were_first_computed(fx: Fixture) {
+        let app = TestApp::start_on(&fx.backend, &["--flush-interval", "50ms"]).await;
+        let view = |article: &str, section: &str, lang: &str| json!({"type": "view", "article": article, "section": section, "lang": lang});
+        let share = |article: &str| json!({"type": "share", "article": article, "network": "telegram"});
+        let post = |events: Vec<Value>| {
+            let client = app.client.clone();
+            async move {
+                let r = client.post_events(&Value::Array(events).to_string()).await;
+                assert_eq!(r.status, StatusCode::ACCEPTED);
+            }
+        };
+        let mut first = vec![view("r-a", "news", "en"); 3];
+        first.extend(vec![view("r-b", "news", "en"); 2]);
+        first.push(view("r-c", "sport", "ru"));
+        post(first).await;
+        // Every ranking below computed once: the next ones start from these.
+        top_shows(&app, "window=1h", &[("r-a", 3), ("r-b", 2), ("r-c", 1)]).await;
+        top_shows(&app, "window=1h&section=news", &[("r-a", 3), ("r-b", 2)]).await;
+        top_shows(&app, "window=1h&lang=ru", &[("r-c", 1)]).await;
+        top_shows(&app, "window=1h&metric=shares", &[]).await;
+
+        // Counts rise: an article overtakes, a new one enters a known section, shares begin.
+        let mut more = vec![view("r-c", "sport", "ru"); 4];
+        more.extend(vec![view("r-d", "news", "en"); 3]);
+        more.extend(vec![share("r-b"); 2]);
+        post(more).await;
+        let all = [("r-c", 5), ("r-a", 3), ("r-d", 3), ("r-b", 2)];
+        top_shows(&app, "window=1h", &all).await;
+        top_shows(&app, "window=all", &all).await;
+        top_shows(&app, "window=1h&section=news", &[("r-a", 3), ("r-d", 3), ("r-b", 2)]).await;
+        top_shows(
+            &app,
+            "window=1h&section=news&lang=en&limit=2",
+            &[("r-a", 3), ("r-d", 3)],
+        )
+        .await;
+        top_shows(&app, "window=1h&lang=ru", &[("r-c", 5)]).await;
+        top_shows(&app, "window=1h&metric=shares", &[("r-b", 2)]).await;
+
+        // And again, from the rankings just shown.
+        post(vec![view("r-b", "news", "en"); 2]).await;
+        top_shows(&app, "window=1h&section=news", &[("r-b", 4), ("r-a", 3), ("r-d", 3)]).await;
+        top_shows(&app, "window=1h", &[("r-c", 5), ("r-b", 4), ("r-a", 3), ("r-d", 3)]).await;
+    }
+
     pub async fn top_refuses_every_bad_parameter(fx: Fixture) {
         let app = TestApp::start_on(&fx.backend, &[]).await;
         for query in [
@@ -812,6 +873,7 @@ on_every_backend!(
     top_ranks_by_count_then_id_with_filters,
     top_refuses_every_bad_parameter,
     a_ranking_answered_from_stale_candidates_is_replaced_by_the_recomputed_one,
+    rankings_follow_counts_that_rise_after_they_were_first_computed,
     series_and_meta_follow_the_events,
     series_refuses_bad_windows_and_ids,
     top_entries_carry_the_title_and_url_where_known,

@@ -2,13 +2,98 @@
 //! total in dense vectors indexed by slot (8 bytes each per article, scanned in order
 //! by a ranking), shares by network in one sparse map per network holding only the
 //! articles that have some there (a ranking by one network reads only its map).
+//!
+//! Each column also keeps a [`Journal`] per metric (views, shares) of the slots whose
+//! count rose since its epoch began; any other change (a count lowered or cleared)
+//! starts a new epoch. A ranking computed at some point of an epoch is brought up to
+//! date from the slots journaled since, instead of a pass over the whole column.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::slots::Slot;
 
 /// A share network's index in the windows' table of network names.
 pub type NetworkId = u16;
+
+/// Slots journaled in one epoch before the journal starts a new one instead (64k
+/// slots, 256 KiB): past it a pass over the column costs less than the merge.
+const JOURNAL_MAX: usize = 1 << 16;
+
+/// A new epoch number, never given before in this process (also across windows
+/// rebuilt by a reload), so an epoch names one state of one column.
+pub fn new_epoch() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where a journal stood: its epoch and how many slots it held then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// The epoch.
+    pub epoch: u64,
+    /// Slots journaled in it so far.
+    pub len: usize,
+}
+
+/// The slots whose count of one metric rose in the current epoch, in order (a slot
+/// may appear more than once).
+#[derive(Debug)]
+pub struct Journal {
+    epoch: u64,
+    rose: Vec<Slot>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            epoch: new_epoch(),
+            rose: Vec::new(),
+        }
+    }
+}
+
+impl Journal {
+    fn rose(&mut self, s: Slot) {
+        if self.rose.len() >= JOURNAL_MAX {
+            self.restart();
+        } else {
+            self.rose.push(s);
+        }
+    }
+
+    /// Some count was lowered or cleared: what was journaled no longer tells the
+    /// whole change.
+    fn restart(&mut self) {
+        self.epoch = new_epoch();
+        self.rose.clear();
+    }
+
+    /// Where the journal stands now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            epoch: self.epoch,
+            len: self.rose.len(),
+        }
+    }
+
+    /// The slots whose count rose since `mark` (and nothing else changed), or `None`
+    /// when the epoch changed since.
+    pub fn since(&self, mark: Mark) -> Option<&[Slot]> {
+        (mark.epoch == self.epoch).then(|| self.rose.get(mark.len..)).flatten()
+    }
+}
+
+/// Which count of a column a ranking reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Views.
+    Views,
+    /// Shares on every network.
+    Shares,
+    /// Shares on one network.
+    SharesOn(NetworkId),
+}
 
 /// Counts per slot. A free or untouched slot holds zeros and nothing in `by_network`.
 #[derive(Debug, Default)]
@@ -18,6 +103,10 @@ pub struct Column {
     /// Per network (by [`NetworkId`]), the slots with shares there. Kept so that
     /// `shares[s]` is the sum of slot `s`'s entries.
     by_network: Vec<HashMap<Slot, u64, foldhash::fast::RandomState>>,
+    /// Slots whose views rose.
+    views_rose: Journal,
+    /// Slots whose shares rose (on any network).
+    shares_rose: Journal,
 }
 
 impl Column {
@@ -29,14 +118,22 @@ impl Column {
 
     /// Adds `n` views to slot `s`.
     pub fn add_views(&mut self, s: Slot, n: u64) {
+        if n == 0 {
+            return;
+        }
         let v = &mut self.views[s as usize];
         *v = v.saturating_add(n);
+        self.views_rose.rose(s);
     }
 
     /// Takes `n` views from slot `s`, stopping at zero.
     pub fn sub_views(&mut self, s: Slot, n: u64) {
+        if n == 0 {
+            return;
+        }
         let v = &mut self.views[s as usize];
         *v = v.saturating_sub(n);
+        self.views_rose.restart();
     }
 
     /// Adds `n` shares on `network` to slot `s`.
@@ -52,6 +149,7 @@ impl Column {
         *c = c.saturating_add(n);
         let t = &mut self.shares[s as usize];
         *t = t.saturating_add(n);
+        self.shares_rose.rose(s);
     }
 
     /// Takes `n` shares on `network` from slot `s`, stopping at zero.
@@ -68,15 +166,21 @@ impl Column {
             map.remove(&s);
         }
         self.shares[s as usize] -= taken;
+        if taken > 0 {
+            self.shares_rose.restart();
+        }
     }
 
     /// Zeroes slot `s`.
     pub fn clear_slot(&mut self, s: Slot) {
-        self.views[s as usize] = 0;
+        if std::mem::take(&mut self.views[s as usize]) > 0 {
+            self.views_rose.restart();
+        }
         if std::mem::take(&mut self.shares[s as usize]) > 0 {
             self.by_network.iter_mut().for_each(|map| {
                 map.remove(&s);
             });
+            self.shares_rose.restart();
         }
     }
 
@@ -85,6 +189,31 @@ impl Column {
         self.views.fill(0);
         self.shares.fill(0);
         self.by_network = Vec::new();
+        self.views_rose.restart();
+        self.shares_rose.restart();
+    }
+
+    /// The journal of the views (`shares` false) or shares.
+    pub fn journal(&self, shares: bool) -> &Journal {
+        if shares {
+            &self.shares_rose
+        } else {
+            &self.views_rose
+        }
+    }
+
+    /// Slot `s`'s count of views, shares, or shares on one network.
+    pub fn count(&self, s: Slot, metric: Counted) -> u64 {
+        match metric {
+            Counted::Views => self.views[s as usize],
+            Counted::Shares => self.shares[s as usize],
+            Counted::SharesOn(n) => self
+                .by_network
+                .get(n as usize)
+                .and_then(|m| m.get(&s))
+                .copied()
+                .unwrap_or(0),
+        }
     }
 
     /// Views per slot.

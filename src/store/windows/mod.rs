@@ -23,6 +23,8 @@ mod slots;
 
 use std::collections::HashSet;
 
+pub use filters::Basis;
+
 use column::{Column, NetworkId};
 use names::{NameId, Names};
 use slots::{Slot, Slots};
@@ -71,6 +73,10 @@ pub struct Windows {
     /// Share networks by [`NetworkId`]: the names the deltas carried (a handful).
     networks: Vec<Box<str>>,
     cap: usize,
+    /// A new epoch ([`column::new_epoch`]) each time an article's section or language
+    /// changes or an article leaves: a ranking kept from before is then recomputed,
+    /// not brought up to date from the columns' journals.
+    meta_epoch: u64,
 }
 
 impl Default for Windows {
@@ -83,6 +89,7 @@ impl Default for Windows {
             names: Names::default(),
             networks: Vec::new(),
             cap: usize::MAX,
+            meta_epoch: column::new_epoch(),
         }
     }
 }
@@ -164,12 +171,17 @@ impl Windows {
 
     /// The slot of `article`, tracking it (as seen longest ago) if new.
     fn slot_for(&mut self, article: &ArticleId) -> Slot {
+        self.interned(article).0
+    }
+
+    /// [`Windows::slot_for`], and whether the article is new.
+    fn interned(&mut self, article: &ArticleId) -> (Slot, bool) {
         let (s, new) = self.slots.intern(article.as_str());
         if new && s as usize == self.records.len() {
             self.records.push(Record::default());
             self.grow_columns();
         }
-        s
+        (s, new)
     }
 
     fn grow_columns(&mut self) {
@@ -244,6 +256,7 @@ impl Windows {
         let new = name.map_or(0, |n| self.names.acquire(n));
         self.names.release(old);
         *field(&mut self.records[s as usize]) = new;
+        self.meta_epoch = column::new_epoch();
     }
 
     /// Caps the articles tracked (`--max-articles`), evicting at once if over it.
@@ -298,6 +311,7 @@ impl Windows {
         self.names.release(r.section);
         self.names.release(r.lang);
         self.slots.free(s);
+        self.meta_epoch = column::new_epoch();
     }
 
     fn touch(&mut self, s: Slot, at_s: u32) {
@@ -377,10 +391,17 @@ impl Windows {
             }
         }
         for d in batch.articles.iter().filter(|d| !is_idle(d)) {
-            let s = self.slot_for(&d.article);
+            let (s, new) = self.interned(&d.article);
             self.touch(s, at_s);
             self.add_delta(s, d, &holding, true);
+            let epoch = self.meta_epoch;
             self.merge_meta(s, &d.meta);
+            if new {
+                // An article met for the first time was in no ranking: its section and
+                // language change none, and it enters its lists as a count that rose
+                // (journaled just above).
+                self.meta_epoch = epoch;
+            }
         }
         self.enforce_cap();
     }
