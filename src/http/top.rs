@@ -5,16 +5,21 @@
 //! (metric, window), or one after a long idle spell, waits for the store. A filter the
 //! pass did not cover (past its bound on filters) is ranked on its own, through a
 //! short per-query cache.
+//!
+//! Each (filter, limit) answered from some candidates keeps its JSON body with them
+//! (up to [`RENDERED_BYTES`] a (metric, window)), so a repeated query is a lookup and
+//! a copy of a reference-counted buffer until the candidates are replaced.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
-use super::{json_response, Api, ApiError, ApiResult};
+use super::{text_response, Api, ApiError, ApiResult};
 use crate::event::ArticleId;
 use crate::store::windows::Basis;
 use crate::store::{Rankings, Store, StoreError};
@@ -22,6 +27,11 @@ use crate::top::{BadTopQuery, Candidates, Filter, Metric, TopEntry, TopQuery, Wi
 
 /// Distinct queries of uncovered filters cached at once; beyond it that cache starts over.
 const MAX_CACHED: usize = 1_024;
+/// Bytes of JSON bodies kept with one (metric, window)'s candidates: about 700
+/// answers of ten rows; past it an answer is rendered each time it is asked.
+pub const RENDERED_BYTES: usize = 1 << 20;
+/// The content type of every answer.
+const JSON: &str = "application/json; charset=utf-8";
 
 /// The body of a `/v1/top` answer.
 #[derive(Debug, Clone, Serialize)]
@@ -117,12 +127,50 @@ impl QueryCache {
     }
 }
 
-/// One (metric, window)'s candidates as computed: when, and every filter's top.
+/// One (metric, window)'s candidates as computed: when, every filter's top, and the
+/// bodies answered from them so far.
 #[derive(Debug)]
 struct Computed {
     at: Instant,
     generated_at: SystemTime,
     candidates: Candidates,
+    rendered: Mutex<Rendered>,
+}
+
+/// JSON bodies by (filter, limit), at most [`RENDERED_BYTES`] in all.
+#[derive(Debug, Default)]
+struct Rendered {
+    bodies: HashMap<(Filter, usize), Bytes>,
+    bytes: usize,
+}
+
+impl Computed {
+    /// The body answering `q` (its (metric, window) is this one's), rendered once per
+    /// (filter, limit); `None` for a filter the candidates do not cover.
+    fn body(&self, q: &TopQuery) -> Result<Option<Bytes>, ApiError> {
+        let key = (Filter::of(q), q.limit);
+        let lock = || self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(body) = lock().bodies.get(&key) {
+            return Ok(Some(body.clone()));
+        }
+        let Some(articles) = self.candidates.ranking(&key.0, q.limit) else {
+            return Ok(None);
+        };
+        let body = render(&response(q, self.generated_at, articles))?;
+        let mut rendered = lock();
+        if rendered.bytes + body.len() <= RENDERED_BYTES {
+            rendered.bytes += body.len();
+            rendered.bodies.insert(key, body.clone());
+        }
+        Ok(Some(body))
+    }
+}
+
+/// The JSON of an answer.
+fn render(r: &TopResponse) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(r)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(format!("rendering a /v1/top answer: {e}")))
 }
 
 /// One (metric, window)'s last candidates and the lock of their computation.
@@ -158,6 +206,7 @@ async fn computed(
         at,
         generated_at,
         candidates,
+        rendered: Mutex::default(),
     }))
 }
 
@@ -240,9 +289,9 @@ impl TopCache {
         }
     }
 
-    /// The answer to `q`: from its (metric, window)'s candidates, or for a filter they
-    /// do not cover, from `rank_alone`.
-    async fn answer<F, Fut, R, RFut>(&self, q: &TopQuery, compute: F, rank_alone: R) -> Result<TopResponse, ApiError>
+    /// The body answering `q`: from its (metric, window)'s candidates, or for a filter
+    /// they do not cover, from `rank_alone`.
+    async fn answer<F, Fut, R, RFut>(&self, q: &TopQuery, compute: F, rank_alone: R) -> Result<Bytes, ApiError>
     where
         F: FnOnce(Option<Arc<Basis>>) -> Fut,
         Fut: Future<Output = Result<Candidates, ApiError>> + Send + 'static,
@@ -250,9 +299,9 @@ impl TopCache {
         RFut: Future<Output = Result<Vec<TopEntry>, ApiError>>,
     {
         let c = self.candidates(q, compute).await?;
-        match c.candidates.ranking(&Filter::of(q), q.limit) {
-            Some(articles) => Ok(response(q, c.generated_at, articles)),
-            None => self.uncovered.get_or_compute(q, rank_alone).await,
+        match c.body(q)? {
+            Some(body) => Ok(body),
+            None => render(&self.uncovered.get_or_compute(q, rank_alone).await?),
         }
     }
 }
@@ -322,7 +371,7 @@ pub async fn top(api: &Api, query: &str) -> ApiResult {
             },
         )
         .await?;
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(text_response(StatusCode::OK, JSON, body))
 }
 
 #[cfg(test)]
@@ -364,8 +413,9 @@ mod tests {
         compute: impl Future<Output = Result<Candidates, ApiError>> + Send + 'static,
     ) -> String {
         let ranked_alone = |_| async { Ok(vec![entry("ranked-alone")]) };
-        let r = cache.answer(&query(q), |_| compute, ranked_alone).await.unwrap();
-        r.articles.first().map_or(String::new(), |e| e.article.clone())
+        let body = cache.answer(&query(q), |_| compute, ranked_alone).await.unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        r["articles"][0]["article"].as_str().unwrap_or_default().to_string()
     }
 
     #[tokio::test]
@@ -405,6 +455,34 @@ mod tests {
             !second_ran.load(Ordering::SeqCst),
             "no second recomputation while one ran"
         );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_query_gets_the_body_rendered_the_first_time_until_new_candidates_come() {
+        let cache = TopCache::new(Duration::ZERO);
+        let body = |q: &'static str, article: &'static str| {
+            let cache = &cache;
+            async move {
+                let compute = |_| async move { Ok(only(article, true)) };
+                let alone = |_| async { Ok(Vec::new()) };
+                cache.answer(&query(q), compute, alone).await.unwrap()
+            }
+        };
+        let first = body("limit=3", "a").await;
+        let again = body("limit=3", "b").await;
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same buffer");
+        let other = body("limit=4", "b").await;
+        assert_ne!(first.as_ptr(), other.as_ptr(), "another limit is another body");
+        let mut replaced = first.clone();
+        for _ in 0..6_000 {
+            replaced = body("limit=3", "b").await;
+            if replaced != first {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&replaced).unwrap();
+        assert_eq!(v["articles"][0]["article"], "b", "rendered from the new candidates");
     }
 
     #[tokio::test]
