@@ -744,10 +744,14 @@ mod top_cases {
         let mut last = Vec::new();
         for _ in 0..300 {
             let r = app.client.get(&format!("/v1/top?{query}")).await;
-            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-            last = pairs(&r.json());
-            if last == expect {
-                return;
+            // 503 while the rankings load at start (on a loaded box that can outlast
+            // the request's wait for them); any other answer is a ranking.
+            if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+                last = pairs(&r.json());
+                if last == expect {
+                    return;
+                }
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
