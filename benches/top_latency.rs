@@ -12,7 +12,9 @@
 //! of window, metric, network, section and language (792 queries, 24 (metric,
 //! window) passes), twice: in the first round the first requests of a (metric, window)
 //! wait for its pass, every later one is answered from it, stale ones while a
-//! background pass recomputes it; the second round is that steady state alone.
+//! background recomputation runs (no new pass when only counts rose: the lists are
+//! brought up to date from the articles that rose); the second round is that steady
+//! state alone, with no event arriving.
 //! A third round runs while a trickle of events flows (`--trickle`, 300 events a
 //! second by default, one in ten a share, each for a random article of the fill with
 //! its own section and language, posted in batches every 100 ms through
