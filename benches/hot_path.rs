@@ -1,6 +1,8 @@
 //! Criterion benches of the hot path and the flush: `record` (1 and 2 threads, 1k /
-//! 100k / 1M distinct keys), parsing one event and a batch of 100, draining 100k and
-//! 1M keys into a batch, and ranking a 100k-article window.
+//! 100k / 1M distinct keys), a beacon's whole map work (count, metadata, visitor) over
+//! 10k articles, the ingest edges (content type, the 202 body), parsing one event and a
+//! batch of 100, draining 100k and 1M keys into a batch, applying a 10k-article batch
+//! to the embedded store, and ranking a 100k-article window.
 //!
 //! Run: `cargo bench --bench hot_path` (figures in BENCHMARKS.md).
 
@@ -13,9 +15,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use viewcounter::counter::CounterMap;
 use viewcounter::counts::Counts;
 use viewcounter::event::{ArticleId, BotFilter, Event, Meta, Networks, RawEvent};
-use viewcounter::http::ingest::split_events;
+use viewcounter::http::ingest::{accepted, check_content_type, split_events};
 use viewcounter::store::windows::{BucketSource, Windows};
-use viewcounter::store::{ArticleDelta, StoreError};
+use viewcounter::store::{ArticleDelta, Batch, BatchId, Store, StoreError};
 use viewcounter::top::{Granularity, TopQuery};
 
 fn ids(n: usize) -> Vec<String> {
@@ -73,6 +75,93 @@ fn contended(map: &Arc<CounterMap>, ids: &Arc<Vec<String>>, iters: u64) -> Durat
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
     start.elapsed()
+}
+
+/// What one beacon (a view with section and language) does to the maps, as
+/// `POST /v1/events` does it: the count, the metadata check, the visitor mark; over
+/// 10,000 articles already held (the wrk bench's shape).
+fn beacon(c: &mut Criterion) {
+    let ids = ids(10_000);
+    let map = filled(&ids);
+    let mut g = c.benchmark_group("beacon");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("record_and_visitor_10k", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 7919) % ids.len();
+            let event = view(&ids[i]);
+            map.record(black_box(&event));
+            map.record_visitor(event.article(), (20_000, 0x5eed));
+        })
+    });
+    g.finish();
+}
+
+/// The ingest edges every beacon crosses besides the maps: its content type checked
+/// (twice: before the body is read and in `post_events`) and its 202 built.
+fn ingest_edges(c: &mut Criterion) {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain;charset=UTF-8"),
+    );
+    let mut g = c.benchmark_group("ingest_edges");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("check_content_type", |b| {
+        b.iter(|| check_content_type(black_box(&headers)).is_ok())
+    });
+    g.bench_function("accepted_1_1", |b| b.iter(|| accepted(black_box(1), black_box(1))));
+    g.bench_function("accepted_100_100", |b| {
+        b.iter(|| accepted(black_box(100), black_box(100)))
+    });
+    g.finish();
+}
+
+/// One flush of 10,000 articles (a view each, no metadata) to the embedded store, on
+/// articles it already holds (rows updated in place): the work the wrk bench's
+/// service does every second.
+fn embedded_apply(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).unwrap();
+    let ids = ids(10_000);
+    let mut seq = 0u64;
+    let mut batch = || {
+        seq += 1;
+        Batch {
+            id: BatchId {
+                instance: "bench".into(),
+                epoch_ms: 1,
+                seq,
+                chunk: 0,
+            },
+            flushed_at_ms: viewcounter::clock::unix_ms(),
+            articles: ids
+                .iter()
+                .map(|id| ArticleDelta {
+                    article: ArticleId::parse(id).unwrap(),
+                    counts: Counts::of_views(1),
+                    meta: Meta::default(),
+                    visitors: Vec::new(),
+                })
+                .collect(),
+        }
+    };
+    rt.block_on(store.apply(&batch())).unwrap();
+    let mut g = c.benchmark_group("embedded_apply");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    g.bench_function("10k_articles", |b| {
+        b.iter_batched(
+            &mut batch,
+            |b| rt.block_on(store.apply(&b)).unwrap(),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
 }
 
 fn parse(c: &mut Criterion) {
@@ -193,5 +282,15 @@ fn top(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, parse, bots, drain, top);
+criterion_group!(
+    benches,
+    record,
+    beacon,
+    ingest_edges,
+    parse,
+    bots,
+    drain,
+    embedded_apply,
+    top
+);
 criterion_main!(benches);

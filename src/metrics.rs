@@ -28,6 +28,11 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Request latency by route template.
     pub http_duration: HistogramVec,
+    /// `http_requests{route="/v1/events",status="202"}`, resolved once: an accepted
+    /// beacon does no label lookup.
+    pub ingest_accepted: IntCounter,
+    /// `http_duration{route="/v1/events"}`, resolved once.
+    pub ingest_duration: Histogram,
     /// Distinct keys in the pending map.
     pub pending_keys: IntGauge,
     /// `--max-pending-keys`.
@@ -92,6 +97,20 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let http_requests = IntCounterVec::new(
+            Opts::new("viewcounter_http_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )
+        .unwrap();
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "viewcounter_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .unwrap();
         let m = Metrics {
             events_view: events.with_label_values(&["view"]),
             events_share: events.with_label_values(&["share"]),
@@ -111,20 +130,10 @@ impl Metrics {
                 &["reason"],
             )
             .unwrap(),
-            http_requests: IntCounterVec::new(
-                Opts::new("viewcounter_http_requests_total", "HTTP requests by route and status"),
-                &["route", "status"],
-            )
-            .unwrap(),
-            http_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "viewcounter_http_request_duration_seconds",
-                    "HTTP request latency by route",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                &["route"],
-            )
-            .unwrap(),
+            ingest_accepted: http_requests.with_label_values(&["/v1/events", "202"]),
+            ingest_duration: http_duration.with_label_values(&["/v1/events"]),
+            http_requests,
+            http_duration,
             pending_keys: IntGauge::new("viewcounter_pending_keys", "Distinct keys in the pending map").unwrap(),
             pending_capacity: IntGauge::new("viewcounter_pending_keys_capacity", "Capacity of the pending map")
                 .unwrap(),

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{with_key, CounterKey, CounterMap, IDLE};
+use super::{with_key, CounterKey, CounterMap, Key, IDLE};
 use crate::counts::Counts;
 use crate::event::{ArticleId, Counter, Meta};
 use crate::store::ArticleDelta;
@@ -79,21 +79,22 @@ impl CounterMap {
     /// Moves every article's visitor marks into its delta, adding a delta of marks
     /// alone for an article with no count in this drain. Keeps `sorted` sorted.
     fn attach_visitors(&self, sorted: &mut Vec<ArticleDelta>) {
-        let articles: Vec<Box<str>> = self.visitors.iter().map(|e| e.key().clone()).collect();
+        let articles: Vec<Key> = self.visitors.iter().map(|e| e.key().clone()).collect();
         let counted = sorted.len();
         for article in articles {
             // Removed, not emptied: a mark added after this point makes a new entry.
-            let Some((_, marks)) = self.visitors.remove(&*article) else {
+            let Some((_, marks)) = self.visitors.remove(article.as_bytes()) else {
                 continue;
             };
             self.visitor_marks.fetch_sub(marks.len(), Ordering::Relaxed);
             let mut marks: Vec<_> = marks.into_iter().collect();
             marks.sort_unstable();
-            match sorted[..counted].binary_search_by(|d| d.article.as_str().cmp(&article)) {
+            match sorted[..counted].binary_search_by(|d| d.article.as_str().cmp(article.as_str())) {
                 Ok(i) => sorted[i].visitors = marks,
                 Err(_) => {
-                    let mut d =
-                        ArticleDelta::new(ArticleId::parse(&article).expect("marks are kept for validated ids"));
+                    let mut d = ArticleDelta::new(
+                        ArticleId::parse(article.as_str()).expect("marks are kept for validated ids"),
+                    );
                     d.visitors = marks;
                     sorted.push(d);
                 }
@@ -141,8 +142,8 @@ impl CounterMap {
     /// the store hears of a section once, not every flush) and forgets metadata of
     /// articles idle for a whole interval.
     fn attach_meta(&self, sorted: &mut [ArticleDelta]) {
-        let mut idle: Vec<Box<str>> = Vec::new();
-        let mut changed: Vec<(Box<str>, Meta)> = Vec::new();
+        let mut idle: Vec<Key> = Vec::new();
+        let mut changed: Vec<(Key, Meta)> = Vec::new();
         for entry in self.meta.iter() {
             let slot = entry.value();
             let touched = slot.touched.swap(false, Ordering::Relaxed);
@@ -154,25 +155,26 @@ impl CounterMap {
                 idle.push(entry.key().clone());
             }
         }
-        changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut deltas = sorted.iter_mut().peekable();
         for (article, meta) in changed {
-            while deltas.next_if(|d| d.article.as_str() < &*article).is_some() {}
-            match deltas.next_if(|d| d.article.as_str() == &*article) {
+            let article = article.as_str();
+            while deltas.next_if(|d| d.article.as_str() < article).is_some() {}
+            match deltas.next_if(|d| d.article.as_str() == article) {
                 Some(d) => d.meta = meta,
                 // Its count is not in this drain yet (it raced it): keep it for the next.
-                None => self.mark_dirty(&article),
+                None => self.mark_dirty(article),
             }
         }
         for article in idle {
-            self.meta.remove_if(&*article, |_, s| {
+            self.meta.remove_if(article.as_bytes(), |_, s| {
                 !s.touched.load(Ordering::Relaxed) && !s.dirty.load(Ordering::Relaxed)
             });
         }
     }
 
     fn mark_dirty(&self, article: &str) {
-        if let Some(slot) = self.meta.get(article) {
+        if let Some(slot) = self.meta.get(article.as_bytes()) {
             slot.dirty.store(true, Ordering::Relaxed);
         }
     }

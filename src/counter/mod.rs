@@ -13,8 +13,10 @@ use crate::event::{Counter, Event, Meta, Networks, MAX_ARTICLE_LEN};
 use crate::visitors::Mark;
 
 mod drain;
+mod key;
 
 pub use drain::VisitorMarks;
+use key::Key;
 
 /// A seeded fast hasher: article ids come from the internet, so the seed is random per
 /// process (no crafted collisions), but hashing costs a few ns instead of SipHash's ~20.
@@ -28,19 +30,20 @@ const VIEW_TAG: u8 = b'!';
 const SHARE_TAG_BASE: u8 = b'0';
 
 /// One pending counter: the counter's one-byte tag followed by the article id, so a
-/// lookup can borrow a stack buffer as `&str` and allocate nothing.
+/// lookup can borrow a stack buffer and allocate nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CounterKey(Box<str>);
+struct CounterKey(Key);
 
-impl Borrow<str> for CounterKey {
-    fn borrow(&self) -> &str {
-        &self.0
+impl Borrow<[u8]> for CounterKey {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
 impl CounterKey {
     fn decode(&self) -> (Counter, &str) {
-        let (tag, article) = (self.0.as_bytes()[0], &self.0[1..]);
+        let key = self.0.as_str();
+        let (tag, article) = (key.as_bytes()[0], &key[1..]);
         let counter = if tag == VIEW_TAG {
             Counter::View
         } else {
@@ -58,13 +61,12 @@ fn tag(counter: Counter) -> u8 {
 }
 
 /// Calls `f` with the encoded key of (`counter`, `article`), built on the stack.
-fn with_key<R>(counter: Counter, article: &str, f: impl FnOnce(&str) -> R) -> R {
+fn with_key<R>(counter: Counter, article: &str, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut buf = [0u8; MAX_ARTICLE_LEN + 1];
     let len = article.len().min(MAX_ARTICLE_LEN);
     buf[0] = tag(counter);
     buf[1..=len].copy_from_slice(&article.as_bytes()[..len]);
-    // Both parts are ASCII: the tag by construction, the article by validation.
-    f(std::str::from_utf8(&buf[..=len]).unwrap_or_default())
+    f(&buf[..=len])
 }
 
 /// An article's latest section and language, and whether the store has heard of them.
@@ -99,9 +101,9 @@ pub struct CapacityExhausted;
 #[derive(Debug)]
 pub struct CounterMap {
     counts: DashMap<CounterKey, AtomicU64, Hasher>,
-    meta: DashMap<Box<str>, MetaSlot, Hasher>,
+    meta: DashMap<Key, MetaSlot, Hasher>,
     /// Distinct visitor marks of each article's views since the last drain.
-    visitors: DashMap<Box<str>, HashSet<Mark, Hasher>, Hasher>,
+    visitors: DashMap<Key, HashSet<Mark, Hasher>, Hasher>,
     visitor_marks: AtomicUsize,
     keys: AtomicUsize,
     capacity: usize,
@@ -184,7 +186,7 @@ impl CounterMap {
             false
         });
         if !added {
-            let key = with_key(event.counter(), event.article(), |k| CounterKey(k.into()));
+            let key = with_key(event.counter(), event.article(), |k| CounterKey(Key::new(k)));
             self.counts
                 .entry(key)
                 .or_insert_with(|| {
@@ -210,13 +212,13 @@ impl CounterMap {
             .into_iter()
             .any(|(new, old)| new.is_some_and(|v| old.is_none() || (event.is_signed() && old.as_deref() != Some(v))))
         };
-        if let Some(slot) = self.meta.get(event.article()) {
+        if let Some(slot) = self.meta.get(event.article().as_bytes()) {
             if !changes(&slot.meta) {
                 slot.touch();
                 return;
             }
         }
-        let mut slot = self.meta.entry(event.article().into()).or_default();
+        let mut slot = self.meta.entry(Key::new(event.article().as_bytes())).or_default();
         if slot.meta.merge(&event.meta(), event.is_signed()) {
             slot.meta.signed |= event.is_signed();
             *slot.dirty.get_mut() = true;
@@ -227,13 +229,13 @@ impl CounterMap {
     /// The metadata this instance holds for `article` (not flushed yet, or recently
     /// flushed), which reads use until the store has it.
     pub fn pending_meta(&self, article: &str) -> Option<Meta> {
-        self.meta.get(article).map(|slot| slot.meta.clone())
+        self.meta.get(article.as_bytes()).map(|slot| slot.meta.clone())
     }
 
     /// Remembers that visitor `mark` viewed `article` (once per request with views).
     /// A read lock and a set lookup for a visitor already seen in this interval.
     pub fn record_visitor(&self, article: &str, mark: Mark) {
-        if let Some(set) = self.visitors.get(article) {
+        if let Some(set) = self.visitors.get(article.as_bytes()) {
             if set.contains(&mark) {
                 return;
             }
@@ -241,7 +243,12 @@ impl CounterMap {
         if self.visitor_marks.load(Ordering::Relaxed) >= MAX_PENDING_VISITORS {
             return;
         }
-        if self.visitors.entry(article.into()).or_default().insert(mark) {
+        if self
+            .visitors
+            .entry(Key::new(article.as_bytes()))
+            .or_default()
+            .insert(mark)
+        {
             self.visitor_marks.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -260,7 +267,7 @@ impl CounterMap {
 
     /// Drops the metadata this instance holds for `article` (an admin change replaced it).
     pub fn forget_meta(&self, article: &str) {
-        self.meta.remove(article);
+        self.meta.remove(article.as_bytes());
     }
 
     /// Drops every pending count of `article` (admin set/delete), returning nothing.
@@ -271,6 +278,6 @@ impl CounterMap {
                 self.keys.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.meta.remove(article);
+        self.meta.remove(article.as_bytes());
     }
 }

@@ -79,16 +79,13 @@ pub struct Api {
 /// Shared handle to [`Api`].
 pub type SharedApi = Arc<Api>;
 
+/// The contract's content type of a JSON body.
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
 /// A JSON response with the contract's content type.
 pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
+    text_response(status, JSON_CONTENT_TYPE, body)
 }
 
 /// A plain-text response.

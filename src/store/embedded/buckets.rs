@@ -3,7 +3,7 @@
 
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{err, SHARE_PREFIX, VIEWS};
+use super::{err, upsert, SHARE_PREFIX, VIEWS};
 use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
 use crate::store::windows::BucketSource;
@@ -37,12 +37,18 @@ pub fn write(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<(), S
             let counters =
                 std::iter::once((None, d.counts.views)).chain(d.counts.shares.iter().map(|(n, c)| (Some(&**n), *c)));
             for (network, n) in counters.filter(|(_, n)| *n > 0) {
-                let key = (bucket, d.article.as_str(), counter_name(network));
-                let old = t
-                    .get((key.0, key.1, key.2.as_str()))
-                    .map_err(err)?
-                    .map_or(0, |v| v.value());
-                t.insert((key.0, key.1, key.2.as_str()), old + n).map_err(err)?;
+                // Views (the common row) need no name built.
+                let share;
+                let counter = match network {
+                    None => VIEWS,
+                    Some(_) => {
+                        share = counter_name(network);
+                        share.as_str()
+                    }
+                };
+                upsert(&mut t, (bucket, d.article.as_str(), counter), |old| {
+                    old.unwrap_or(0) + n
+                })?;
             }
         }
         let cutoff = g.bucket(now_ms).saturating_sub(g.retention());

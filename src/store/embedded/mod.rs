@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::ranking::{Change, Ranking};
 use super::series::{MetaValues, Series, SeriesWindow};
@@ -101,6 +101,26 @@ impl std::fmt::Debug for EmbeddedStore {
 
 fn err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Embedded(e.into())
+}
+
+/// Updates a row in place when it exists (one walk down the tree, where a `get` and an
+/// `insert` walk it twice: a flush does this for every article in up to five tables),
+/// else inserts `update(None)`.
+fn upsert<K, T>(
+    table: &mut Table<'_, K, T>,
+    key: K::SelfType<'_>,
+    update: impl Fn(Option<T>) -> T,
+) -> Result<(), StoreError>
+where
+    K: redb::Key + 'static,
+    T: for<'a> redb::Value<SelfType<'a> = T> + 'static,
+{
+    if let Some(mut row) = table.get_mut(&key).map_err(err)? {
+        let new = update(Some(row.value()));
+        return row.insert(new).map_err(err);
+    }
+    table.insert(key, update(None)).map_err(err)?;
+    Ok(())
 }
 
 /// A stored value this version cannot read.
@@ -532,10 +552,10 @@ fn load_windows(db: &Database, ranking: &Ranking, now_ms: u64) -> Result<Windows
 /// what is stored after the merge, so the windows show the stored section and language.
 fn add_deltas(txn: &WriteTransaction, batch: &mut Batch) -> Result<(), StoreError> {
     let mut counts = txn.open_table(COUNTS).map_err(err)?;
-    let mut add = |article: &str, counter: &str, n: u64| -> Result<(), StoreError> {
-        let old = counts.get((article, counter)).map_err(err)?.map_or(0, |g| g.value());
-        counts.insert((article, counter), old.saturating_add(n)).map_err(err)?;
-        Ok(())
+    let mut add = |article: &str, counter: &str, n: u64| {
+        upsert(&mut counts, (article, counter), |old| {
+            old.unwrap_or(0).saturating_add(n)
+        })
     };
     for d in &batch.articles {
         let article = d.article.as_str();
@@ -574,8 +594,7 @@ fn add_visitors(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError>
             sketches.insert((day, article), bytes.as_slice()).map_err(err)?;
         }
         if grew > 0 {
-            let old = totals.get(article).map_err(err)?.map_or(0, |g| g.value());
-            totals.insert(article, old + grew).map_err(err)?;
+            upsert(&mut totals, article, |old| old.unwrap_or(0) + grew)?;
         }
     }
     Ok(())

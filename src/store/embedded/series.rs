@@ -3,9 +3,9 @@
 //! the rows past their retention there too (no background job); the sections and
 //! languages seen are kept as keys of one small table for `/v1/meta`.
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::err;
+use super::{err, upsert};
 use crate::event::Meta;
 use crate::store::series::{MetaValues, Point, Series, SeriesWindow, Step};
 use crate::store::{Batch, StoreError};
@@ -39,9 +39,10 @@ pub fn write(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<(), S
                 if p.is_zero() {
                     continue;
                 }
-                let key = (bucket, d.article.as_str());
-                let (v, s) = t.get(key).map_err(err)?.map_or((0, 0), |g| g.value());
-                t.insert(key, (v + p.views, s + p.shares)).map_err(err)?;
+                upsert(&mut t, (bucket, d.article.as_str()), |old| {
+                    let (v, s) = old.unwrap_or((0, 0));
+                    (v + p.views, s + p.shares)
+                })?;
             }
         }
         t.retain_in(..(oldest, ""), |_, _| false).map_err(err)?;
@@ -51,16 +52,28 @@ pub fn write(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<(), S
 
 /// Records the sections and languages of the batch's articles as stored (after the
 /// merge of their metadata: a value the first writer's refused is not listed).
+/// The table is opened once, and only when an article has metadata: most batches carry
+/// none (an article's metadata goes to the store when it changes, not every flush).
 pub fn note_meta(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
-    for d in &batch.articles {
-        note_values(txn, &d.meta)?;
+    let mut with_meta = batch.articles.iter().filter(|d| has_values(&d.meta)).peekable();
+    if with_meta.peek().is_none() {
+        return Ok(());
     }
-    Ok(())
+    let mut t = txn.open_table(META_VALUES).map_err(err)?;
+    with_meta.try_for_each(|d| insert_values(&mut t, &d.meta))
 }
 
 /// Records the section and language of `meta`, where it has them.
 pub fn note_values(txn: &WriteTransaction, meta: &Meta) -> Result<(), StoreError> {
     let mut t = txn.open_table(META_VALUES).map_err(err)?;
+    insert_values(&mut t, meta)
+}
+
+fn has_values(meta: &Meta) -> bool {
+    meta.section.is_some() || meta.lang.is_some()
+}
+
+fn insert_values(t: &mut Table<'_, (&'static str, &'static str), ()>, meta: &Meta) -> Result<(), StoreError> {
     for (kind, value) in [("section", &meta.section), ("lang", &meta.lang)] {
         if let Some(v) = value.as_deref() {
             t.insert((kind, v), ()).map_err(err)?;
