@@ -127,14 +127,25 @@ impl QueryCache {
     }
 }
 
-/// One (metric, window)'s candidates as computed: when, every filter's top, and the
-/// bodies answered from them so far.
+/// One (metric, window)'s candidates as computed: when, every filter's top, when
+/// their titles were last all read, and the bodies answered from them so far.
 #[derive(Debug)]
 struct Computed {
     at: Instant,
     generated_at: SystemTime,
     candidates: Candidates,
+    titles_at: Instant,
     rendered: Mutex<Rendered>,
+}
+
+/// What a recomputation starts from: the last candidates' basis (their lists, brought
+/// up to date when only counts rose), and the last candidates themselves while their
+/// titles were all read at most `served_until` ago, so an article still ranked keeps
+/// its title and only the articles new to the candidates are read.
+#[derive(Debug, Default)]
+struct Last {
+    basis: Option<Arc<Basis>>,
+    titled: Option<Arc<Computed>>,
 }
 
 /// JSON bodies by (filter, limit), at most [`RENDERED_BYTES`] in all.
@@ -195,10 +206,12 @@ impl Shared {
     }
 }
 
-/// Runs `compute` and keeps what it gives, timed from its start.
+/// Runs `compute` and keeps what it gives, timed from its start; `titles_at` is when
+/// the titles it kept were read (`None`: it read them all).
 async fn computed(
     shared: &Shared,
     compute: impl Future<Output = Result<Candidates, ApiError>>,
+    titles_at: Option<Instant>,
 ) -> Result<Arc<Computed>, ApiError> {
     let (at, generated_at) = (Instant::now(), SystemTime::now());
     let candidates = compute.await?;
@@ -206,6 +219,7 @@ async fn computed(
         at,
         generated_at,
         candidates,
+        titles_at: titles_at.unwrap_or(at),
         rendered: Mutex::default(),
     }))
 }
@@ -246,13 +260,22 @@ impl TopCache {
         all.entry((metric.clone(), window)).or_default().clone()
     }
 
+    /// What a recomputation after `last` starts from, and when the titles it keeps
+    /// were read.
+    fn last(&self, last: Option<Arc<Computed>>) -> (Last, Option<Instant>) {
+        let basis = last.as_ref().and_then(|c| c.candidates.basis.clone());
+        let titled = last.filter(|c| c.titles_at.elapsed() < self.served_until);
+        let titles_at = titled.as_ref().map(|c| c.titles_at);
+        (Last { basis, titled }, titles_at)
+    }
+
     /// The candidates of `q`'s (metric, window): the last ones while at most a ttl
     /// old; stale ones while at most `served_until` old, with a recomputation started
     /// in the background unless one runs (for any (metric, window): a later request
     /// starts it); else new ones (one computation for all the requests waiting).
     async fn candidates<F, Fut>(&self, q: &TopQuery, compute: F) -> Result<Arc<Computed>, ApiError>
     where
-        F: FnOnce(Option<Arc<Basis>>) -> Fut,
+        F: FnOnce(Last) -> Fut,
         Fut: Future<Output = Result<Candidates, ApiError>> + Send + 'static,
     {
         let shared = self.shared(&q.metric, q.window);
@@ -265,10 +288,11 @@ impl TopCache {
                 });
                 if let Some(turn) = turn {
                     let shared = shared.clone();
-                    let compute = compute(c.candidates.basis.clone());
+                    let (last, titles_at) = self.last(Some(c.clone()));
+                    let compute = compute(last);
                     tokio::spawn(async move {
                         let _turn = turn;
-                        if let Err(e) = computed(&shared, compute).await {
+                        if let Err(e) = computed(&shared, compute, titles_at).await {
                             tracing::debug!(error = %e, "recomputing /v1/top candidates failed; serving the last");
                         }
                     });
@@ -281,8 +305,8 @@ impl TopCache {
                 match shared.current() {
                     Some(c) if c.at.elapsed() < self.served_until => Ok(c),
                     last => {
-                        let basis = last.and_then(|c| c.candidates.basis.clone());
-                        computed(&shared, compute(basis)).await
+                        let (last, titles_at) = self.last(last);
+                        computed(&shared, compute(last), titles_at).await
                     }
                 }
             }
@@ -293,7 +317,7 @@ impl TopCache {
     /// they do not cover, from `rank_alone`.
     async fn answer<F, Fut, R, RFut>(&self, q: &TopQuery, compute: F, rank_alone: R) -> Result<Bytes, ApiError>
     where
-        F: FnOnce(Option<Arc<Basis>>) -> Fut,
+        F: FnOnce(Last) -> Fut,
         Fut: Future<Output = Result<Candidates, ApiError>> + Send + 'static,
         R: FnOnce(TopQuery) -> RFut,
         RFut: Future<Output = Result<Vec<TopEntry>, ApiError>>,
@@ -323,34 +347,58 @@ fn response(q: &TopQuery, generated_at: SystemTime, articles: Vec<TopEntry>) -> 
 /// Each entry's title and url, read from the store in one call (the rankings keep
 /// no titles in memory). A failed read costs the titles, not the ranking.
 async fn add_titles(store: &Store, entries: &mut [TopEntry]) {
-    let ids: Vec<ArticleId> = entries
+    let all: Vec<usize> = (0..entries.len()).collect();
+    add_titles_at(store, entries, &all).await;
+}
+
+/// [`add_titles`] for the entries at positions `at` only.
+async fn add_titles_at(store: &Store, entries: &mut [TopEntry], at: &[usize]) {
+    let ids: Vec<ArticleId> = at
         .iter()
-        .filter_map(|e| ArticleId::parse(&e.article).ok())
+        .filter_map(|&i| ArticleId::parse(&entries[i].article).ok())
         .collect();
-    if ids.len() != entries.len() || ids.is_empty() {
+    if ids.len() != at.len() || ids.is_empty() {
         return;
     }
     match store.metas(&ids).await {
         Ok(metas) => {
-            for (entry, meta) in entries.iter_mut().zip(metas) {
-                entry.title = meta.title;
-                entry.url = meta.url;
+            for (&i, meta) in at.iter().zip(metas) {
+                entries[i].title = meta.title;
+                entries[i].url = meta.url;
             }
         }
         Err(e) => tracing::debug!(error = %e, "title read for /v1/top failed; answering without titles"),
     }
 }
 
-/// Every filter's ranking of `metric` in `window`, with titles (from `basis` when only
-/// counts rose since it).
+/// Every filter's ranking of `metric` in `window`, from `last`'s basis when only
+/// counts rose since it, with titles: from `last`'s candidates for the articles they
+/// held when it has them, read for the others.
 async fn candidates_with_titles(
     store: Store,
     window: Window,
     metric: Metric,
-    basis: Option<Arc<Basis>>,
+    last: Last,
 ) -> Result<Candidates, StoreError> {
-    let mut candidates = store.top_candidates(window, &metric, basis).await?;
-    add_titles(&store, &mut candidates.articles).await;
+    let mut candidates = store.top_candidates(window, &metric, last.basis).await?;
+    let Some(titled) = last.titled else {
+        add_titles(&store, &mut candidates.articles).await;
+        return Ok(candidates);
+    };
+    let known: HashMap<&str, &TopEntry> = titled
+        .candidates
+        .articles
+        .iter()
+        .map(|e| (e.article.as_str(), e))
+        .collect();
+    let mut unknown = Vec::new();
+    for (i, entry) in candidates.articles.iter_mut().enumerate() {
+        match known.get(entry.article.as_str()) {
+            Some(k) => (entry.title, entry.url) = (k.title.clone(), k.url.clone()),
+            None => unknown.push(i),
+        }
+    }
+    add_titles_at(&store, &mut candidates.articles, &unknown).await;
     Ok(candidates)
 }
 
@@ -363,7 +411,7 @@ pub async fn top(api: &Api, query: &str) -> ApiResult {
         .top_cache
         .answer(
             &q,
-            move |basis| async move { Ok(candidates_with_titles(store, window, metric, basis).await?) },
+            move |last| async move { Ok(candidates_with_titles(store, window, metric, last).await?) },
             |key| async move {
                 let mut articles = api.store.top(&key).await.map_err(ApiError::from)?;
                 add_titles(&api.store, &mut articles).await;
@@ -483,6 +531,36 @@ mod tests {
         }
         let v: serde_json::Value = serde_json::from_slice(&replaced).unwrap();
         assert_eq!(v["articles"][0]["article"], "b", "rendered from the new candidates");
+    }
+
+    #[tokio::test]
+    async fn a_recomputation_is_given_the_last_candidates_to_keep_their_titles() {
+        let cache = TopCache::new(Duration::ZERO);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let ask = |article: &'static str| {
+            let seen = seen.clone();
+            let compute = move |last: Last| {
+                let kept = last.titled.map(|c| c.candidates.articles[0].article.clone());
+                seen.lock().unwrap().push(kept);
+                async move { Ok(only(article, true)) }
+            };
+            let cache = &cache;
+            async move { cache.answer(&query(""), compute, |_| async { Ok(Vec::new()) }).await }
+        };
+        ask("a").await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), [None], "the first computation reads every title");
+        for _ in 0..6_000 {
+            ask("b").await.unwrap();
+            if seen.lock().unwrap().len() > 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            seen.lock().unwrap()[1],
+            Some("a".to_string()),
+            "the recomputation is given the candidates whose titles were just read"
+        );
     }
 
     #[tokio::test]

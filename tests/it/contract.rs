@@ -769,7 +769,8 @@ mod top_cases {
                 assert_eq!(r.status, StatusCode::ACCEPTED);
             }
         };
-        let mut first = vec![view("r-a", "news", "en"); 3];
+        let titled = |article: &str, title: &str| json!({"type": "view", "article": article, "section": "news", "lang": "en", "title": title});
+        let mut first = vec![titled("r-a", "A"); 3];
         first.extend(vec![view("r-b", "news", "en"); 2]);
         first.push(view("r-c", "sport", "ru"));
         post(first).await;
@@ -781,11 +782,16 @@ mod top_cases {
 
         // Counts rise: an article overtakes, a new one enters a known section, shares begin.
         let mut more = vec![view("r-c", "sport", "ru"); 4];
-        more.extend(vec![view("r-d", "news", "en"); 3]);
+        more.extend(vec![titled("r-d", "D"); 3]);
         more.extend(vec![share("r-b"); 2]);
         post(more).await;
         let all = [("r-c", 5), ("r-a", 3), ("r-d", 3), ("r-b", 2)];
         top_shows(&app, "window=1h", &all).await;
+        // Titles: kept for an article still ranked, read for one new to the ranking.
+        let v = app.client.get("/v1/top?window=1h").await.json();
+        let title = |i: usize| (v["articles"][i]["article"].clone(), v["articles"][i]["title"].clone());
+        assert_eq!(title(1), (json!("r-a"), json!("A")));
+        assert_eq!(title(2), (json!("r-d"), json!("D")));
         top_shows(&app, "window=all", &all).await;
         top_shows(&app, "window=1h&section=news", &[("r-a", 3), ("r-d", 3), ("r-b", 2)]).await;
         top_shows(
