@@ -139,6 +139,9 @@ async fn measure(store: &str, addr: SocketAddr, started: Instant, keys: usize) {
         }
     }
     done.store(true, Ordering::Relaxed);
+    // A failed apply waits for the back-off (the flush interval here) before it retries.
+    let errors = metric(&mut probe, "viewcounter_flush_batches_total{result=\"error\"}").await;
+    eprintln!("{store}: {errors} batch applies failed and were retried");
     let (mut lat, mut idle, mut timeline) = (Vec::new(), Vec::new(), Vec::new());
     for r in readers {
         for (due, took) in r.await.unwrap() {
@@ -214,6 +217,22 @@ fn script_ms(redis: &RedisServer) -> Option<f64> {
     Some(usec.parse::<f64>().ok()? / 1e3)
 }
 
+/// Redis's forks (each stops Redis while it copies its page tables) and the longest,
+/// from `INFO`: an AOF rewrite during the flush is one.
+fn forks(redis: &RedisServer) -> Option<String> {
+    let stats = redis.cli(&["INFO", "stats"])?;
+    let field = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::to_string))
+    };
+    Some(format!(
+        "{} forks, the last took {} µs",
+        field("total_forks")?,
+        field("latest_fork_usec")?
+    ))
+}
+
 fn main() {
     let keys = keys();
     let embedded = std::env::args().any(|a| a == "--embedded");
@@ -238,6 +257,9 @@ fn main() {
     client.block_on(measure(store, addr, started, keys));
     if let Some(ms) = redis.as_ref().and_then(script_ms) {
         println!("\nA flush script ran {ms:.2} ms on average.");
+    }
+    if let Some(forks) = redis.as_ref().and_then(forks) {
+        println!("Redis forked for its AOF rewrites: {forks}.");
     }
     drop(rt);
 }

@@ -81,8 +81,14 @@ impl Batch {
         self.position(article).map(|i| &self.articles[i])
     }
 
-    /// Where `article`'s delta is in `articles`, if it has one.
+    /// Where `article`'s delta is in `articles`, if it has one. A drain's batches hold
+    /// consecutive ranges of the sorted articles, so a read that looks in each queued
+    /// batch mostly stops at the range check (two comparisons, not a binary search).
     pub fn position(&self, article: &str) -> Option<usize> {
+        let (first, last) = (self.articles.first()?, self.articles.last()?);
+        if article < first.article.as_str() || article > last.article.as_str() {
+            return None;
+        }
         self.articles.binary_search_by(|d| d.article.as_str().cmp(article)).ok()
     }
 
@@ -256,6 +262,18 @@ impl Store {
         }
     }
 
+    /// Most articles in one batch (a drain is split in batches of at most this many).
+    /// Redis runs a batch as one script per partition, and a read waits for the
+    /// scripts Redis runs before it: smaller batches keep each script near a
+    /// millisecond (see `redis::BATCH_ARTICLES`). Embedded: one redb commit per batch,
+    /// so fewer and bigger.
+    pub fn batch_articles(&self) -> usize {
+        match self {
+            Store::Embedded(_) => crate::flusher::CHUNK_ARTICLES,
+            Store::Redis(_) => redis::BATCH_ARTICLES,
+        }
+    }
+
     /// Applies a batch atomically, at most once per batch id.
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
         match self {
@@ -398,4 +416,39 @@ pub fn unapplied_in(article: &ArticleId, unacked: &[Arc<Batch>]) -> Counts {
         unapplied.add(&d.counts);
     }
     unapplied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(articles: &[&str]) -> Batch {
+        Batch {
+            id: BatchId {
+                instance: "i".into(),
+                epoch_ms: 1,
+                seq: 1,
+                chunk: 0,
+            },
+            flushed_at_ms: 1,
+            articles: articles
+                .iter()
+                .map(|a| ArticleDelta {
+                    article: ArticleId::parse(a).unwrap(),
+                    views: 1,
+                    shares: Vec::new(),
+                    meta: Meta::default(),
+                    visitors: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_finds_its_articles_and_nothing_outside_or_between_them() {
+        let b = batch(&["b", "d", "f"]);
+        assert_eq!(["b", "d", "f"].map(|a| b.position(a)), [Some(0), Some(1), Some(2)]);
+        assert_eq!(["a", "c", "e", "g"].map(|a| b.position(a)), [None; 4]);
+        assert_eq!(batch(&[]).position("a"), None);
+    }
 }

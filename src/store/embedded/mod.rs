@@ -332,7 +332,14 @@ impl EmbeddedStore {
         articles: &[ArticleId],
         unacked: &[Arc<Batch>],
     ) -> Result<Vec<ArticleRead>, StoreError> {
-        let (articles, unacked) = (articles.to_vec(), unacked.to_vec());
+        // Only the batches holding one of the articles: after a big drain the queue holds
+        // a hundred batches, and a lookup in the applied table each cost every read.
+        let unacked: Vec<Arc<Batch>> = unacked
+            .iter()
+            .filter(|b| articles.iter().any(|a| b.get(a.as_str()).is_some()))
+            .cloned()
+            .collect();
+        let articles = articles.to_vec();
         self.blocking(move |s| {
             let txn = s.db()?.begin_read().map_err(err)?;
             let counts = txn.open_table(COUNTS).map_err(err)?;
