@@ -435,8 +435,7 @@ mod tests {
                 .iter()
                 .map(|a| ArticleDelta {
                     article: ArticleId::parse(a).unwrap(),
-                    views: 1,
-                    shares: Vec::new(),
+                    counts: crate::counts::Counts::of_views(1),
                     meta: Meta::default(),
                     visitors: Vec::new(),
                 })
