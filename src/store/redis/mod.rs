@@ -23,7 +23,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
 
 use conn::{Conn, Connector, Request};
@@ -43,18 +42,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound of one store call, reconnection included: a connect plus a response.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
-/// Most articles in a batch for Redis: spread over the 64 partitions, about 64 a
-/// script, which runs in about a millisecond. Redis runs every complete command it read
-/// from one connection before it serves another, so an article read waits for the
-/// scripts ahead of it: a 10,000-article batch made 2–3 ms scripts, and several of them
-/// pipelined held a read 7–10 ms.
-pub const BATCH_ARTICLES: usize = 4_096;
-/// Flush scripts sent and not answered yet, over every batch being applied: what an
-/// article read may find ahead of it in Redis. Pipelined without a bound, Redis ran
-/// about ten scripts from the flush's connection between two reads of another one;
-/// with four in flight a read still waited 7–8 ms on a loaded machine. Two, so Redis
-/// runs one while the answer to the other travels back and the next call is sent.
-pub const SCRIPTS_IN_FLIGHT: usize = 2;
 /// Default bound of a read for the API (`--redis-read-timeout`): reads of up to 100
 /// articles take a millisecond, and past this the API answers from the last known
 /// totals instead of keeping a page waiting for the whole response timeout.
@@ -82,8 +69,6 @@ pub struct RedisStore {
     read_timeout: Duration,
     /// The share networks whose counters reads look up (`--share-networks`).
     networks: Networks,
-    /// [`SCRIPTS_IN_FLIGHT`] permits, one per flush script sent and not answered.
-    scripts: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -143,7 +128,6 @@ impl RedisStore {
             top: Arc::default(),
             read_timeout: READ_TIMEOUT,
             networks: Networks::default(),
-            scripts: Arc::new(tokio::sync::Semaphore::new(SCRIPTS_IN_FLIGHT)),
         }
     }
 
@@ -205,20 +189,23 @@ impl RedisStore {
         self.each(&self.conn, self.read_timeout, requests).await
     }
 
-    /// Runs `script` calls (one `EVALSHA` each, within one slot), at most
-    /// [`SCRIPTS_IN_FLIGHT`] of this store's sent and not answered at a time, each
-    /// within [`CALL_TIMEOUT`] from when it is sent (waiting for its turn is not what
-    /// the bound is for); each call's integer answer, or the first error.
+    /// Runs `script` calls (one `EVALSHA` each, within one slot) at once; each call's
+    /// integer answer (see [`conn::run_scripts`]).
     async fn run_scripts(&self, script: &Script, calls: &[Cmd]) -> Result<Vec<i64>, StoreError> {
-        let results = join_all(calls.iter().map(|call| async move {
-            // First come, first served: the calls go in order. The store never closes
-            // the semaphore (a closed one would only stop the pacing).
-            let _sent = self.scripts.acquire().await.ok();
-            self.call(CALL_TIMEOUT, |conn| conn::run_script(conn, script, call))
-                .await
-        }))
-        .await;
-        results.into_iter().collect()
+        let results = self
+            .call(CALL_TIMEOUT, |conn| conn::run_scripts(conn, script, calls))
+            .await?;
+        let mut answers = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(n) => answers.push(n),
+                Err(e) => {
+                    self.conn.forget_after(Some(&e)).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(answers)
     }
 
     /// [`Self::call`] for one pipeline (within one slot) that writes.
