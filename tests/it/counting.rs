@@ -360,7 +360,10 @@ async fn read_until_landed(app: &TestApp, round: usize, landed_before: f64) -> u
 /// exactly only because it reads again, as often as the queue changed under it.
 async fn reads_during_large_drains_count_each_event_once(backend: Backend) {
     let _heavy = common::one_heavy_test_at_a_time().await;
-    let app = TestApp::start_on(&backend, &["--flush-interval", "1s"]).await;
+    // Reads that outlast the Redis read timeout answer from the last known totals plus
+    // every queued batch, which can count a batch applied since twice (not the rule
+    // tested here): the four readers on a loaded machine must not reach it.
+    let app = TestApp::start_on(&backend, &["--flush-interval", "1s", "--redis-read-timeout", "60s"]).await;
     for round in 0..3 {
         let landed_before = acknowledged(&app).await;
         post_round(&app, round).await;
