@@ -88,7 +88,7 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
             .map(|((id, read), p)| {
                 let meta = completed_meta(api, id, read.meta, &view.batches);
                 let mut c = read.stored;
-                c.add(&read.unapplied);
+                c.add(&unapplied_in(id, &view.batches, &read.landed));
                 c.add(&p);
                 ArticleCounts {
                     visitors: read.visitors,
@@ -99,28 +99,19 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
     }
 }
 
-/// The store's view; while the store fails, the last totals read plus every unacked
-/// batch (if every article was read before, without metadata or visitors), else
+/// The store's view; while the store fails, the last totals read with the batches they
+/// held (if every article was read before, without metadata or visitors), else
 /// `store_unavailable`.
 async fn store_reads(api: &Api, ids: &[ArticleId], unacked: &[Arc<Batch>]) -> Result<Vec<ArticleRead>, ApiError> {
     match api.store.article_reads(ids, unacked).await {
         Ok(reads) => {
-            let stored: Vec<Counts> = reads.iter().map(|r| r.stored.clone()).collect();
-            api.last_known.remember(ids, &stored);
+            api.last_known.remember(ids, &reads);
             Ok(reads)
         }
         Err(e) => match api.last_known.recall(ids) {
-            Some(stored) => {
+            Some(reads) => {
                 tracing::debug!(error = %e, "store read failed; answering from the last known totals");
-                Ok(ids
-                    .iter()
-                    .zip(stored)
-                    .map(|(id, s)| ArticleRead {
-                        stored: s,
-                        unapplied: unapplied_in(id, unacked),
-                        ..ArticleRead::default()
-                    })
-                    .collect())
+                Ok(reads)
             }
             None => Err(e.into()),
         },

@@ -103,8 +103,10 @@ impl Batch {
 pub struct ArticleRead {
     /// Its stored totals.
     pub stored: Counts,
-    /// The deltas of unacknowledged batches that `stored` does not hold yet.
-    pub unapplied: Counts,
+    /// The unacknowledged batches holding the article that `stored` already includes
+    /// (applied, their acknowledgement not processed yet); the article's deltas in the
+    /// other unacknowledged batches are still to be added ([`unapplied_in`]).
+    pub landed: Vec<BatchId>,
     /// Its stored metadata.
     pub meta: Meta,
     /// Its visitors (distinct per day, summed over days).
@@ -397,11 +399,14 @@ impl Store {
     }
 }
 
-/// The deltas of `article` in `unacked` batches, added up.
-pub fn unapplied_in(article: &ArticleId, unacked: &[Arc<Batch>]) -> Counts {
+/// The deltas of `article` in the `unacked` batches that are not `landed`, added up:
+/// what a read adds to stored totals that include exactly the `landed` batches.
+pub fn unapplied_in(article: &ArticleId, unacked: &[Arc<Batch>], landed: &[BatchId]) -> Counts {
     let mut unapplied = Counts::default();
-    for d in unacked.iter().filter_map(|b| b.get(article.as_str())) {
-        unapplied.add(&d.counts);
+    for b in unacked.iter().filter(|b| !landed.contains(&b.id)) {
+        if let Some(d) = b.get(article.as_str()) {
+            unapplied.add(&d.counts);
+        }
     }
     unapplied
 }

@@ -14,7 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, Wr
 use super::ranking::{Change, Ranking};
 use super::series::{MetaValues, Series, SeriesWindow};
 use super::windows::Windows;
-use super::{unapplied_in, Applied, ArticleRead, Batch, Rankings, StoreError};
+use super::{Applied, ArticleRead, Batch, Rankings, StoreError};
 use crate::clock::{Clock, SystemClock};
 use crate::counts::Counts;
 use crate::event::{ArticleId, Meta};
@@ -346,10 +346,10 @@ impl EmbeddedStore {
             let applied = txn.open_table(APPLIED).map_err(err)?;
             let (meta, pages) = (txn.open_table(META).map_err(err)?, txn.open_table(PAGES).map_err(err)?);
             let visitors = txn.open_table(VISITORS).map_err(err)?;
-            let mut pending = Vec::with_capacity(unacked.len());
+            let mut landed = Vec::with_capacity(unacked.len());
             for b in unacked {
-                if applied.get(b.id.to_string().as_str()).map_err(err)?.is_none() {
-                    pending.push(b);
+                if applied.get(b.id.to_string().as_str()).map_err(err)?.is_some() {
+                    landed.push(b);
                 }
             }
             articles
@@ -357,7 +357,11 @@ impl EmbeddedStore {
                 .map(|a| {
                     Ok(ArticleRead {
                         stored: read_counts(&counts, a.as_str())?,
-                        unapplied: unapplied_in(a, &pending),
+                        landed: landed
+                            .iter()
+                            .filter(|b| b.get(a.as_str()).is_some())
+                            .map(|b| b.id.clone())
+                            .collect(),
                         meta: read_meta(&meta, &pages, a.as_str())?,
                         visitors: visitors.get(a.as_str()).map_err(err)?.map_or(0, |g| g.value()),
                     })

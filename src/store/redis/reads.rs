@@ -10,7 +10,7 @@ use super::keys::{self, article_field, MetaKind, Partition, VIEWS_FIELD};
 use super::RedisStore;
 use crate::counts::Counts;
 use crate::event::{ArticleId, Meta, META_FIELDS};
-use crate::store::{ArticleDelta, ArticleRead, Batch, StoreError};
+use crate::store::{ArticleRead, Batch, BatchId, StoreError};
 
 /// The values of an `HMGET`.
 type Fields = Vec<Option<String>>;
@@ -43,7 +43,7 @@ impl RedisStore {
         unacked: &[Arc<Batch>],
     ) -> Result<Vec<ArticleRead>, StoreError> {
         let mut reads = Vec::with_capacity(articles.len());
-        let mut plan: Vec<Vec<&ArticleDelta>> = Vec::with_capacity(articles.len());
+        let mut plan: Vec<Vec<&BatchId>> = Vec::with_capacity(articles.len());
         for a in articles {
             let (name, partition) = (a.as_str(), Partition::of(a.as_str()));
             let mut pipe = redis::pipe();
@@ -52,22 +52,26 @@ impl RedisStore {
                 .cmd("HGET")
                 .arg(self.keys.visitors(partition))
                 .arg(name);
-            let batches: Vec<_> = unacked.iter().filter_map(|b| b.get(name).map(|d| (&**b, d))).collect();
-            for (b, _) in &batches {
-                pipe.getbit(self.keys.applied(partition, &b.id), keys::applied_bit(&b.id) as usize);
+            let batches: Vec<&BatchId> = unacked
+                .iter()
+                .filter(|b| b.get(name).is_some())
+                .map(|b| &b.id)
+                .collect();
+            for id in &batches {
+                pipe.getbit(self.keys.applied(partition, id), keys::applied_bit(id) as usize);
             }
             reads.push(pipe);
-            plan.push(batches.into_iter().map(|(_, d)| d).collect());
+            plan.push(batches);
         }
         let replies: Vec<Vec<Value>> = self.each_read(&reads).await?;
         plan.into_iter()
             .zip(replies)
-            .map(|(deltas, values)| self.article_read(deltas, values))
+            .map(|(batches, values)| self.article_read(batches, values))
             .collect()
     }
 
     /// One article's [`ArticleRead`] from its transaction's replies.
-    fn article_read(&self, deltas: Vec<&ArticleDelta>, values: Vec<Value>) -> Result<ArticleRead, StoreError> {
+    fn article_read(&self, batches: Vec<&BatchId>, values: Vec<Value>) -> Result<ArticleRead, StoreError> {
         let mut values = values.into_iter();
         let mut next = || values.next().ok_or_else(|| super::corrupt("short transaction reply"));
         let counters: Vec<Option<u64>> = redis::from_redis_value(next()?)?;
@@ -76,14 +80,14 @@ impl RedisStore {
         let visitors: Option<u64> = redis::from_redis_value(next()?)?;
         let mut read = ArticleRead {
             stored: self.stored_counts(counters),
-            unapplied: Counts::default(),
+            landed: Vec::new(),
             meta: meta_of(meta, pages),
             visitors: visitors.unwrap_or_default(),
         };
-        for d in deltas {
+        for id in batches {
             let landed: bool = redis::from_redis_value(next()?)?;
-            if !landed {
-                read.unapplied.add(&d.counts);
+            if landed {
+                read.landed.push(id.clone());
             }
         }
         Ok(read)
