@@ -399,7 +399,7 @@ async fn a_read_names_the_queued_batches_its_totals_already_hold(store: viewcoun
         .await
         .unwrap();
     assert_eq!(reads[0].stored.views, 2);
-    assert_eq!(reads[0].landed, [landed.id.clone()]);
+    assert_eq!(reads[0].landed, std::slice::from_ref(&landed.id));
     assert!(reads[1].landed.is_empty(), "c is in no batch");
     let unacked = [landed, queued];
     let unapplied = viewcounter::store::unapplied_in(&ids[0], &unacked, &reads[0].landed);
