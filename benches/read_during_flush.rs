@@ -7,8 +7,10 @@
 //! the `IDLE` before the tick, with nothing to flush (on a shared machine, the floor
 //! that the load of the moment sets), and on Redis the average time of a flush script.
 //!
-//! Run: `cargo bench --bench read_during_flush -- [--keys 1000000] [--embedded]`
-//! (Redis by default: a private redis-server with `appendfsync everysec`).
+//! Run: `cargo bench --bench read_during_flush -- [--keys 1000000] [--embedded] [--path P]`
+//! (Redis by default: a private redis-server with `appendfsync everysec`). `--path`
+//! reads another endpoint instead, e.g. `--path '/v1/top?window=1h'`: a
+//! ranking asked for while a million articles land in the windows.
 
 #[path = "../tests/it/support/redis_server.rs"]
 #[allow(dead_code)]
@@ -36,12 +38,21 @@ const PERIOD: Duration = Duration::from_millis(10);
 /// How long the readers run before the tick.
 const IDLE: Duration = Duration::from_secs(5);
 
-fn keys() -> usize {
+fn option(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--keys")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(1_000_000)
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn keys() -> usize {
+    option("--keys").and_then(|k| k.parse().ok()).unwrap_or(1_000_000)
+}
+
+/// What the readers read: `--path`, or one article.
+fn read_path() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| option("--path").unwrap_or_else(|| "/v1/articles/k42".into()))
 }
 
 async fn send(sender: &mut SendRequest<Full<Bytes>>, method: &str, path: &str, body: String) -> (u16, Bytes) {
@@ -57,7 +68,7 @@ async fn send(sender: &mut SendRequest<Full<Bytes>>, method: &str, path: &str, b
     (status, resp.into_body().collect().await.expect("body").to_bytes())
 }
 
-/// Reads `/v1/articles/k42` every `PERIOD` on its own connection until `done`, each
+/// Reads [`read_path`] every `PERIOD` on its own connection until `done`, each
 /// latency measured from the moment the read was due (not from when the previous one
 /// returned), so a reader stuck behind the drain records every read it could not send.
 async fn read_on_schedule(addr: SocketAddr, offset: u32, done: Arc<AtomicBool>) -> Vec<(Instant, Duration)> {
@@ -70,7 +81,7 @@ async fn read_on_schedule(addr: SocketAddr, offset: u32, done: Arc<AtomicBool>) 
         }
         let due = start + PERIOD * k;
         tokio::time::sleep_until(due.into()).await;
-        let (status, _) = send(&mut sender, "GET", "/v1/articles/k42", String::new()).await;
+        let (status, _) = send(&mut sender, "GET", read_path(), String::new()).await;
         assert_eq!(status, 200);
         lat.push((due, due.elapsed()));
     }
@@ -251,6 +262,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    println!("Reads: `GET {}`\n", read_path());
     println!("| store | pending keys | flush s (from the tick) | reads | p50 ms | p99 ms | max ms | before the tick: p50 / p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let store = if embedded { "embedded" } else { "redis" };
