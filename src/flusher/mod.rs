@@ -519,15 +519,18 @@ impl Applier {
         }
     }
 
-    /// Applies the queued batches, [`Store::batches_at_once`] at a time; starts no
-    /// more after a failure. Returns true when all of them were acknowledged.
+    /// Applies the queued batches, [`Store::batches_at_once`] at a time, in order where
+    /// it matters ([`may_start`]); starts no more after a failure. Returns true when all
+    /// of them were acknowledged.
     async fn apply_queued(&mut self) -> bool {
-        let mut queue = self.in_flight.snapshot().into_iter();
+        let mut queue = self.in_flight.snapshot().into_iter().peekable();
         let mut running = JoinSet::new();
         let mut error = None;
         loop {
             while error.is_none() && running.len() < self.store.batches_at_once() {
-                let Some(u) = queue.next() else { break };
+                let Some(u) = queue.next_if(|u| may_start(running.len(), &u.batch)) else {
+                    break;
+                };
                 let store = self.store.clone();
                 running.spawn(async move {
                     let started = Instant::now();
@@ -625,6 +628,53 @@ impl Applier {
                 return false;
             }
             time::sleep(wait).await;
+        }
+    }
+}
+/// Whether `batch` may start while `running` earlier batches are still being applied
+/// (Redis applies two at once). A batch that carries signed metadata waits for every
+/// batch before it: a signed value replaces the stored one, so an older value landing
+/// after a newer one (two batches racing, or a retry) would move a section back.
+fn may_start(running: usize, batch: &Batch) -> bool {
+    running == 0 || !batch.carries_signed_meta()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counts::Counts;
+    use crate::event::{ArticleId, Meta};
+    use crate::store::ArticleDelta;
+
+    fn batch(section: Option<&str>, signed: bool) -> Batch {
+        Batch {
+            id: BatchId {
+                instance: "t".into(),
+                epoch_ms: 1,
+                seq: 1,
+                chunk: 0,
+            },
+            flushed_at_ms: 1,
+            articles: vec![ArticleDelta {
+                article: ArticleId::parse("a").unwrap(),
+                counts: Counts::of_views(1),
+                meta: Meta {
+                    section: section.map(Into::into),
+                    signed,
+                    ..Meta::default()
+                },
+                visitors: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_batch_with_signed_metadata_waits_for_every_batch_before_it() {
+        let signed = batch(Some("world"), true);
+        assert!(!may_start(1, &signed), "an earlier batch still runs");
+        assert!(may_start(0, &signed));
+        for unsigned in [batch(Some("world"), false), batch(None, false)] {
+            assert!(may_start(1, &unsigned), "unsigned metadata only fills what is missing");
         }
     }
 }

@@ -92,6 +92,12 @@ impl Batch {
         self.articles.binary_search_by(|d| d.article.as_str().cmp(article)).ok()
     }
 
+    /// True when some article's metadata in the batch is signed (it replaces what the
+    /// store holds, where unsigned metadata only fills what it lacks).
+    pub fn carries_signed_meta(&self) -> bool {
+        self.articles.iter().any(|d| d.meta.signed)
+    }
+
     /// Sum of all views and shares in the batch.
     pub fn events(&self) -> u64 {
         self.articles.iter().map(|d| d.counts.events()).sum()
