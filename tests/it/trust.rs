@@ -266,7 +266,11 @@ async fn with_a_secret_only_valid_signatures_count_and_they_may_move_metadata() 
     );
     let exp = now() + 3600;
 
-    let r = post_as(&first, None, &signed_view("new-secret", "g-1", exp, "politics")).await;
+    // Every write of g-1 goes through `second`, every read through `first`, which
+    // holds none of it pending: a read of `first` shows what the store holds. (Signed
+    // values from two instances land in the order their batches do: had `first` sent
+    // "politics" too, its batch could land after the "world" below and move it back.)
+    let r = post_as(&second, None, &signed_view("new-secret", "g-1", exp, "politics")).await;
     assert_eq!(r.json(), json!({"accepted": 1, "counted": 1}), "{}", r.text());
     let r = post_as(&second, None, &signed_view("old-secret", "g-1", exp, "politics")).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "a secret being rotated out still signs");
