@@ -9,14 +9,12 @@ use common::{Backend, RedisCluster, RedisServer, TestApp};
 pub struct Fixture {
     backend: Backend,
     _redis: Option<RedisServer>,
-    _cluster: Option<RedisCluster>,
 }
 
 fn embedded() -> Fixture {
     Fixture {
         backend: Backend::Embedded,
         _redis: None,
-        _cluster: None,
     }
 }
 
@@ -25,16 +23,18 @@ fn redis() -> Fixture {
     Fixture {
         backend: Backend::Redis(server.url()),
         _redis: Some(server),
-        _cluster: None,
     }
 }
 
+/// One cluster for every case (it takes about 2 s to form), each case under its own
+/// key prefix.
 fn redis_cluster() -> Fixture {
-    let cluster = RedisCluster::start();
     Fixture {
-        backend: Backend::Redis(cluster.urls()),
+        backend: Backend::SharedRedis {
+            urls: RedisCluster::shared_urls().to_string(),
+            prefix: common::unique_prefix(),
+        },
         _redis: None,
-        _cluster: Some(cluster),
     }
 }
 

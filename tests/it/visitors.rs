@@ -170,7 +170,7 @@ async fn visitor_marks_wait_for_their_interval_and_a_stop_writes_them(backend: B
     let dir = app.stop().await.expect("the app owns its data dir");
     let app = match &backend {
         Backend::Embedded => TestApp::start_in(dir.path(), &[]).await,
-        Backend::Redis(_) => TestApp::start_on(&backend, &[]).await,
+        Backend::Redis(_) | Backend::SharedRedis { .. } => TestApp::start_on(&backend, &[]).await,
     };
     assert_eq!(
         app.client.article("held").await["visitors"],

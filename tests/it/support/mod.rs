@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use viewcounter::{App, Config};
 
 pub use client::{Client, Reply};
-pub use redis_server::{RedisCluster, RedisServer};
+pub use redis_server::{unique_prefix, RedisCluster, RedisServer};
 
 /// Which store a contract test runs against.
 #[derive(Debug, Clone)]
@@ -28,6 +28,9 @@ pub enum Backend {
     /// A redis-server started by the test (URL), or a Redis Cluster (its nodes' URLs,
     /// comma-separated).
     Redis(String),
+    /// A Redis (Cluster) that other tests use too (its URLs), under a key prefix of
+    /// this test's own.
+    SharedRedis { urls: String, prefix: String },
 }
 
 /// The app running inside the test process, on an ephemeral port.
@@ -68,16 +71,19 @@ impl TestApp {
 
     /// Starts the app on `backend` with `extra` flags.
     pub async fn start_on(backend: &Backend, extra: &[&str]) -> TestApp {
-        match backend {
-            Backend::Embedded => TestApp::start(extra).await,
-            Backend::Redis(url) => {
-                // Many apps and redis-servers share two cores in a test run: a read that
-                // takes over the production 500 ms is load, not the stall this bound is for.
-                let mut args = vec!["--redis-url", url.as_str(), "--redis-read-timeout", "5s"];
-                args.extend_from_slice(extra);
-                TestApp::start(&args).await
-            }
+        let (urls, prefix) = match backend {
+            Backend::Embedded => return TestApp::start(extra).await,
+            Backend::Redis(url) => (url, None),
+            Backend::SharedRedis { urls, prefix } => (urls, Some(prefix)),
+        };
+        // Many apps and redis-servers share two cores in a test run: a read that
+        // takes over the production 500 ms is load, not the stall this bound is for.
+        let mut args = vec!["--redis-url", urls.as_str(), "--redis-read-timeout", "5s"];
+        if let Some(prefix) = prefix {
+            args.extend(["--redis-prefix", prefix.as_str()]);
         }
+        args.extend_from_slice(extra);
+        TestApp::start(&args).await
     }
 
     /// Starts the app on an existing data directory (to test restarts).

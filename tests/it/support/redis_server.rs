@@ -6,6 +6,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A redis-server owned by one test; killed on drop.
@@ -17,6 +18,9 @@ pub struct RedisServer {
     cluster_port: Option<u16>,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Killed by the kernel when the thread that started it ends (the shared cluster's
+    /// nodes, which no drop ever stops).
+    dies_with_its_thread: bool,
 }
 
 fn free_port() -> u16 {
@@ -59,6 +63,7 @@ impl RedisServer {
             cluster_port: None,
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
+            dies_with_its_thread: false,
         };
         server.spawn();
         server
@@ -81,7 +86,11 @@ impl RedisServer {
                 .collect(),
             None => Vec::new(),
         };
-        let child = Command::new(redis_server_binary())
+        let mut command = Command::new(redis_server_binary());
+        if self.dies_with_its_thread {
+            die_with_the_spawning_thread(&mut command);
+        }
+        let child = command
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -164,6 +173,20 @@ impl Drop for RedisServer {
     }
 }
 
+/// Has the kernel SIGKILL the child when the thread that spawns it ends (Linux's
+/// `PR_SET_PDEATHSIG`): for a server no drop will ever stop.
+fn die_with_the_spawning_thread(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+    // which is async-signal-safe and touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+}
+
 /// A private Redis Cluster: three masters (no replicas) on free loopback ports, made
 /// with `redis-cli --cluster create`; every node killed on drop.
 pub struct RedisCluster {
@@ -173,14 +196,43 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three nodes, joins them and waits until every slot is served.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_nodes("always", false)
+    }
+
+    /// The seed URLs of one cluster shared by the tests that only talk to it through
+    /// the service, each under a key prefix of its own ([`unique_prefix`]): forming a
+    /// cluster takes about 2 s, which 29 contract cases paid each. Started once, by a
+    /// thread that then waits for the end of the test process; the nodes die with it.
+    /// Appends are flushed every second: no test kills these nodes.
+    pub fn shared_urls() -> &'static str {
+        static URLS: OnceLock<String> = OnceLock::new();
+        URLS.get_or_init(|| {
+            let (urls_tx, urls_rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("shared-redis-cluster".into())
+                .spawn(move || {
+                    let cluster = RedisCluster::start_nodes("everysec", true);
+                    urls_tx.send(cluster.urls()).expect("the test waits for the URLs");
+                    // The nodes' parent thread: it must outlive every test.
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .expect("a thread for the shared cluster");
+            urls_rx.recv().expect("the shared cluster formed (see the panic above)")
+        })
+    }
+
+    fn start_nodes(fsync: &'static str, dies_with_its_thread: bool) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 let mut node = RedisServer {
-                    fsync: "always",
+                    fsync,
                     port: free_port(),
                     cluster_port: Some(free_port()),
                     child: None,
                     dir: tempfile::tempdir().expect("tempdir"),
+                    dies_with_its_thread,
                 };
                 node.spawn();
                 node
@@ -213,4 +265,10 @@ impl RedisCluster {
     pub fn urls(&self) -> String {
         self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
     }
+}
+
+/// A `--redis-prefix` no other test of this process uses.
+pub fn unique_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("t{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
