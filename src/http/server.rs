@@ -38,10 +38,10 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// A connection must deliver its first request head within this time of being
-    /// accepted (also one that sends nothing); later heads within this time of their
-    /// first byte (hyper's own timer).
+    /// accepted (also one that sends nothing).
     pub header_read_timeout: Duration,
-    /// A keep-alive connection with no request in progress is closed after this long.
+    /// A keep-alive connection with no request in progress is closed after this long
+    /// (a later request's head must arrive within it).
     pub idle_timeout: Duration,
     /// Open connections at most; past it new connections wait in the listen backlog.
     pub max_connections: usize,
@@ -80,9 +80,12 @@ pub fn connection_cap(max_connections: usize, fd_limit: Option<u64>) -> usize {
 
 fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // Hyper times a head from the end of the request before it, so on a keep-alive
+    // connection its timer is an idle timeout too: it is set to the longer of the two,
+    // and the connection's watchdog enforces each (see `Activity::deadline`).
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
         .max_buf_size(64 * 1024)
         .keep_alive(true);
     b.http2()
@@ -101,8 +104,12 @@ struct Activity {
     opened: Instant,
     active: AtomicUsize,
     served: AtomicBool,
+    /// The requests come over HTTP/2, which closes gracefully with a GOAWAY.
+    http2: AtomicBool,
     /// Milliseconds after `opened` when the last request ended.
     last_end_ms: AtomicU64,
+    /// Told when a request ends: the watchdog then moves its deadline.
+    request_ended: tokio::sync::Notify,
 }
 
 /// Marks a request in progress; its drop marks the end.
@@ -114,12 +121,15 @@ impl Activity {
             opened: Instant::now(),
             active: AtomicUsize::new(0),
             served: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
+            request_ended: tokio::sync::Notify::new(),
         })
     }
 
-    fn begin(self: &Arc<Self>) -> InProgress {
+    fn begin(self: &Arc<Self>, version: http::Version) -> InProgress {
         self.served.store(true, Ordering::Relaxed);
+        self.http2.store(version == http::Version::HTTP_2, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::AcqRel);
         InProgress(self.clone())
     }
@@ -143,17 +153,27 @@ impl Drop for InProgress {
         let since = self.0.opened.elapsed().as_millis() as u64;
         self.0.last_end_ms.store(since, Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.request_ended.notify_waiters();
     }
 }
 
 /// Resolves when the connection has been silent or idle past its limit.
 async fn expired(activity: &Activity, limits: &ServerLimits) {
     loop {
+        // Listening before reading the state, so an end in between is not missed.
+        let ended = activity.request_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
         match activity.deadline(limits) {
             Some(at) if at <= Instant::now() => return,
-            Some(at) => tokio::time::sleep_until(at).await,
-            // A request in progress: look again later.
-            None => tokio::time::sleep(limits.idle_timeout.min(limits.header_read_timeout)).await,
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = ended => {}
+                }
+            }
+            // A request in progress: the body deadline and hyper bound it.
+            None => ended.await,
         }
     }
 }
@@ -294,7 +314,7 @@ impl Connection {
         let activity = Activity::new();
         let watched = activity.clone();
         let service = service_fn(move |req| {
-            let request = watched.begin();
+            let request = watched.begin(req.version());
             let answer = handle(api.clone(), surface, peer, req);
             async move {
                 let resp = answer.await;
@@ -315,8 +335,10 @@ impl Connection {
                     closing = true;
                 }
                 _ = expired(&activity, &limits), if !closing => {
-                    if !activity.served.load(Ordering::Relaxed) {
-                        // No request head in time (or none at all): close at once.
+                    if !activity.http2.load(Ordering::Relaxed) {
+                        // No request head in time, or idle: close at once (hyper's
+                        // graceful close of an idle HTTP/1 connection waits for hyper's
+                        // own head timer).
                         break;
                     }
                     conn.as_mut().graceful_shutdown();

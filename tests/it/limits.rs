@@ -54,14 +54,30 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_head_deadline() {
     );
 }
 
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
 #[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed() {
-    let app = TestApp::start(&["--idle-timeout", "1s"]).await;
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    let app = TestApp::start(&["--idle-timeout", "1s", "--header-read-timeout", "60s"]).await;
     let mut s = TcpStream::connect(app.addr).await.unwrap();
-    let line = status_line(&mut s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let line = status_line(&mut s, HEALTHZ).await;
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    let took = time_until_closed(&mut s, Duration::from_secs(60)).await;
-    assert!(took.is_some(), "an idle keep-alive connection is closed");
+    let took = time_until_closed(&mut s, Duration::from_secs(120)).await;
+    let took = took.expect("an idle keep-alive connection is closed");
+    // Not by the head deadline (it was closed there, at 10 s, whatever the idle timeout).
+    assert!(took < Duration::from_secs(30), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_is_kept_past_the_head_deadline_while_within_the_idle_timeout() {
+    let app = TestApp::start(&["--idle-timeout", "120s", "--header-read-timeout", "1s"]).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let line = status_line(&mut s, HEALTHZ).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let closed = time_until_closed(&mut s, Duration::from_secs(4)).await;
+    assert_eq!(closed, None, "closed at the head deadline, not the idle timeout");
+    let line = status_line(&mut s, HEALTHZ).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "a second request: {line}");
 }
 
 #[tokio::test]
