@@ -31,7 +31,8 @@ pub use in_flight::{InFlight, Unacked};
 
 use journal::{Journal, JournalError};
 
-/// Articles per batch chunk: a big drain is split so each store call stays small.
+/// Articles per batch chunk on the embedded store: a big drain is split so each store
+/// call stays small (Redis takes smaller ones: [`Store::batch_articles`]).
 pub const CHUNK_ARTICLES: usize = 10_000;
 /// The default `--journal-max-bytes`: 1 GiB.
 pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 1 << 30;
@@ -138,6 +139,7 @@ impl Flusher {
                 metrics: metrics.clone(),
                 ids: Arc::new(BatchIds::new(instance)),
                 clock: store.clock(),
+                batch_articles: store.batch_articles(),
                 data_dir,
                 journal: Arc::new(Mutex::new(None)),
                 unjournaled: Vec::new(),
@@ -281,6 +283,8 @@ struct Drainer {
     metrics: Metrics,
     ids: Arc<BatchIds>,
     clock: Arc<dyn Clock>,
+    /// Most articles in one batch ([`Store::batch_articles`]).
+    batch_articles: usize,
     data_dir: PathBuf,
     /// `None` until opened (lazily, so an open that fails is retried at the next tick).
     // std Mutex: only locked inside blocking tasks, by this drainer.
@@ -322,6 +326,7 @@ impl Drainer {
             in_flight: self.in_flight.clone(),
             ids: self.ids.clone(),
             clock: self.clock.clone(),
+            batch_articles: self.batch_articles,
             journal: self.journal.clone(),
             data_dir: self.data_dir.clone(),
             max_bytes: self.max_bytes,
@@ -373,6 +378,7 @@ struct TickJob {
     in_flight: Arc<InFlight>,
     ids: Arc<BatchIds>,
     clock: Arc<dyn Clock>,
+    batch_articles: usize,
     journal: Arc<Mutex<Option<Journal>>>,
     data_dir: PathBuf,
     max_bytes: u64,
@@ -447,10 +453,10 @@ impl TickJob {
             return;
         }
         let flushed_at_ms = self.clock.now_ms();
-        let mut batches = Vec::with_capacity(articles.len().div_ceil(CHUNK_ARTICLES));
+        let mut batches = Vec::with_capacity(articles.len().div_ceil(self.batch_articles));
         let mut rest = articles.into_iter();
         for chunk in 0.. {
-            let articles: Vec<_> = rest.by_ref().take(CHUNK_ARTICLES).collect();
+            let articles: Vec<_> = rest.by_ref().take(self.batch_articles).collect();
             if articles.is_empty() {
                 break;
             }

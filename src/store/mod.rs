@@ -270,6 +270,18 @@ impl Store {
         }
     }
 
+    /// Most articles in one batch (a drain is split in batches of at most this many).
+    /// Redis runs a batch as one script per partition, and a read waits for the
+    /// scripts Redis runs before it: smaller batches keep each script near a
+    /// millisecond (see `redis::BATCH_ARTICLES`). Embedded: one redb commit per batch,
+    /// so fewer and bigger.
+    pub fn batch_articles(&self) -> usize {
+        match self {
+            Store::Embedded(_) => crate::flusher::CHUNK_ARTICLES,
+            Store::Redis(_) => redis::BATCH_ARTICLES,
+        }
+    }
+
     /// Applies a batch atomically, at most once per batch id.
     pub async fn apply(&self, batch: &Batch) -> Result<Applied, StoreError> {
         match self {

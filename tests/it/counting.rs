@@ -279,7 +279,8 @@ fn reads_racing_drains_see_every_count_once_pending_or_queued() {
     assert_eq!(queued, ROUNDS * ARTICLES as u64, "every view queued once");
 }
 
-/// Fill articles per round: over two chunks of a drain (10,000 articles each).
+/// Fill articles per round: over two chunks of a drain (10,000 articles each on the
+/// embedded store, 4,096 on Redis).
 const FILL: usize = 12_000;
 /// Watched articles per round, spread through the fill in sort order.
 const WATCHED: usize = 60;

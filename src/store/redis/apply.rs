@@ -1,8 +1,8 @@
-//! Applying a batch: split by partition, one `apply.lua` call per piece, all pieces
-//! of a batch sent at once. The script sets the batch's bit in the run's
-//! exactly-once record, adds the deltas to the totals and to the hour's and the day's
-//! series, notes the sections and languages, and appends the piece to its minute's
-//! log, atomically; reads test the same bit.
+//! Applying a batch: split by partition, one `apply.lua` call per piece, the pieces
+//! sent as the flush's pacing lets them (`RedisStore::run_scripts`). The script sets
+//! the batch's bit in the run's exactly-once record, adds the deltas to the totals and
+//! to the hour's and the day's series, notes the sections and languages, and appends
+//! the piece to its minute's log, atomically; reads test the same bit.
 
 use std::fmt::Write as _;
 use std::sync::LazyLock;
@@ -35,8 +35,9 @@ impl RedisStore {
         })
     }
 
-    /// One `EVALSHA` of `apply.lua` per partition the batch touches.
-    fn apply_calls(&self, batch: &Batch) -> Vec<Cmd> {
+    /// One `EVALSHA` of `apply.lua` per partition the batch touches, with the articles
+    /// it carries.
+    fn apply_calls(&self, batch: &Batch) -> Vec<(Cmd, u32)> {
         let mut by_partition: Vec<Vec<&ArticleDelta>> = vec![Vec::new(); PARTITIONS as usize];
         for d in &batch.articles {
             by_partition[Partition::of(d.article.as_str()).index() as usize].push(d);
@@ -74,7 +75,7 @@ impl RedisStore {
             push_series_args(&mut cmd, deltas, series_at, now);
             cmd.arg(self.keys.sketch_prefix(partition)).arg(SKETCH_TTL.as_secs());
             push_visitor_args(&mut cmd, deltas);
-            calls.push(cmd);
+            calls.push((cmd, deltas.len() as u32));
         }
         calls
     }

@@ -148,17 +148,17 @@ pub(super) async fn send_all<T: FromRedisValue + Send, R: Request>(conn: &Conn, 
     join_all(requests.iter().map(|r| r.send(conn.clone()))).await
 }
 
-/// `script` calls (one `EVALSHA` each), sent at once; each call's integer answer. When
-/// Redis restarted and lost its script cache, the script is loaded (on every node of a
-/// cluster) and the calls sent again: none of those that answered `NOSCRIPT` ran, and
-/// one that did run answers as a duplicate.
-pub(super) async fn run_scripts(conn: Conn, script: &Script, calls: &[Cmd]) -> RedisResult<Vec<RedisResult<i64>>> {
-    let results = send_all(&conn, calls).await;
-    if !results.iter().any(|r| r.as_ref().is_err_and(is_noscript)) {
-        return Ok(results);
+/// One `script` call (an `EVALSHA`) and its integer answer. When Redis restarted and
+/// lost its script cache, the script is loaded (on every node of a cluster) and the
+/// call sent again: a call that answered `NOSCRIPT` did not run.
+pub(super) async fn run_script(conn: Conn, script: &Script, call: &Cmd) -> RedisResult<i64> {
+    match call.send(conn.clone()).await {
+        Err(e) if is_noscript(&e) => {
+            script.load_async(&mut conn.clone()).await?;
+            call.send(conn).await
+        }
+        other => other,
     }
-    script.load_async(&mut conn.clone()).await?;
-    Ok(send_all(&conn, calls).await)
 }
 
 fn is_noscript(e: &redis::RedisError) -> bool {

@@ -33,7 +33,7 @@ impl RedisStore {
                 .arg(upto)
                 .arg(oldest)
                 .arg(HOUR_TTL.as_secs());
-            calls.push(cmd);
+            calls.push((cmd, super::FULL_PIECE));
         }
         Ok(self.run_scripts(&FOLD, &calls).await?.into_iter().sum())
     }

@@ -23,6 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
 
 use conn::{Conn, Connector, Request};
@@ -42,6 +43,25 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound of one store call, reconnection included: a connect plus a response.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3_500);
+/// Most articles in a batch for Redis: spread over the 64 partitions, about 64 a
+/// script, which runs in about a millisecond. Redis runs every complete command it read
+/// from one connection before it serves another, so an article read waits for the
+/// scripts ahead of it: a 10,000-article batch made 2–3 ms scripts, and several of them
+/// pipelined held a read 7–10 ms.
+pub const BATCH_ARTICLES: usize = 4_096;
+/// Articles in the flush scripts sent and not answered yet, over every batch being
+/// applied: what an article read may find ahead of it in Redis. Pipelined without a
+/// bound, Redis ran about ten scripts from the flush's connection between two reads of
+/// another one; with four full pieces in flight a read still waited 7–8 ms on a loaded
+/// machine. Two full pieces (about 64 articles each, [`BATCH_ARTICLES`] over the
+/// partitions), so Redis runs one while the answer to the other travels back and the
+/// next call is sent. A script takes a permit per article it carries (at most this
+/// many), so the small pieces of a small batch go several at a time: counted per
+/// script, a batch of a few articles per partition took 32 round trips.
+pub const SCRIPT_ARTICLES_IN_FLIGHT: u32 = 2 * FULL_PIECE;
+/// Articles in a piece of a full batch: the weight of a script whose work is not
+/// counted in articles (a fold).
+pub const FULL_PIECE: u32 = BATCH_ARTICLES as u32 / keys::PARTITIONS;
 /// Default bound of a read for the API (`--redis-read-timeout`): reads of up to 100
 /// articles take a millisecond, and past this the API answers from the last known
 /// totals instead of keeping a page waiting for the whole response timeout.
@@ -69,6 +89,9 @@ pub struct RedisStore {
     read_timeout: Duration,
     /// The share networks whose counters reads look up (`--share-networks`).
     networks: Networks,
+    /// [`SCRIPT_ARTICLES_IN_FLIGHT`] permits, taken by the flush scripts sent and not
+    /// answered, one per article they carry.
+    scripts: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -128,6 +151,7 @@ impl RedisStore {
             top: Arc::default(),
             read_timeout: READ_TIMEOUT,
             networks: Networks::default(),
+            scripts: Arc::new(tokio::sync::Semaphore::new(SCRIPT_ARTICLES_IN_FLIGHT as usize)),
         }
     }
 
@@ -189,23 +213,23 @@ impl RedisStore {
         self.each(&self.conn, self.read_timeout, requests).await
     }
 
-    /// Runs `script` calls (one `EVALSHA` each, within one slot) at once; each call's
-    /// integer answer (see [`conn::run_scripts`]).
-    async fn run_scripts(&self, script: &Script, calls: &[Cmd]) -> Result<Vec<i64>, StoreError> {
-        let results = self
-            .call(CALL_TIMEOUT, |conn| conn::run_scripts(conn, script, calls))
-            .await?;
-        let mut answers = Vec::with_capacity(results.len());
-        for result in results {
-            match result {
-                Ok(n) => answers.push(n),
-                Err(e) => {
-                    self.conn.forget_after(Some(&e)).await;
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(answers)
+    /// Runs `script` calls (one `EVALSHA` each, within one slot, with the articles it
+    /// carries), at most [`SCRIPT_ARTICLES_IN_FLIGHT`] articles of this store's sent and
+    /// not answered at a time, each within [`CALL_TIMEOUT`] from when it is sent
+    /// (waiting for its turn is not what the bound is for); each call's integer answer,
+    /// or the first error.
+    async fn run_scripts(&self, script: &Script, calls: &[(Cmd, u32)]) -> Result<Vec<i64>, StoreError> {
+        let results = join_all(calls.iter().map(|(call, articles)| async move {
+            // First come, first served: the calls go in order (the semaphore is fair, a
+            // big piece waiting holds back the small ones behind it). The store never
+            // closes the semaphore (a closed one would only stop the pacing).
+            let permits = (*articles).clamp(1, SCRIPT_ARTICLES_IN_FLIGHT);
+            let _sent = self.scripts.acquire_many(permits).await.ok();
+            self.call(CALL_TIMEOUT, |conn| conn::run_script(conn, script, call))
+                .await
+        }))
+        .await;
+        results.into_iter().collect()
     }
 
     /// [`Self::call`] for one pipeline (within one slot) that writes.

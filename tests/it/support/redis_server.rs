@@ -148,6 +148,24 @@ impl RedisServer {
         });
     }
 
+    /// Makes the server unresponsive for `secs` seconds (`DEBUG SLEEP`), sent before
+    /// this returns (on a connection Redis has already answered once), so a command
+    /// another client sends afterwards waits for the end of the sleep. Joining the
+    /// handle waits for that end.
+    pub fn stall_from_now(&self, secs: f64) -> std::thread::JoinHandle<()> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let mut pong = [0u8; 7];
+        conn.write_all(b"PING\r\n").expect("send PING");
+        conn.read_exact(&mut pong).expect("read PONG");
+        conn.write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes())
+            .expect("send DEBUG SLEEP");
+        std::thread::spawn(move || {
+            let mut ok = [0u8; 5];
+            let _ = conn.read_exact(&mut ok);
+        })
+    }
+
     /// Runs a command with redis-cli and returns its trimmed output, or None on failure.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("redis-cli")
