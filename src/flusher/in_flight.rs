@@ -10,7 +10,7 @@
 //! it looks at the map (a seqlock per group); only a read of an article in the group
 //! being subtracted at that very moment looks again.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -20,6 +20,10 @@ use crate::store::{ArticleDelta, Batch, BatchId};
 /// Articles a settling batch subtracts from the map between two watermark moves: what
 /// a read of one of them may wait for (a few microseconds).
 pub const SETTLE_GROUP: usize = 64;
+
+/// Joins to the queue remembered for [`InFlight::joined_since`]: a read that began
+/// more joins ago than this reads again whatever it asked for.
+pub const JOINS_KEPT: usize = 1_024;
 
 /// A batch drained but not yet acknowledged by the store.
 #[derive(Debug, Clone)]
@@ -60,6 +64,25 @@ struct Queue {
     batches: Vec<Unacked>,
     /// The batch settling now (one drain at a time).
     settling: Option<Arc<Settling>>,
+    /// The last [`JOINS_KEPT`] joins, oldest first.
+    joins: VecDeque<Join>,
+}
+
+/// One batch joining the queue: the generation it moved the queue to, and the range of
+/// articles it held (its first and last, in order; `None` when it held none).
+#[derive(Debug)]
+struct Join {
+    generation: u64,
+    range: Option<(Box<str>, Box<str>)>,
+}
+
+impl Join {
+    /// False only when `article` cannot be in the batch.
+    fn may_hold(&self, article: &str) -> bool {
+        self.range
+            .as_ref()
+            .is_some_and(|(first, last)| (&**first..=&**last).contains(&article))
+    }
 }
 
 /// The queue, behind a std lock that is never held across an await nor for longer than
@@ -84,14 +107,37 @@ impl InFlight {
 
     fn joined(&self, q: &mut Queue, u: Unacked) {
         self.events.fetch_add(u.batch.events(), Ordering::Relaxed);
+        let range = u.batch.articles.first().zip(u.batch.articles.last());
+        let range = range.map(|(first, last)| (first.article.as_str().into(), last.article.as_str().into()));
         q.batches.push(u);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        // Under the write lock: a reader that sees the new generation sees its join.
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        if q.joins.len() == JOINS_KEPT {
+            q.joins.pop_front();
+        }
+        q.joins.push_back(Join { generation, range });
     }
 
     /// Moves whenever a batch joins the queue (an acknowledgement does not move it: a
     /// read that saw the batch asks the store whether it landed).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// True when a batch that may hold one of `articles` joined the queue after
+    /// `generation` (a [`QueueView`]'s), or when that is no longer known (more than
+    /// [`JOINS_KEPT`] joins since). A read is exact only if no such batch joined
+    /// during it: that batch's counts were pending when the read looked, and may have
+    /// reached the store before the store was read. A batch of other articles (another
+    /// chunk of the same drain) cannot count anything the read asked for twice.
+    pub fn joined_since(&self, generation: u64, articles: &[&str]) -> bool {
+        if self.generation() == generation {
+            return false;
+        }
+        let q = self.read();
+        let since = q.joins.iter().skip_while(|j| j.generation <= generation);
+        let known = q.joins.front().is_some_and(|j| j.generation <= generation + 1);
+        !known || since.into_iter().any(|j| articles.iter().any(|a| j.may_hold(a)))
     }
 
     /// The queue and the result of `also` (the pending counts of `articles`) of one
@@ -216,5 +262,91 @@ impl InFlight {
     /// Events in the queued batches.
     pub fn events(&self) -> u64 {
         self.events.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counts::Counts;
+    use crate::event::{ArticleId, Meta};
+
+    /// A batch of one view of each of `articles` (in order), queued whole.
+    fn queue(in_flight: &InFlight, seq: u64, articles: &[&str]) {
+        let articles = articles
+            .iter()
+            .map(|a| ArticleDelta {
+                article: ArticleId::parse(a).unwrap(),
+                counts: Counts::of_views(1),
+                meta: Meta::default(),
+                visitors: Vec::new(),
+            })
+            .collect();
+        let id = BatchId {
+            instance: "t".into(),
+            epoch_ms: 1,
+            seq,
+            chunk: 0,
+        };
+        in_flight.push(Unacked {
+            batch: Arc::new(Batch {
+                id,
+                flushed_at_ms: 1,
+                articles,
+            }),
+            spill_file: None,
+            replayed: false,
+        });
+    }
+
+    fn generation_of_a_view(in_flight: &InFlight) -> u64 {
+        in_flight.view_with(&["m"], || ()).generation
+    }
+
+    #[test]
+    fn nothing_joined_since_a_view_of_an_unchanged_queue() {
+        let in_flight = InFlight::default();
+        queue(&in_flight, 1, &["a", "m"]);
+        let seen = generation_of_a_view(&in_flight);
+        assert!(!in_flight.joined_since(seen, &["m"]));
+    }
+
+    #[test]
+    fn only_a_batch_whose_range_holds_an_article_asked_for_counts() {
+        let in_flight = InFlight::default();
+        let seen = generation_of_a_view(&in_flight);
+        // Other chunks of the same drain: ranges before and after "m".
+        queue(&in_flight, 1, &["a", "c"]);
+        queue(&in_flight, 2, &["p", "z"]);
+        assert!(!in_flight.joined_since(seen, &["m"]));
+        assert!(in_flight.joined_since(seen, &["m", "b"]), "'b' is in the first range");
+        // Within the range, even without a delta of its own: the range is what is kept.
+        queue(&in_flight, 3, &["k", "n"]);
+        assert!(in_flight.joined_since(seen, &["m"]));
+    }
+
+    #[test]
+    fn an_acknowledged_batch_still_counts_as_joined() {
+        let in_flight = InFlight::default();
+        let seen = generation_of_a_view(&in_flight);
+        queue(&in_flight, 1, &["m"]);
+        let id = in_flight.snapshot()[0].batch.id.clone();
+        in_flight.remove(&id);
+        assert!(
+            in_flight.joined_since(seen, &["m"]),
+            "it may have landed during the read"
+        );
+    }
+
+    #[test]
+    fn a_view_older_than_the_joins_kept_always_reads_again() {
+        let in_flight = InFlight::default();
+        let seen = generation_of_a_view(&in_flight);
+        for seq in 0..=JOINS_KEPT as u64 {
+            queue(&in_flight, seq, &["a"]);
+        }
+        assert!(in_flight.joined_since(seen, &["z"]), "the first joins are forgotten");
+        let recent = generation_of_a_view(&in_flight) - JOINS_KEPT as u64;
+        assert!(!in_flight.joined_since(recent, &["z"]), "every join since is kept");
     }
 }

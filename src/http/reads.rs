@@ -74,11 +74,12 @@ pub async fn counts_of(api: &Api, ids: &[ArticleId]) -> Result<Vec<ArticleCounts
         // round trip, so a read waits for Redis once while a flush keeps it busy.
         let reads = store_reads(api, ids, &view.batches).await?;
         // A batch drained and applied during the store read would be counted twice
-        // (pending, then stored): read again whenever a batch joined the queue
-        // meanwhile, however often, so no answer counts a view twice. Batches join only
-        // while a drain settles (one per chunk, each after its articles left the map),
-        // so this ends with the drain at the latest; in practice a second read is exact.
-        if api.in_flight.generation() != view.generation {
+        // (pending, then stored): read again whenever a batch that may hold one of the
+        // articles joined the queue meanwhile, so no answer counts a view twice. A
+        // drain's chunks hold consecutive ranges of the sorted articles, so a read of
+        // one article reads again for one chunk of a drain, not for each of them
+        // (a 1M-key drain is 245 chunks on Redis), and a second read is exact.
+        if api.in_flight.joined_since(view.generation, &articles) {
             continue;
         }
         return Ok(ids
