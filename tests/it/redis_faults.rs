@@ -235,10 +235,11 @@ async fn a_drain_of_several_chunks_applied_through_a_stall_lands_exactly_once() 
     (0..n).for_each(|i| record_view_and_share(&map, &format!("chunked-{i}")));
 
     // Longer than a store call's bound (3.5 s): the scripts sent in the stall's first
-    // seconds time out, yet Redis runs every command queued behind the sleep once it
-    // wakes, before the retries sent on the same connection. Sent before the drain,
-    // so the drain's first scripts wait for it.
-    let stall = redis.stall_from_now(5.0);
+    // 4.5 s time out (a drain on a loaded box may take seconds to send its first), yet
+    // Redis runs every command queued behind the sleep once it wakes, before the
+    // retries sent on the same connection. Sent before the drain, so the drain's first
+    // scripts wait for it.
+    let stall = redis.stall_from_now(8.0);
     let deadline = Instant::now() + Duration::from_secs(30);
     flusher.flush_once().await;
     while !in_flight.is_empty() && Instant::now() < deadline {
