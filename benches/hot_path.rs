@@ -90,8 +90,8 @@ fn beacon(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % ids.len();
             let event = view(&ids[i]);
-            map.record(black_box(&event));
-            map.record_visitor(event.article(), (20_000, 0x5eed));
+            map.record_all_from(black_box(&[event]), Some((20_000, 0x5eed)))
+                .unwrap();
         })
     });
     g.finish();

@@ -3,9 +3,9 @@
 //! reader takes), then each copied delta subtracted from its slot (one atomic each)
 //! while the flusher queues the batch. Keys idle for a whole interval leave the map.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{with_key, CounterKey, CounterMap, Key, IDLE};
+use super::{CounterMap, Key, Slot, ABSENT, IDLE};
 use crate::counts::Counts;
 use crate::event::{ArticleId, Counter, Meta};
 use crate::store::ArticleDelta;
@@ -20,6 +20,14 @@ pub enum VisitorMarks {
     Take,
     /// The marks stay in the map for a later drain.
     Keep,
+}
+
+/// The delta a counter's value holds (0 for a counter not held).
+fn delta_of(value: u64) -> u64 {
+    match value {
+        ABSENT => 0,
+        v => v & !IDLE,
+    }
 }
 
 impl CounterMap {
@@ -38,52 +46,71 @@ impl CounterMap {
     /// must hand the copy to [`CounterMap::settle`] at the moment it makes the copied
     /// deltas visible elsewhere (the flusher's queue). Sorted by article.
     pub fn copy_pending(&self, visitors: VisitorMarks) -> Vec<ArticleDelta> {
-        let mut rows: Vec<(ArticleId, Counter, u64)> = Vec::with_capacity(self.len());
-        let mut idle: Vec<CounterKey> = Vec::new();
-        for entry in self.counts.iter() {
-            let now = entry.value().load(Ordering::Relaxed);
-            if now == IDLE {
+        let mut out: Vec<ArticleDelta> = Vec::with_capacity(self.slots.len());
+        // Slots with a counter or metadata idle for a whole interval, or nothing at all.
+        let mut idle: Vec<Key> = Vec::new();
+        let mut marked: Vec<Key> = Vec::new();
+        for entry in self.slots.iter() {
+            let slot = entry.value();
+            let mut counts = Counts::default();
+            let mut has_idle = false;
+            for (counter, c) in slot.counters() {
+                let now = c.load(Ordering::Relaxed);
+                has_idle |= now == IDLE;
+                let delta = delta_of(now);
+                if delta > 0 {
+                    match counter {
+                        Counter::View => counts.views += delta,
+                        Counter::Share(i) => counts.add_share(self.networks.name(i), delta),
+                    }
+                }
+            }
+            let counted = !counts.is_zero();
+            let mut meta = Meta::default();
+            if let Some(extra) = slot.extra.as_deref() {
+                if let Some(m) = &extra.meta {
+                    let touched = m.touched.swap(false, Ordering::Relaxed);
+                    // The shard's read lock is held: a change (under its write lock)
+                    // cannot fall between this copy of the metadata and the reset of
+                    // `dirty`. A change goes with its article's counts (recorded under
+                    // the same write lock); without them it waits for the next drain.
+                    if counted && m.dirty.swap(false, Ordering::Relaxed) {
+                        meta = m.meta.clone();
+                    } else if !touched && !m.dirty.load(Ordering::Relaxed) {
+                        has_idle = true;
+                    }
+                }
+                if visitors == VisitorMarks::Take && !extra.visitors.is_empty() {
+                    marked.push(entry.key().clone());
+                }
+            }
+            if has_idle || slot.is_empty() {
                 idle.push(entry.key().clone());
             }
-            let delta = now & !IDLE;
-            if delta > 0 {
-                let (counter, article) = entry.key().decode();
-                rows.push((
-                    ArticleId::parse(article).expect("keys hold validated ids"),
-                    counter,
-                    delta,
-                ));
+            if counted {
+                let mut d = ArticleDelta::new(ArticleId::parse(entry.key().as_str()).expect("keys hold validated ids"));
+                d.counts = counts;
+                d.meta = meta;
+                out.push(d);
             }
         }
         self.remove_idle(idle);
-        // Sorting small rows and grouping runs beats hashing a million articles.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<ArticleDelta> = Vec::with_capacity(rows.len());
-        for (article, counter, delta) in rows {
-            if out.last().is_none_or(|d| d.article != article) {
-                out.push(ArticleDelta::new(article));
-            }
-            let d = out.last_mut().expect("pushed above");
-            match counter {
-                Counter::View => d.counts.views += delta,
-                Counter::Share(i) => d.counts.add_share(self.networks.name(i), delta),
-            }
-        }
-        self.attach_meta(&mut out);
-        if visitors == VisitorMarks::Take {
-            self.attach_visitors(&mut out);
-        }
+        out.sort_unstable_by(|a, b| a.article.cmp(&b.article));
+        self.attach_visitors(&mut out, marked);
         out
     }
 
-    /// Moves every article's visitor marks into its delta, adding a delta of marks
-    /// alone for an article with no count in this drain. Keeps `sorted` sorted.
-    fn attach_visitors(&self, sorted: &mut Vec<ArticleDelta>) {
-        let articles: Vec<Key> = self.visitors.iter().map(|e| e.key().clone()).collect();
+    /// Moves the visitor marks of each `marked` article into its delta, adding a delta
+    /// of marks alone for an article with no count in this drain. Keeps `sorted` sorted.
+    fn attach_visitors(&self, sorted: &mut Vec<ArticleDelta>, marked: Vec<Key>) {
         let counted = sorted.len();
-        for article in articles {
-            // Removed, not emptied: a mark added after this point makes a new entry.
-            let Some((_, marks)) = self.visitors.remove(article.as_bytes()) else {
+        for article in marked {
+            let marks = match self.slots.get_mut(article.as_bytes()) {
+                // Taken, not copied: a mark added after this point is the next drain's.
+                Some(mut slot) => slot.extra.as_deref_mut().map(|e| std::mem::take(&mut e.visitors)),
+                None => None,
+            };
+            let Some(marks) = marks.filter(|m| !m.is_empty()) else {
                 continue;
             };
             self.visitor_marks.fetch_sub(marks.len(), Ordering::Relaxed);
@@ -105,95 +132,84 @@ impl CounterMap {
         }
     }
 
-    /// The second half of a drain: subtracts from each slot what
+    /// The second half of a drain: subtracts from each counter what
     /// [`CounterMap::copy_pending`] copied (an increment since stays, for the next
-    /// drain) and marks the slot drained, so a key that then sees no event for a whole
-    /// interval leaves the map. One atomic subtraction per copied counter. The flusher
-    /// calls it through [`crate::flusher::InFlight::settle_into_queue`], a few articles
-    /// at a time.
+    /// drain) and marks the counter drained, so a key that then sees no event for a
+    /// whole interval leaves the map. One lookup per article and one atomic
+    /// subtraction per copied counter. The flusher calls it through
+    /// [`crate::flusher::InFlight::settle_into_queue`], a few articles at a time.
     pub fn settle(&self, copied: &[ArticleDelta]) {
-        for d in copied {
-            let article = d.article.as_str();
+        for d in copied.iter().filter(|d| !d.counts.is_zero()) {
+            // Absent only after an admin forget, which dropped the count anyway.
+            let Some(slot) = self.slots.get(d.article.as_str().as_bytes()) else {
+                continue;
+            };
             if d.counts.views > 0 {
-                self.take(Counter::View, article, d.counts.views);
+                take(&slot.views, d.counts.views);
             }
             for (network, n) in &d.counts.shares {
-                if let Ok(i) = self.networks.find(network) {
-                    self.take(Counter::Share(i), article, *n);
+                if let Some(c) = self
+                    .networks
+                    .find(network)
+                    .ok()
+                    .and_then(|i| slot.counter(Counter::Share(i)))
+                {
+                    take(c, *n);
                 }
             }
         }
     }
 
-    fn take(&self, counter: Counter, article: &str, n: u64) {
-        with_key(counter, article, |k| {
-            // Absent only after an admin forget, which dropped the count anyway.
-            if let Some(slot) = self.counts.get(k) {
-                // SeqCst, as `CounterMap::pending` reads it: ordered with the watermarks
-                // of the settling batch (flusher/in_flight.rs), so a read sees this
-                // subtraction exactly when it sees the delta in the batch.
-                slot.fetch_sub(n, Ordering::SeqCst);
-                slot.fetch_or(IDLE, Ordering::Relaxed);
-            }
-        });
-    }
-
-    /// Gives each drained article the metadata that changed since the last drain (so
-    /// the store hears of a section once, not every flush) and forgets metadata of
-    /// articles idle for a whole interval.
-    fn attach_meta(&self, sorted: &mut [ArticleDelta]) {
-        let mut idle: Vec<Key> = Vec::new();
-        let mut changed: Vec<(Key, Meta)> = Vec::new();
-        for entry in self.meta.iter() {
-            let slot = entry.value();
-            let touched = slot.touched.swap(false, Ordering::Relaxed);
-            // The shard's read lock is held: a change (under its write lock) cannot
-            // fall between this copy of the metadata and the reset of `dirty`.
-            if slot.dirty.swap(false, Ordering::Relaxed) {
-                changed.push((entry.key().clone(), slot.meta.clone()));
-            } else if !touched {
-                idle.push(entry.key().clone());
-            }
-        }
-        changed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut deltas = sorted.iter_mut().peekable();
-        for (article, meta) in changed {
-            let article = article.as_str();
-            while deltas.next_if(|d| d.article.as_str() < article).is_some() {}
-            match deltas.next_if(|d| d.article.as_str() == article) {
-                Some(d) => d.meta = meta,
-                // Its count is not in this drain yet (it raced it): keep it for the next.
-                None => self.mark_dirty(article),
-            }
-        }
-        for article in idle {
-            self.meta.remove_if(article.as_bytes(), |_, s| {
-                !s.touched.load(Ordering::Relaxed) && !s.dirty.load(Ordering::Relaxed)
-            });
-        }
-    }
-
-    fn mark_dirty(&self, article: &str) {
-        if let Some(slot) = self.meta.get(article.as_bytes()) {
-            slot.dirty.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Removes the keys that were idle for the whole interval before this drain,
-    /// unless an event arrived since. Keys drained just now stay one more interval.
-    fn remove_idle(&self, idle: Vec<CounterKey>) {
+    /// Removes what was idle for the whole interval before this drain (counters,
+    /// metadata, then the slot once it holds nothing), unless an event arrived since.
+    /// Keys drained just now stay one more interval.
+    fn remove_idle(&self, idle: Vec<Key>) {
         for key in idle {
-            // remove_if holds the shard's write lock: no add is in flight on a slot
-            // that still equals IDLE.
-            if self
-                .counts
-                .remove_if(&key, |_, v| v.load(Ordering::Relaxed) == IDLE)
-                .is_some()
-            {
-                self.keys.fetch_sub(1, Ordering::Relaxed);
+            let Some(mut slot) = self.slots.get_mut(key.as_bytes()) else {
+                continue;
+            };
+            // The shard's write lock is held: no add is in flight on a counter that
+            // still equals IDLE.
+            let mut removed = 0;
+            removed += usize::from(forget_idle(slot.views.get_mut()));
+            if let Some(extra) = slot.extra.as_deref_mut() {
+                for c in extra.shares.iter_mut() {
+                    removed += usize::from(forget_idle(c.get_mut()));
+                }
+                if extra.meta.as_ref().is_some_and(|m| m.is_idle()) {
+                    extra.meta = None;
+                }
+            }
+            self.keys.fetch_sub(removed, Ordering::Relaxed);
+            let empty = slot.is_empty();
+            drop(slot);
+            if empty {
+                self.slots.remove_if(key.as_bytes(), |_, s: &Slot| s.is_empty());
             }
         }
     }
+}
+
+/// Subtracts `n` copied from a counter and marks it drained.
+fn take(counter: &AtomicU64, n: u64) {
+    // Held under the caller's read lock: a forget (write lock) cannot make it ABSENT now.
+    if counter.load(Ordering::Relaxed) == ABSENT {
+        return;
+    }
+    // SeqCst, as `CounterMap::pending` reads it: ordered with the watermarks of the
+    // settling batch (flusher/in_flight.rs), so a read sees this subtraction exactly
+    // when it sees the delta in the batch.
+    counter.fetch_sub(n, Ordering::SeqCst);
+    counter.fetch_or(IDLE, Ordering::Relaxed);
+}
+
+/// Makes a counter idle since the last drain not held; true when it was.
+fn forget_idle(counter: &mut u64) -> bool {
+    if *counter == IDLE {
+        *counter = ABSENT;
+        return true;
+    }
+    false
 }
 
 impl ArticleDelta {
@@ -274,5 +290,90 @@ mod tests {
             map.drain().iter().all(|d| d.visitors.is_empty()),
             "each mark leaves once"
         );
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+    use crate::event::{Event, Networks};
+
+    /// A share of `article` to the first configured network.
+    fn share(article: &'static str) -> Event<'static> {
+        Event::new(article, Counter::Share(0)).unwrap()
+    }
+
+    #[test]
+    fn a_beacon_records_its_count_metadata_and_visitor_in_one_slot() {
+        let map = CounterMap::new(10, Networks::default());
+        let beacon = Event::view("a").with_section("news").with_lang("en");
+        map.record_all_from(std::slice::from_ref(&beacon), Some((20_000, 7)))
+            .unwrap();
+        map.record_all_from(&[beacon], Some((20_000, 7))).unwrap();
+        assert_eq!(map.len(), 1, "one key: the article's views");
+        let d = map.drain();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].counts.views, 2);
+        assert_eq!(d[0].meta.section.as_deref(), Some("news"));
+        assert_eq!(d[0].visitors, [(20_000, 7)], "one mark however many views");
+    }
+
+    #[test]
+    fn an_articles_views_and_each_share_network_are_keys_of_their_own() {
+        let map = CounterMap::new(2, Networks::default());
+        map.record_all(&[Event::view("a"), share("a")]).unwrap();
+        assert_eq!(map.len(), 2);
+        assert!(map.record_all(&[Event::view("b")]).is_err(), "full");
+        map.record_all(&[Event::view("a"), share("a")])
+            .expect("keys already held count on at any fill level");
+        let pending = map.pending("a");
+        assert_eq!((pending.views, pending.shares_total()), (2, 2));
+
+        let d = map.drain();
+        assert_eq!((d[0].counts.views, d[0].counts.shares_total()), (2, 2));
+        assert!(map.drain().is_empty());
+        assert!(map.drain().is_empty());
+        assert_eq!(map.len(), 0, "idle for a whole interval, both keys left");
+        assert!(map.slots.is_empty(), "and the slot that held nothing else");
+    }
+
+    #[test]
+    fn a_slot_with_marks_alone_stays_until_they_are_taken() {
+        let map = CounterMap::new(10, Networks::default());
+        map.record_visitor("a", (20_000, 1));
+        assert_eq!(map.len(), 0, "a mark is not a pending key");
+        assert!(map.copy_pending(VisitorMarks::Keep).is_empty());
+        assert_eq!(map.slots.len(), 1, "kept for a later drain");
+        let d = map.drain();
+        assert_eq!((d[0].counts.views, d[0].visitors.len()), (0, 1));
+        map.drain();
+        assert!(map.slots.is_empty());
+    }
+
+    #[test]
+    fn forget_drops_the_counts_and_metadata_and_frees_the_keys() {
+        let map = CounterMap::new(10, Networks::default());
+        map.record_all(&[Event::view("a").with_section("news"), share("a")])
+            .unwrap();
+        map.forget("a");
+        assert_eq!(map.len(), 0);
+        assert_eq!(map.pending("a").events(), 0);
+        assert!(map.pending_meta("a").is_none());
+        assert!(map.drain().is_empty());
+        map.record(&Event::view("a"));
+        assert_eq!((map.len(), map.drain()[0].counts.views), (1, 1));
+    }
+
+    #[test]
+    fn metadata_goes_with_the_drain_that_holds_its_count_and_leaves_when_idle() {
+        let map = CounterMap::new(10, Networks::default());
+        map.record(&Event::view("a"));
+        map.record(&Event::view("a").with_section("news"));
+        let d = map.drain();
+        assert_eq!((d[0].counts.views, d[0].meta.section.as_deref()), (2, Some("news")));
+        assert_eq!(map.pending_meta("a").unwrap().section.as_deref(), Some("news"));
+        map.drain();
+        map.drain();
+        assert!(map.pending_meta("a").is_none(), "idle for a whole interval");
     }
 }

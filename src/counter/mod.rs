@@ -1,15 +1,15 @@
 //! Step 2 of the data flow: the in-memory map of pending counts. `record` is the hot
-//! path (a shard read lock and an atomic add); `drain` moves the deltas into a batch
-//! for the flusher without losing an increment that races it.
+//! path: one lookup of the article's slot (a shard read lock), an atomic add, and a
+//! look at the slot's metadata and visitor marks; `drain` moves the deltas into a
+//! batch for the flusher without losing an increment that races it.
 
-use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
 use crate::counts::Counts;
-use crate::event::{Counter, Event, Meta, Networks, MAX_ARTICLE_LEN};
+use crate::event::{Counter, Event, Meta, Networks};
 use crate::visitors::Mark;
 
 mod drain;
@@ -22,52 +22,11 @@ use key::Key;
 /// process (no crafted collisions), but hashing costs a few ns instead of SipHash's ~20.
 type Hasher = foldhash::fast::RandomState;
 
-/// Set on a slot by `drain`; a slot still equal to it at the next drain was idle for a
-/// whole interval and is removed, so the map holds only recently active keys.
+/// Set on a counter by `drain`; a counter still equal to it at the next drain was idle
+/// for a whole interval and leaves the map, so the map holds only recently active keys.
 const IDLE: u64 = 1 << 63;
-
-const VIEW_TAG: u8 = b'!';
-const SHARE_TAG_BASE: u8 = b'0';
-
-/// One pending counter: the counter's one-byte tag followed by the article id, so a
-/// lookup can borrow a stack buffer and allocate nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CounterKey(Key);
-
-impl Borrow<[u8]> for CounterKey {
-    fn borrow(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl CounterKey {
-    fn decode(&self) -> (Counter, &str) {
-        let key = self.0.as_str();
-        let (tag, article) = (key.as_bytes()[0], &key[1..]);
-        let counter = if tag == VIEW_TAG {
-            Counter::View
-        } else {
-            Counter::Share(tag - SHARE_TAG_BASE)
-        };
-        (counter, article)
-    }
-}
-
-fn tag(counter: Counter) -> u8 {
-    match counter {
-        Counter::View => VIEW_TAG,
-        Counter::Share(i) => SHARE_TAG_BASE + i,
-    }
-}
-
-/// Calls `f` with the encoded key of (`counter`, `article`), built on the stack.
-fn with_key<R>(counter: Counter, article: &str, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut buf = [0u8; MAX_ARTICLE_LEN + 1];
-    let len = article.len().min(MAX_ARTICLE_LEN);
-    buf[0] = tag(counter);
-    buf[1..=len].copy_from_slice(&article.as_bytes()[..len]);
-    f(&buf[..=len])
-}
+/// A counter the map does not hold (no pending key): it takes no capacity.
+const ABSENT: u64 = u64::MAX;
 
 /// An article's latest section and language, and whether the store has heard of them.
 #[derive(Debug, Default)]
@@ -86,6 +45,131 @@ impl MetaSlot {
             self.touched.store(true, Ordering::Relaxed);
         }
     }
+
+    /// True when `event`'s metadata would change what is held: unsigned values fill
+    /// only the fields not known yet (the first writer stands), signed ones replace.
+    fn changed_by(&self, event: &Event<'_>) -> bool {
+        let m = &self.meta;
+        [
+            (event.section(), &m.section),
+            (event.lang(), &m.lang),
+            (event.title(), &m.title),
+            (event.url(), &m.url),
+        ]
+        .into_iter()
+        .any(|(new, old)| new.is_some_and(|v| old.is_none() || (event.is_signed() && old.as_deref() != Some(v))))
+    }
+
+    /// Merges `event`'s metadata in (under the shard's write lock).
+    fn merge(&mut self, event: &Event<'_>) {
+        if self.meta.merge(&event.meta(), event.is_signed()) {
+            self.meta.signed |= event.is_signed();
+            *self.dirty.get_mut() = true;
+        }
+        self.touch();
+    }
+
+    /// Neither seen nor changed since the last drain.
+    fn is_idle(&self) -> bool {
+        !self.touched.load(Ordering::Relaxed) && !self.dirty.load(Ordering::Relaxed)
+    }
+}
+
+/// What an article's slot holds beside its views, allocated at its first share,
+/// metadata or visitor: most slots of a beacon's traffic have all three.
+#[derive(Debug, Default)]
+struct Extra {
+    /// One counter per configured network (each [`ABSENT`] until its first share);
+    /// empty until the article's first share.
+    shares: Box<[AtomicU64]>,
+    meta: Option<MetaSlot>,
+    /// Distinct visitor marks of the article's views since they were last drained.
+    visitors: HashSet<Mark, Hasher>,
+}
+
+/// Everything pending for one article: its counters, metadata and visitor marks, so
+/// a beacon finds all three with one lookup.
+#[derive(Debug)]
+struct Slot {
+    views: AtomicU64,
+    extra: Option<Box<Extra>>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            views: AtomicU64::new(ABSENT),
+            extra: None,
+        }
+    }
+}
+
+impl Slot {
+    /// The counter of `counter`, if the slot has room for it (held or [`ABSENT`]).
+    fn counter(&self, counter: Counter) -> Option<&AtomicU64> {
+        match counter {
+            Counter::View => Some(&self.views),
+            Counter::Share(i) => self.extra.as_deref()?.shares.get(usize::from(i)),
+        }
+    }
+
+    /// True when `counter` is a pending key of this slot.
+    fn holds(&self, counter: Counter) -> bool {
+        self.counter(counter)
+            .is_some_and(|c| c.load(Ordering::Relaxed) != ABSENT)
+    }
+
+    fn meta(&self) -> Option<&MetaSlot> {
+        self.extra.as_deref()?.meta.as_ref()
+    }
+
+    fn has_mark(&self, mark: Mark) -> bool {
+        self.extra.as_deref().is_some_and(|e| e.visitors.contains(&mark))
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Every counter with its pending value (held or not): views first, then shares in
+    /// network order.
+    fn counters(&self) -> impl Iterator<Item = (Counter, &AtomicU64)> {
+        let shares = self.extra.as_deref().map_or(&[][..], |e| &e.shares[..]);
+        std::iter::once((Counter::View, &self.views))
+            .chain(shares.iter().enumerate().map(|(i, c)| (Counter::Share(i as u8), c)))
+    }
+
+    /// Holds nothing: no counter, metadata or visitor mark.
+    fn is_empty(&self) -> bool {
+        self.counters().all(|(_, c)| c.load(Ordering::Relaxed) == ABSENT)
+            && self
+                .extra
+                .as_deref()
+                .is_none_or(|e| e.meta.is_none() && e.visitors.is_empty())
+    }
+}
+
+/// The value a counter holds after one more event.
+fn plus_one(now: u64) -> u64 {
+    if now == ABSENT {
+        1
+    } else {
+        now + 1
+    }
+}
+
+/// What of an event is still to be recorded once the slot's read lock is left.
+#[derive(Debug, Clone, Copy)]
+struct Todo {
+    count: bool,
+    meta: bool,
+    mark: Option<Mark>,
+}
+
+impl Todo {
+    fn is_done(&self) -> bool {
+        !self.count && !self.meta && self.mark.is_none()
+    }
 }
 
 /// At most this many pending visitor marks are held between two drains; past it a view
@@ -97,14 +181,12 @@ pub const MAX_PENDING_VISITORS: usize = 1_000_000;
 #[error("pending-counter capacity exhausted")]
 pub struct CapacityExhausted;
 
-/// The lock-free map of pending counts (dashmap shards + atomics).
+/// The lock-free map of pending counts (dashmap shards + atomics), one slot per article.
 #[derive(Debug)]
 pub struct CounterMap {
-    counts: DashMap<CounterKey, AtomicU64, Hasher>,
-    meta: DashMap<Key, MetaSlot, Hasher>,
-    /// Distinct visitor marks of each article's views since the last drain.
-    visitors: DashMap<Key, HashSet<Mark, Hasher>, Hasher>,
+    slots: DashMap<Key, Slot, Hasher>,
     visitor_marks: AtomicUsize,
+    /// Pending keys held: one per (article, counter) with a count pending.
     keys: AtomicUsize,
     capacity: usize,
     /// Set while the journal is at its cap: keys already held count on, new ones are refused.
@@ -116,9 +198,7 @@ impl CounterMap {
     /// An empty map that admits at most `capacity` distinct keys.
     pub fn new(capacity: usize, networks: Networks) -> Self {
         CounterMap {
-            counts: DashMap::with_hasher(Hasher::default()),
-            meta: DashMap::with_hasher(Hasher::default()),
-            visitors: DashMap::with_hasher(Hasher::default()),
+            slots: DashMap::with_hasher(Hasher::default()),
             visitor_marks: AtomicUsize::new(0),
             keys: AtomicUsize::new(0),
             capacity,
@@ -150,6 +230,12 @@ impl CounterMap {
     /// Records every event, or none of them when they would need new keys beyond
     /// the capacity (keys already held keep counting at any fill level).
     pub fn record_all(&self, events: &[Event<'_>]) -> Result<(), CapacityExhausted> {
+        self.record_all_from(events, None)
+    }
+
+    /// [`CounterMap::record_all`], remembering `visitor` (the sender's mark, if any) as
+    /// a visitor of each article viewed, in the same lookup as the view's count.
+    pub fn record_all_from(&self, events: &[Event<'_>], visitor: Option<Mark>) -> Result<(), CapacityExhausted> {
         let refuse_new = self.refuse_new.load(Ordering::Relaxed);
         if refuse_new || self.len() + events.len() > self.capacity {
             let missing = events.iter().filter(|e| !self.holds(e)).count();
@@ -158,13 +244,16 @@ impl CounterMap {
             }
         }
         for event in events {
-            self.record(event);
+            let mark = visitor.filter(|_| event.counter() == Counter::View);
+            self.record_with(event, mark);
         }
         Ok(())
     }
 
     fn holds(&self, event: &Event<'_>) -> bool {
-        with_key(event.counter(), event.article(), |k| self.counts.contains_key(k))
+        self.slots
+            .get(event.article().as_bytes())
+            .is_some_and(|slot| slot.holds(event.counter()))
     }
 
     /// Refuses (or admits again) events that need a new key, whatever the fill.
@@ -173,111 +262,151 @@ impl CounterMap {
     }
 
     /// The hot path: one shard read lock and an atomic add for a key already held;
-    /// only a key's first sighting takes the shard's write lock.
+    /// only a key's first sighting (or changed metadata) takes the shard's write lock.
     pub fn record(&self, event: &Event<'_>) {
-        if event.has_meta() {
-            self.remember_meta(event);
-        }
-        let added = with_key(event.counter(), event.article(), |k| {
-            if let Some(slot) = self.counts.get(k) {
-                slot.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
-            false
-        });
-        if !added {
-            let key = with_key(event.counter(), event.article(), |k| CounterKey(Key::new(k)));
-            self.counts
-                .entry(key)
-                .or_insert_with(|| {
-                    // Counted under the shard's write lock, so the removal of this key
-                    // (which takes the same lock) can never subtract it first.
-                    self.keys.fetch_add(1, Ordering::Relaxed);
-                    AtomicU64::new(0)
-                })
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.record_with(event, None);
     }
 
-    /// Keeps the event's metadata for the next drain: unsigned values fill only the
-    /// fields not known yet (the first writer stands), signed ones replace.
-    fn remember_meta(&self, event: &Event<'_>) {
-        let changes = |m: &Meta| {
-            [
-                (event.section(), &m.section),
-                (event.lang(), &m.lang),
-                (event.title(), &m.title),
-                (event.url(), &m.url),
-            ]
-            .into_iter()
-            .any(|(new, old)| new.is_some_and(|v| old.is_none() || (event.is_signed() && old.as_deref() != Some(v))))
+    /// Records `event` and, when given, the visitor `mark` of its article.
+    fn record_with(&self, event: &Event<'_>, mark: Option<Mark>) {
+        let mut todo = Todo {
+            count: true,
+            meta: event.has_meta(),
+            mark,
         };
-        if let Some(slot) = self.meta.get(event.article().as_bytes()) {
-            if !changes(&slot.meta) {
-                slot.touch();
+        if let Some(slot) = self.slots.get(event.article().as_bytes()) {
+            self.record_held(&slot, event, &mut todo);
+            if todo.is_done() {
                 return;
             }
         }
-        let mut slot = self.meta.entry(Key::new(event.article().as_bytes())).or_default();
-        if slot.meta.merge(&event.meta(), event.is_signed()) {
-            slot.meta.signed |= event.is_signed();
-            *slot.dirty.get_mut() = true;
+        let mut slot = self.slots.entry(Key::new(event.article().as_bytes())).or_default();
+        self.record_new(&mut slot, event, todo);
+    }
+
+    /// What a shard's read lock allows: counts to a held key, metadata that changes
+    /// nothing, a visitor already seen. Clears those from `todo`. Metadata that changes
+    /// leaves the count to the write lock too, so a drain sees both or neither.
+    fn record_held(&self, slot: &Slot, event: &Event<'_>, todo: &mut Todo) {
+        if todo.meta {
+            match slot.meta().filter(|m| !m.changed_by(event)) {
+                Some(meta) => {
+                    meta.touch();
+                    todo.meta = false;
+                }
+                None => return,
+            }
         }
-        slot.touch();
+        // Held under this read lock: its removal (under the write lock) waits.
+        if let Some(c) = slot.counter(event.counter()).filter(|_| slot.holds(event.counter())) {
+            c.fetch_add(1, Ordering::Relaxed);
+            todo.count = false;
+        }
+        if todo.mark.is_some_and(|m| slot.has_mark(m)) {
+            todo.mark = None;
+        }
+    }
+
+    /// The rest of `todo`, under the shard's write lock.
+    fn record_new(&self, slot: &mut Slot, event: &Event<'_>, todo: Todo) {
+        if todo.count {
+            let networks = self.networks.len();
+            let counter = match event.counter() {
+                Counter::View => slot.views.get_mut(),
+                Counter::Share(i) => {
+                    let extra = slot.extra_mut();
+                    if extra.shares.is_empty() {
+                        extra.shares = (0..networks).map(|_| AtomicU64::new(ABSENT)).collect();
+                    }
+                    extra.shares[usize::from(i)].get_mut()
+                }
+            };
+            if *counter == ABSENT {
+                // Counted under the shard's write lock, so the removal of this key
+                // (which takes the same lock) can never subtract it first.
+                self.keys.fetch_add(1, Ordering::Relaxed);
+            }
+            *counter = plus_one(*counter);
+        }
+        if todo.meta {
+            slot.extra_mut().meta.get_or_insert_with(MetaSlot::default).merge(event);
+        }
+        if let Some(mark) = todo.mark {
+            self.insert_mark(slot, mark);
+        }
+    }
+
+    fn insert_mark(&self, slot: &mut Slot, mark: Mark) {
+        if self.visitor_marks.load(Ordering::Relaxed) >= MAX_PENDING_VISITORS {
+            return;
+        }
+        if slot.extra_mut().visitors.insert(mark) {
+            self.visitor_marks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The metadata this instance holds for `article` (not flushed yet, or recently
     /// flushed), which reads use until the store has it.
     pub fn pending_meta(&self, article: &str) -> Option<Meta> {
-        self.meta.get(article.as_bytes()).map(|slot| slot.meta.clone())
+        self.slots
+            .get(article.as_bytes())
+            .and_then(|slot| slot.meta().map(|m| m.meta.clone()))
     }
 
     /// Remembers that visitor `mark` viewed `article` (once per request with views).
     /// A read lock and a set lookup for a visitor already seen in this interval.
     pub fn record_visitor(&self, article: &str, mark: Mark) {
-        if let Some(set) = self.visitors.get(article.as_bytes()) {
-            if set.contains(&mark) {
+        if let Some(slot) = self.slots.get(article.as_bytes()) {
+            if slot.has_mark(mark) {
                 return;
             }
         }
         if self.visitor_marks.load(Ordering::Relaxed) >= MAX_PENDING_VISITORS {
             return;
         }
-        if self
-            .visitors
-            .entry(Key::new(article.as_bytes()))
-            .or_default()
-            .insert(mark)
-        {
-            self.visitor_marks.fetch_add(1, Ordering::Relaxed);
-        }
+        let mut slot = self.slots.entry(Key::new(article.as_bytes())).or_default();
+        self.insert_mark(&mut slot, mark);
     }
 
     /// What this instance holds for `article` and has not handed to the flusher.
     pub fn pending(&self, article: &str) -> Counts {
-        let read = |c| {
-            with_key(c, article, |k| {
-                // SeqCst: see `CounterMap::settle`.
-                self.counts.get(k).map_or(0, |v| v.load(Ordering::SeqCst) & !IDLE)
-            })
+        // SeqCst: see `CounterMap::settle`.
+        let value = |c: &AtomicU64| match c.load(Ordering::SeqCst) {
+            ABSENT => 0,
+            v => v & !IDLE,
         };
-        let shares = (0..self.networks.len() as u8).map(|i| (self.networks.name(i), read(Counter::Share(i))));
-        Counts::new(read(Counter::View), shares)
+        let Some(slot) = self.slots.get(article.as_bytes()) else {
+            return Counts::default();
+        };
+        let shares = (0..self.networks.len() as u8).map(|i| {
+            let n = slot.counter(Counter::Share(i)).map_or(0, value);
+            (self.networks.name(i), n)
+        });
+        Counts::new(value(&slot.views), shares)
     }
 
     /// Drops the metadata this instance holds for `article` (an admin change replaced it).
     pub fn forget_meta(&self, article: &str) {
-        self.meta.remove(article.as_bytes());
-    }
-
-    /// Drops every pending count of `article` (admin set/delete), returning nothing.
-    pub fn forget(&self, article: &str) {
-        let counters = std::iter::once(Counter::View).chain((0..self.networks.len() as u8).map(Counter::Share));
-        for c in counters {
-            if with_key(c, article, |k| self.counts.remove(k)).is_some() {
-                self.keys.fetch_sub(1, Ordering::Relaxed);
+        if let Some(mut slot) = self.slots.get_mut(article.as_bytes()) {
+            if let Some(extra) = slot.extra.as_deref_mut() {
+                extra.meta = None;
             }
         }
-        self.meta.remove(article.as_bytes());
+    }
+
+    /// Drops every pending count and the metadata of `article` (admin set/delete).
+    pub fn forget(&self, article: &str) {
+        let Some(mut slot) = self.slots.get_mut(article.as_bytes()) else {
+            return;
+        };
+        let mut dropped = 0;
+        if let Some(extra) = slot.extra.as_deref_mut() {
+            extra.meta = None;
+            for c in extra.shares.iter_mut() {
+                dropped += usize::from(std::mem::replace(c.get_mut(), ABSENT) != ABSENT);
+            }
+        }
+        dropped += usize::from(std::mem::replace(slot.views.get_mut(), ABSENT) != ABSENT);
+        self.keys.fetch_sub(dropped, Ordering::Relaxed);
     }
 }

@@ -172,37 +172,35 @@ fn record(api: &Api, sender: &Sender<'_>, events: &[Event<'_>]) -> Result<usize,
         api.metrics.ignored_bot.inc_by(events.len() as u64);
         return Ok(0);
     }
-    let record = || {
-        api.counter.record_all(events)?;
-        record_visitor(api, sender, events);
-        Ok::<(), crate::counter::CapacityExhausted>(())
-    };
+    let visitor = visitor_mark(api, sender, events);
+    let record = || api.counter.record_all_from(events, visitor);
     match api.lifecycle.admit(record) {
         None => Err(ApiError::ShuttingDown),
         Some(Err(_)) => Err(ApiError::CapacityExhausted),
         Some(Ok(())) => {
             let views = events.iter().filter(|e| e.counter() == Counter::View).count() as u64;
-            api.metrics.events_view.inc_by(views);
-            api.metrics.events_share.inc_by(events.len() as u64 - views);
+            // Only the counters that move: each add is an atomic on a line both
+            // workers write, and a beacon has no share.
+            let shares = events.len() as u64 - views;
+            if views > 0 {
+                api.metrics.events_view.inc_by(views);
+            }
+            if shares > 0 {
+                api.metrics.events_share.inc_by(shares);
+            }
             Ok(events.len())
         }
     }
 }
 
-/// Remembers the sender as a visitor of each article it viewed: one keyed hash per
-/// request, not per event.
-fn record_visitor(api: &Api, sender: &Sender<'_>, events: &[Event<'_>]) {
-    let mut views = events.iter().filter(|e| e.counter() == Counter::View).peekable();
-    if views.peek().is_none() {
-        return;
+/// The sender's visitor mark, remembered for each article it viewed: one keyed hash
+/// per request with views, not per event.
+fn visitor_mark(api: &Api, sender: &Sender<'_>, events: &[Event<'_>]) -> Option<crate::visitors::Mark> {
+    if !events.iter().any(|e| e.counter() == Counter::View) {
+        return None;
     }
     let ua = sender.user_agent.unwrap_or_default();
-    let Some(mark) = api.salts.mark(crate::visitors::today(), sender.addr, ua) else {
-        return;
-    };
-    for e in views {
-        api.counter.record_visitor(e.article(), mark);
-    }
+    api.salts.mark(crate::visitors::today(), sender.addr, ua)
 }
 
 /// `POST /v1/events`.
