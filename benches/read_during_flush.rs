@@ -244,6 +244,34 @@ fn forks(redis: &RedisServer) -> Option<String> {
     ))
 }
 
+/// Redis's slowest commands of the run (its `SLOWLOG`: every command over 10 ms), the
+/// slowest first: a single command that long holds every other client, reads too.
+fn slowest_commands(redis: &RedisServer) -> Vec<String> {
+    let Ok(mut conn) = redis::Client::open(redis.url()).and_then(|c| c.get_connection()) else {
+        return Vec::new();
+    };
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1_000)
+        .query(&mut conn)
+        .unwrap_or_default();
+    let mut slow: Vec<(i64, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let redis::Value::Array(fields) = e else { return None };
+            let usec: i64 = redis::from_redis_value(fields.get(2)?.clone()).ok()?;
+            let args: Vec<String> = redis::from_redis_value(fields.get(3)?.clone()).ok()?;
+            let command: Vec<&str> = args.iter().take(3).map(|a| &a[..a.len().min(40)]).collect();
+            Some((usec, command.join(" ")))
+        })
+        .collect();
+    slow.sort_by_key(|(usec, _)| -usec);
+    slow.into_iter()
+        .take(5)
+        .map(|(usec, command)| format!("{:.1} ms `{command}`", usec as f64 / 1e3))
+        .collect()
+}
+
 fn main() {
     let keys = keys();
     let embedded = std::env::args().any(|a| a == "--embedded");
@@ -272,6 +300,12 @@ fn main() {
     }
     if let Some(forks) = redis.as_ref().and_then(forks) {
         println!("Redis forked for its AOF rewrites: {forks}.");
+    }
+    if let Some(slowest) = redis.as_ref().map(slowest_commands) {
+        println!(
+            "Redis's slowest commands (SLOWLOG, over 10 ms): {}.",
+            slowest.join("; ")
+        );
     }
     drop(rt);
 }
