@@ -3,6 +3,7 @@
 //! checked by one test suite that runs against each.
 
 pub mod embedded;
+pub mod glance;
 pub mod ranking;
 pub mod redis;
 pub mod series;

@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::store::glance::Glance;
 use std::time::Duration;
 
 use super::windows::Windows;
@@ -43,6 +45,9 @@ pub struct Ranking {
     /// across opening its snapshot: a change is either in the snapshot or queued.
     gate: Mutex<()>,
     cap: AtomicUsize,
+    /// What `/metrics` and `/readyz` read, without waiting for an update.
+    tracked: Glance,
+    ready: Glance,
 }
 
 impl Default for Ranking {
@@ -52,6 +57,8 @@ impl Default for Ranking {
             loaded: Condvar::new(),
             gate: Mutex::new(()),
             cap: AtomicUsize::new(usize::MAX),
+            tracked: Glance::default(),
+            ready: Glance::default(),
         }
     }
 }
@@ -116,17 +123,19 @@ impl Ranking {
         }
     }
 
-    /// True once the windows are loaded.
+    /// True once the windows are loaded (as last seen while an update holds them).
     pub fn is_ready(&self) -> bool {
-        matches!(&*self.state(), State::Ready(_))
+        self.ready
+            .read(&self.state, |s| usize::from(matches!(s, State::Ready(_))))
+            == 1
     }
 
-    /// Articles tracked (0 while loading).
+    /// Articles tracked (0 while loading; as last seen while an update holds them).
     pub fn tracked(&self) -> usize {
-        match &*self.state() {
+        self.tracked.read(&self.state, |s| match s {
             State::Ready(w) => w.tracked(),
             State::Loading(_) => 0,
-        }
+        })
     }
 
     /// Sets `--max-articles`.

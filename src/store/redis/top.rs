@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use crate::store::glance::Glance;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -84,6 +86,9 @@ pub struct RedisTop {
     // overlap and the read positions they start from stay theirs.
     refreshing: tokio::sync::Mutex<()>,
     cap: AtomicUsize,
+    /// What `/metrics` and `/readyz` read, without waiting for a refresh.
+    tracked: Glance,
+    ready: Glance,
 }
 
 impl Default for RedisTop {
@@ -92,6 +97,8 @@ impl Default for RedisTop {
             state: Mutex::default(),
             refreshing: tokio::sync::Mutex::default(),
             cap: AtomicUsize::new(usize::MAX),
+            tracked: Glance::default(),
+            ready: Glance::default(),
         }
     }
 }
@@ -106,14 +113,15 @@ impl RedisTop {
         *self.state() = Some(state);
     }
 
-    /// True once the windows are loaded.
+    /// True once the windows are loaded (as last seen while a refresh holds them).
     pub fn is_ready(&self) -> bool {
-        self.state().is_some()
+        self.ready.read(&self.state, |s| usize::from(s.is_some())) == 1
     }
 
-    /// Articles tracked (0 before the load).
+    /// Articles tracked (0 before the load; as last seen while a refresh holds them).
     pub fn tracked(&self) -> usize {
-        self.state().as_ref().map_or(0, |s| s.windows.tracked())
+        self.tracked
+            .read(&self.state, |s| s.as_ref().map_or(0, |s| s.windows.tracked()))
     }
 
     /// Sets `--max-articles`.
