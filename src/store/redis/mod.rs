@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::future::try_join_all;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script};
 
 use conn::{Conn, Connector, Request};
@@ -217,9 +217,12 @@ impl RedisStore {
     /// carries), at most [`SCRIPT_ARTICLES_IN_FLIGHT`] articles of this store's sent and
     /// not answered at a time, each within [`CALL_TIMEOUT`] from when it is sent
     /// (waiting for its turn is not what the bound is for); each call's integer answer,
-    /// or the first error.
+    /// or the first error, as soon as it comes: the calls not sent yet are not sent
+    /// (the caller applies the batch again, and a piece that ran answers as a
+    /// duplicate). Paced, the pieces for a Redis Cluster node that died would otherwise
+    /// each wait out their bound in turn, and the batch fail only after all of them.
     async fn run_scripts(&self, script: &Script, calls: &[(Cmd, u32)]) -> Result<Vec<i64>, StoreError> {
-        let results = join_all(calls.iter().map(|(call, articles)| async move {
+        try_join_all(calls.iter().map(|(call, articles)| async move {
             // First come, first served: the calls go in order (the semaphore is fair, a
             // big piece waiting holds back the small ones behind it). The store never
             // closes the semaphore (a closed one would only stop the pacing).
@@ -228,8 +231,7 @@ impl RedisStore {
             self.call(CALL_TIMEOUT, |conn| conn::run_script(conn, script, call))
                 .await
         }))
-        .await;
-        results.into_iter().collect()
+        .await
     }
 
     /// [`Self::call`] for one pipeline (within one slot) that writes.

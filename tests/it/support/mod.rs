@@ -133,7 +133,19 @@ impl TestApp {
     /// Waits until the metric `sample` exceeds `above` (panics after `secs`).
     pub async fn wait_metric_above(&self, sample: &str, above: f64, secs: u64) {
         let ok = eventually(secs, || async { self.client.metric(sample).await > above }).await;
-        assert!(ok, "{sample} stayed at or below {above} for {secs} s");
+        if !ok {
+            let mut state = String::new();
+            for other in [
+                FLUSH_OK,
+                FLUSH_ERROR,
+                FLUSH_DUPLICATE,
+                "viewcounter_unacked_events",
+                "viewcounter_store_up",
+            ] {
+                state.push_str(&format!("\n  {other} = {}", self.client.metric(other).await));
+            }
+            panic!("{sample} stayed at or below {above} for {secs} s; then:{state}");
+        }
     }
 }
 
