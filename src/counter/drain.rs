@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CounterMap, Key, Slot, ABSENT, IDLE};
+use super::{delta_of, CounterMap, Key, Slot, ABSENT, IDLE};
 use crate::counts::Counts;
 use crate::event::{ArticleId, Counter, Meta};
 use crate::store::ArticleDelta;
@@ -20,14 +20,6 @@ pub enum VisitorMarks {
     Take,
     /// The marks stay in the map for a later drain.
     Keep,
-}
-
-/// The delta a counter's value holds (0 for a counter not held).
-fn delta_of(value: u64) -> u64 {
-    match value {
-        ABSENT => 0,
-        v => v & !IDLE,
-    }
 }
 
 impl CounterMap {
