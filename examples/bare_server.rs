@@ -1,6 +1,7 @@
 //! The ceiling of the HTTP stack on this machine, for `benches/wrk/run`: a hyper server
-//! (the same auto builder as the service, two worker threads) that reads the body and
-//! answers 204. Usage: `cargo run --release --example bare_server -- 127.0.0.1:9000`.
+//! (the same auto builder as the service) that reads the body and answers 204, with as
+//! many worker threads as the service is given (two by default).
+//! Usage: `cargo run --release --example bare_server -- 127.0.0.1:9000 [workers]`.
 
 use std::convert::Infallible;
 
@@ -22,8 +23,9 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 
 fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9000".into());
+    let workers = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("runtime");

@@ -221,6 +221,12 @@ pub struct Config {
     #[arg(long, env = "VIEWCOUNTER_MAX_CONNECTIONS", default_value = "10000", value_name = "N", value_parser = parse_positive)]
     pub max_connections: usize,
 
+    /// Threads that serve requests (the runtime's workers); unset: one per CPU the
+    /// process may use. Fewer leave CPUs to a neighbour on the same machine (a sidecar, a
+    /// proxy, a load generator): a worker that must share its CPU is preempted mid-request.
+    #[arg(long, env = "VIEWCOUNTER_WORKER_THREADS", value_name = "N", value_parser = parse_positive)]
+    pub worker_threads: Option<usize>,
+
     /// A keep-alive connection with no request in progress is closed after this long.
     #[arg(long, env = "VIEWCOUNTER_IDLE_TIMEOUT", default_value = "60s", value_name = "DUR", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -470,6 +476,7 @@ mod tests {
         assert_eq!((c.max_connections, c.max_articles), (10_000, 2_000_000));
         assert_eq!(c.read_max_age, Duration::from_secs(10));
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.worker_threads, None);
         assert!(c.validate().is_ok());
     }
 

@@ -33,7 +33,11 @@ fn main() -> ExitCode {
         return bad_config(&message);
     }
     logging::init(config.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("viewcounter: cannot start the runtime: {e}");
