@@ -5,14 +5,10 @@
 //! bounded graceful drain at shutdown. Each listener has its own cap, so the internal
 //! address answers probes while the public one is saturated.
 
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use futures_util::task::AtomicWaker;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -82,13 +78,14 @@ pub fn connection_cap(max_connections: usize, fd_limit: Option<u64>) -> usize {
     max_connections.min(by_fds).max(1)
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
+fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    // No hyper timer for HTTP/1: the connection's watchdog enforces the head deadline
-    // and the idle timeout (see `Activity::deadline`), and a timer armed by hyper for
-    // every request head cost a timer-wheel insert and removal per beacon.
+    // Hyper times a head from the end of the request before it, so on a keep-alive
+    // connection its timer is an idle timeout too: it is set to the longer of the two,
+    // and the connection's watchdog enforces each (see `Activity::deadline`).
     b.http1()
-        .header_read_timeout(None)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
         .max_buf_size(64 * 1024)
         .keep_alive(true);
     b.http2()
@@ -101,8 +98,7 @@ fn builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// What a connection's watchdog needs to know: requests in progress, whether any
-/// request arrived, and when the last one ended. A request only touches atomics here:
-/// the watchdog reads them when its own timer fires.
+/// request arrived, and when the last one ended.
 #[derive(Debug)]
 struct Activity {
     opened: Instant,
@@ -112,6 +108,8 @@ struct Activity {
     http2: AtomicBool,
     /// Milliseconds after `opened` when the last request ended.
     last_end_ms: AtomicU64,
+    /// Told when a request ends: the watchdog then moves its deadline.
+    request_ended: tokio::sync::Notify,
 }
 
 /// Marks a request in progress; its drop marks the end.
@@ -125,6 +123,7 @@ impl Activity {
             served: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
+            request_ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -154,96 +153,29 @@ impl Drop for InProgress {
         let since = self.0.opened.elapsed().as_millis() as u64;
         self.0.last_end_ms.store(since, Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.request_ended.notify_waiters();
     }
-}
-
-/// When the watchdog looks again, having looked at `now` and found the connection
-/// closable at `deadline` (`None`: a request in progress). Never later than one idle
-/// timeout from now, so no deadline is missed: the deadline only moves later, except
-/// when a request ends, and a request that ends after `now` sets it past
-/// `now + idle_timeout`. A keep-alive connection thus costs its requests no timer.
-fn next_look(now: Instant, deadline: Option<Instant>, limits: &ServerLimits) -> Instant {
-    let latest = now + limits.idle_timeout;
-    deadline.map_or(latest, |at| at.min(latest))
 }
 
 /// Resolves when the connection has been silent or idle past its limit.
 async fn expired(activity: &Activity, limits: &ServerLimits) {
     loop {
-        let now = Instant::now();
-        let deadline = activity.deadline(limits);
-        if deadline.is_some_and(|at| at <= now) {
-            return;
-        }
-        tokio::time::sleep_until(next_look(now, deadline, limits)).await;
-    }
-}
-
-/// What the watchdog asks of its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ask {
-    /// Serve on.
-    Nothing = 0,
-    /// Finish the requests in progress, then close (an HTTP/2 GOAWAY; shutdown).
-    Finish = 1,
-    /// Close now.
-    Close = 2,
-}
-
-/// The watchdog's word to the connection's task: an atomic the task reads each time it
-/// runs, and the task's waker to wake it. The connection future alone is polled per
-/// request, not a `select!` over timers and cancellation futures.
-#[derive(Debug, Default)]
-struct Orders {
-    ask: std::sync::atomic::AtomicU8,
-    task: AtomicWaker,
-}
-
-impl Orders {
-    fn give(&self, ask: Ask) {
-        self.ask.fetch_max(ask as u8, Ordering::AcqRel);
-        self.task.wake();
-    }
-
-    /// The order standing now; registers `cx` to be woken by the next.
-    fn read(&self, cx: &mut Context<'_>) -> Ask {
-        self.task.register(cx.waker());
-        match self.ask.load(Ordering::Acquire) {
-            0 => Ask::Nothing,
-            1 => Ask::Finish,
-            _ => Ask::Close,
-        }
-    }
-}
-
-/// A connection's watchdog (its own task, woken by its timer and at shutdown only):
-/// closes a silent or idle connection, asks every connection to finish at shutdown,
-/// and cuts short a close the client does not complete.
-async fn watch(
-    activity: Arc<Activity>,
-    orders: Arc<Orders>,
-    limits: ServerLimits,
-    shutdown: CancellationToken,
-    force: CancellationToken,
-) {
-    tokio::select! {
-        _ = force.cancelled() => return orders.give(Ask::Close),
-        _ = shutdown.cancelled() => {}
-        _ = expired(&activity, &limits) => {
-            // No request head in time, or idle: an HTTP/1 connection is closed at once
-            // (hyper's graceful close of an idle HTTP/1 connection would wait for the
-            // client's next request).
-            if !activity.http2.load(Ordering::Relaxed) {
-                return orders.give(Ask::Close);
+        // Listening before reading the state, so an end in between is not missed.
+        let ended = activity.request_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        match activity.deadline(limits) {
+            Some(at) if at <= Instant::now() => return,
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = ended => {}
+                }
             }
+            // A request in progress: the body deadline and hyper bound it.
+            None => ended.await,
         }
     }
-    orders.give(Ask::Finish);
-    tokio::select! {
-        _ = force.cancelled() => {}
-        _ = tokio::time::sleep(limits.drain_timeout) => {}
-    }
-    orders.give(Ask::Close);
 }
 
 /// Logs accept errors at most once per [`ACCEPT_LOG_EVERY`].
@@ -300,7 +232,7 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) {
-    let builder = Arc::new(builder());
+    let builder = Arc::new(builder(limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Cancelled when the drain timeout passes: the connections still open are dropped.
     let force = CancellationToken::new();
@@ -390,71 +322,33 @@ impl Connection {
                 resp
             }
         });
-        let orders = Arc::new(Orders::default());
-        let watchdog = tokio::spawn(watch(activity, orders.clone(), limits, shutdown, force));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let mut conn = std::pin::pin!(conn);
-        let mut finishing = false;
-        // A client that vanishes mid-request is not an error worth logging.
-        std::future::poll_fn(|cx| match orders.read(cx) {
-            Ask::Close => Poll::Ready(()),
-            ask => {
-                if ask == Ask::Finish && !finishing {
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                // A client that vanishes mid-request is not an error worth logging.
+                _ = conn.as_mut() => break,
+                _ = force.cancelled() => break,
+                _ = shutdown.cancelled(), if !closing => {
                     conn.as_mut().graceful_shutdown();
-                    finishing = true;
+                    closing = true;
                 }
-                conn.as_mut().poll(cx).map(|_| ())
+                _ = expired(&activity, &limits), if !closing => {
+                    if !activity.http2.load(Ordering::Relaxed) {
+                        // No request head in time, or idle: close at once (hyper's
+                        // graceful close of an idle HTTP/1 connection waits for hyper's
+                        // own head timer).
+                        break;
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                // A graceful close the client does not complete is cut short.
+                _ = tokio::time::sleep(limits.drain_timeout), if closing => break,
             }
-        })
-        .await;
-        watchdog.abort();
+        }
         open.dec();
         drop(permit);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(header_s: u64, idle_s: u64) -> ServerLimits {
-        ServerLimits {
-            header_read_timeout: Duration::from_secs(header_s),
-            idle_timeout: Duration::from_secs(idle_s),
-            max_connections: 1,
-            drain_timeout: Duration::from_secs(1),
-        }
-    }
-
-    #[test]
-    fn the_watchdog_looks_again_at_the_deadline_or_one_idle_timeout_on() {
-        let now = Instant::now();
-        let l = limits(10, 60);
-        let s = Duration::from_secs;
-        assert_eq!(next_look(now, Some(now + s(5)), &l), now + s(5));
-        assert_eq!(next_look(now, Some(now + s(500)), &l), now + s(60));
-        // A request in progress: looked at again one idle timeout on.
-        assert_eq!(next_look(now, None, &l), now + s(60));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_is_expired_at_its_deadlines_and_not_before() {
-        let l = limits(10, 3);
-        let a = Activity::new();
-        // Silent: the head deadline.
-        let t0 = Instant::now();
-        expired(&a, &l).await;
-        assert_eq!(t0.elapsed(), Duration::from_secs(10));
-        // A request that lasts 5 s (longer than the idle timeout), then idle: closable
-        // one idle timeout after it ended, whatever the watchdog slept meanwhile.
-        let a = Activity::new();
-        let request = a.begin(http::Version::HTTP_11);
-        let t0 = Instant::now();
-        let ends = async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(request);
-        };
-        tokio::join!(ends, expired(&a, &l));
-        assert_eq!(t0.elapsed(), Duration::from_secs(8));
     }
 }
