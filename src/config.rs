@@ -462,6 +462,9 @@ mod tests {
         assert_eq!(c.trusted_proxies.len(), 2);
         assert!(Config::try_parse_from(["viewcounter", "--trusted-proxies", "10.0.0.0/99"]).is_err());
         assert!(Config::try_parse_from(["viewcounter", "--beacon-secret", ""]).is_err());
+        let c = Config::try_parse_from(["viewcounter", "--worker-threads", "3"]).unwrap();
+        assert_eq!(c.worker_threads, Some(3));
+        assert!(Config::try_parse_from(["viewcounter", "--worker-threads", "0"]).is_err());
     }
 
     #[test]

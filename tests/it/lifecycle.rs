@@ -61,6 +61,19 @@ async fn counts_survive_a_clean_restart_on_the_embedded_store() {
     assert_eq!(a["shares"]["telegram"], 1);
 }
 
+#[tokio::test]
+async fn one_worker_thread_serves_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Process::start(dir.path(), &["--worker-threads", "1", "--flush-interval", "1h"]);
+    let client = common::Client::new(p.addr);
+    for _ in 0..3 {
+        client.view("w1").await;
+    }
+    assert_eq!(client.views("w1").await, 3);
+    p.terminate();
+    assert_eq!(p.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_what_was_accepted_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
