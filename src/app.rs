@@ -110,6 +110,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let metrics = Metrics::new();
         metrics.pending_capacity.set(config.max_pending_keys as i64);
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        metrics.worker_threads.set(workers as i64);
         let counter = Arc::new(CounterMap::new(config.max_pending_keys, config.share_networks.clone()));
         let store = open_store(&config).await?;
         store.set_max_articles(config.max_articles);

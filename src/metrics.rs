@@ -59,6 +59,8 @@ pub struct Metrics {
     pub tracked_articles: IntGauge,
     /// Always 1; carries the version.
     pub build_info: IntGaugeVec,
+    /// The runtime's worker threads (`--worker-threads`, else one per CPU it may use).
+    pub worker_threads: IntGauge,
     /// Bytes in the local journal (batches not yet acknowledged by the store).
     pub journal_bytes: IntGauge,
     /// `--journal-max-bytes`.
@@ -181,6 +183,11 @@ impl Metrics {
             .unwrap(),
             build_info: IntGaugeVec::new(Opts::new("viewcounter_build_info", "Build information"), &["version"])
                 .unwrap(),
+            worker_threads: IntGauge::new(
+                "viewcounter_worker_threads",
+                "Threads serving requests (the runtime's workers)",
+            )
+            .unwrap(),
             journal_bytes: IntGauge::new("viewcounter_journal_bytes", "Bytes in the local journal").unwrap(),
             journal_max_bytes: IntGauge::new("viewcounter_journal_max_bytes", "Cap of the local journal").unwrap(),
             journal_writes: IntCounter::new(
@@ -233,6 +240,7 @@ impl Metrics {
             Box::new(self.accept_errors.clone()),
             Box::new(self.tracked_articles.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.worker_threads.clone()),
             Box::new(self.journal_bytes.clone()),
             Box::new(self.journal_max_bytes.clone()),
             Box::new(self.journal_writes.clone()),

@@ -62,6 +62,17 @@ async fn counts_survive_a_clean_restart_on_the_embedded_store() {
 }
 
 #[tokio::test]
+async fn the_default_is_a_worker_thread_per_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Process::start(dir.path(), &[]);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let client = common::Client::new(p.addr);
+    assert_eq!(client.metric("viewcounter_worker_threads").await, cpus as f64);
+    p.terminate();
+    assert_eq!(p.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
+
+#[tokio::test]
 async fn one_worker_thread_serves_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = Process::start(dir.path(), &["--worker-threads", "1", "--flush-interval", "1h"]);
@@ -70,6 +81,7 @@ async fn one_worker_thread_serves_and_counts() {
         client.view("w1").await;
     }
     assert_eq!(client.views("w1").await, 3);
+    assert_eq!(client.metric("viewcounter_worker_threads").await, 1.0);
     p.terminate();
     assert_eq!(p.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }

@@ -51,6 +51,9 @@ impl Process {
         let mut child = command
             .args(&args)
             .env("RUST_LOG", "info")
+            // The worker count is what the tests set, not the caller's environment's.
+            .env_remove("VIEWCOUNTER_WORKER_THREADS")
+            .env_remove("TOKIO_WORKER_THREADS")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
