@@ -12,6 +12,19 @@ fn bad_config(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// tokio reads `TOKIO_WORKER_THREADS` when `--worker-threads` is not given, and panics
+/// on a value that is not a positive integer: refuse it as configuration instead.
+fn check_tokio_worker_threads(config: &Config) -> Result<(), String> {
+    if config.worker_threads.is_some() {
+        return Ok(());
+    }
+    match std::env::var("TOKIO_WORKER_THREADS") {
+        Err(std::env::VarError::NotPresent) => Ok(()),
+        Ok(v) if v.parse::<usize>().is_ok_and(|n| n > 0) => Ok(()),
+        _ => Err("TOKIO_WORKER_THREADS must be a positive integer (or set --worker-threads)".into()),
+    }
+}
+
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(c) => c,
@@ -29,7 +42,7 @@ fn main() -> ExitCode {
         println!("{}", args.attributes(viewcounter::clock::unix_secs()));
         return ExitCode::SUCCESS;
     }
-    if let Err(message) = config.validate() {
+    if let Err(message) = config.validate().and_then(|()| check_tokio_worker_threads(&config)) {
         return bad_config(&message);
     }
     logging::init(config.log_format);

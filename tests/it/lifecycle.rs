@@ -38,6 +38,26 @@ fn environment_variables_configure_like_flags() {
 }
 
 #[test]
+fn a_bad_tokio_worker_count_is_a_configuration_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for value in ["abc", "0", ""] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_viewcounter"))
+            .env_clear()
+            .env("TOKIO_WORKER_THREADS", value)
+            .args(["--listen", "127.0.0.1:0", "--data-dir", data])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value:?}: {stderr}");
+        assert!(
+            stderr.contains("configuration error") && stderr.contains("TOKIO_WORKER_THREADS"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn help_and_version_exit_0() {
     let (status, _) = run_to_exit(&["--help"]);
     assert_eq!(status.code(), Some(0));
