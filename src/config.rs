@@ -88,6 +88,18 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Most `--worker-threads`: a runtime starts them all at once, and past the CPUs more
+/// only cost memory and switches.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+/// A worker count: 1 to [`MAX_WORKER_THREADS`].
+pub fn parse_worker_threads(s: &str) -> Result<usize, String> {
+    match parse_positive(s)? {
+        n if n > MAX_WORKER_THREADS => Err(format!("must be at most {MAX_WORKER_THREADS}")),
+        n => Ok(n),
+    }
+}
+
 fn parse_positive_u64(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -224,7 +236,7 @@ pub struct Config {
     /// Threads that serve requests (the runtime's workers); unset: one per CPU the
     /// process may use. Fewer leave CPUs to a neighbour on the same machine (a sidecar, a
     /// proxy, a load generator): a worker that must share its CPU is preempted mid-request.
-    #[arg(long, env = "VIEWCOUNTER_WORKER_THREADS", value_name = "N", value_parser = parse_positive)]
+    #[arg(long, env = "VIEWCOUNTER_WORKER_THREADS", value_name = "N", value_parser = parse_worker_threads)]
     pub worker_threads: Option<usize>,
 
     /// A keep-alive connection with no request in progress is closed after this long.
@@ -465,6 +477,8 @@ mod tests {
         let c = Config::try_parse_from(["viewcounter", "--worker-threads", "3"]).unwrap();
         assert_eq!(c.worker_threads, Some(3));
         assert!(Config::try_parse_from(["viewcounter", "--worker-threads", "0"]).is_err());
+        assert!(Config::try_parse_from(["viewcounter", "--worker-threads", "1024"]).is_ok());
+        assert!(Config::try_parse_from(["viewcounter", "--worker-threads", "1025"]).is_err());
     }
 
     #[test]

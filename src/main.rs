@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use viewcounter::config::Command;
+use viewcounter::config::{parse_worker_threads, Command};
 use viewcounter::{logging, shutdown, App, Config};
 
 fn bad_config(message: &str) -> ExitCode {
@@ -13,15 +13,17 @@ fn bad_config(message: &str) -> ExitCode {
 }
 
 /// tokio reads `TOKIO_WORKER_THREADS` when `--worker-threads` is not given, and panics
-/// on a value that is not a positive integer: refuse it as configuration instead.
+/// on a value that is not a positive integer: it is held to the flag's rule instead.
 fn check_tokio_worker_threads(config: &Config) -> Result<(), String> {
     if config.worker_threads.is_some() {
         return Ok(());
     }
     match std::env::var("TOKIO_WORKER_THREADS") {
         Err(std::env::VarError::NotPresent) => Ok(()),
-        Ok(v) if v.parse::<usize>().is_ok_and(|n| n > 0) => Ok(()),
-        _ => Err("TOKIO_WORKER_THREADS must be a positive integer (or set --worker-threads)".into()),
+        Ok(v) => parse_worker_threads(&v)
+            .map(|_| ())
+            .map_err(|e| format!("TOKIO_WORKER_THREADS {e} (or set --worker-threads)")),
+        Err(e) => Err(format!("TOKIO_WORKER_THREADS: {e}")),
     }
 }
 

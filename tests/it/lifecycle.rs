@@ -13,6 +13,7 @@ fn bad_configuration_exits_2_with_one_line_on_stderr() {
         &["--flush-interval", "soon"][..],
         &["--listen", "not-an-address"],
         &["--max-pending-keys", "0"],
+        &["--worker-threads", "1000000"],
         &["--share-networks", "Bad Name"],
         &["--log-format", "xml"],
         &["--redis-cluster"],
@@ -41,7 +42,7 @@ fn environment_variables_configure_like_flags() {
 fn a_bad_tokio_worker_count_is_a_configuration_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    for value in ["abc", "0", ""] {
+    for value in ["abc", "0", "", "1000000"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_viewcounter"))
             .env_clear()
             .env("TOKIO_WORKER_THREADS", value)
