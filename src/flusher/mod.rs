@@ -145,6 +145,7 @@ impl Flusher {
                 unjournaled: Vec::new(),
                 max_bytes: journal_max_bytes,
                 visitor_interval,
+                tick_interval: interval,
                 visitors_sent_at: None,
                 health: health.clone(),
             },
@@ -293,9 +294,20 @@ struct Drainer {
     unjournaled: Vec<Arc<Batch>>,
     max_bytes: u64,
     visitor_interval: Duration,
-    /// When the visitor marks last went with a drain.
+    /// `--flush-interval`: how often the drainer ticks.
+    tick_interval: Duration,
+    /// When the tick that last took the visitor marks along began.
     visitors_sent_at: Option<Instant>,
     health: Arc<Health>,
+}
+
+/// True when a tick beginning at `now` takes the visitor marks along: once
+/// `--visitor-flush-interval` has passed since the tick that last took them began,
+/// counting a tick within half a flush interval of it. Ticks come one flush interval
+/// apart, give or take the scheduler; a tick a hair early must not hold the marks a
+/// whole interval longer (with both intervals equal they went every other tick).
+fn visitors_due(sent_at: Option<Instant>, now: Instant, visitor_interval: Duration, tick_interval: Duration) -> bool {
+    sent_at.is_none_or(|at| now.saturating_duration_since(at) + tick_interval / 2 >= visitor_interval)
 }
 
 /// What one tick did, handed back from its blocking task.
@@ -311,15 +323,17 @@ impl Drainer {
     /// Drains the map into the queue and the journal, off the runtime's threads; the
     /// visitor marks go along once `--visitor-flush-interval` has passed.
     async fn tick(&mut self) {
-        let due = self
-            .visitors_sent_at
-            .is_none_or(|at| at.elapsed() >= self.visitor_interval);
+        let now = Instant::now();
+        let due = visitors_due(self.visitors_sent_at, now, self.visitor_interval, self.tick_interval);
         let marks = if due { VisitorMarks::Take } else { VisitorMarks::Keep };
-        self.tick_taking(marks).await;
+        if self.tick_taking(marks).await {
+            self.visitors_sent_at = Some(now);
+        }
     }
 
-    /// [`Drainer::tick`], taking the visitor marks along or not as told.
-    async fn tick_taking(&mut self, marks: VisitorMarks) {
+    /// [`Drainer::tick`], taking the visitor marks along or not as told; true when
+    /// they were taken.
+    async fn tick_taking(&mut self, marks: VisitorMarks) -> bool {
         self.metrics.pending_keys.set(self.counter.len() as i64);
         let job = TickJob {
             counter: self.counter.clone(),
@@ -337,13 +351,11 @@ impl Drainer {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "the drain task failed");
-                return;
+                return false;
             }
         };
         self.unjournaled = done.unjournaled;
-        if marks == VisitorMarks::Take && !done.full {
-            self.visitors_sent_at = Some(Instant::now());
-        }
+        let took_marks = marks == VisitorMarks::Take && !done.full;
         self.counter.refuse_new_keys(done.full);
         match done.journal {
             Ok(bytes) => {
@@ -369,6 +381,7 @@ impl Drainer {
             .oldest_flushed_at_ms()
             .map_or(0, |t| self.clock.now_ms().saturating_sub(t));
         self.metrics.oldest_unacked_age.set(age as f64 / 1000.0);
+        took_marks
     }
 }
 
@@ -651,6 +664,26 @@ mod tests {
     use crate::counts::Counts;
     use crate::event::{ArticleId, Meta};
     use crate::store::ArticleDelta;
+
+    #[test]
+    fn visitor_marks_go_at_the_first_tick_of_their_interval() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        assert!(
+            visitors_due(None, t0, ms(10_000), ms(1_000)),
+            "the first tick takes them"
+        );
+        // Equal intervals: every tick, also one a hair early (they went every other tick).
+        let tick = ms(100);
+        assert!(visitors_due(Some(t0), t0 + ms(99), tick, tick));
+        assert!(visitors_due(Some(t0), t0 + ms(100), tick, tick));
+        assert!(!visitors_due(Some(t0), t0 + ms(40), tick, tick));
+        // Ten ticks apart: not at the ninth, yes at the tenth, early or late.
+        let (visitors, tick) = (ms(10_000), ms(1_000));
+        assert!(!visitors_due(Some(t0), t0 + ms(9_000), visitors, tick));
+        assert!(visitors_due(Some(t0), t0 + ms(9_990), visitors, tick));
+        assert!(visitors_due(Some(t0), t0 + ms(10_020), visitors, tick));
+    }
 
     fn batch(section: Option<&str>, signed: bool) -> Batch {
         Batch {
