@@ -90,10 +90,10 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 
 /// Most `--worker-threads`: a runtime starts them all at once, and past the CPUs more
 /// only cost memory and switches.
-pub const MAX_WORKER_THREADS: usize = 1024;
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// A worker count: 1 to [`MAX_WORKER_THREADS`].
-pub fn parse_worker_threads(s: &str) -> Result<usize, String> {
+fn parse_worker_threads(s: &str) -> Result<usize, String> {
     match parse_positive(s)? {
         n if n > MAX_WORKER_THREADS => Err(format!("must be at most {MAX_WORKER_THREADS}")),
         n => Ok(n),
@@ -361,8 +361,25 @@ fn html_escape(s: &str) -> String {
 }
 
 impl Config {
-    /// Checks what the per-flag parsers cannot: combinations of flags.
+    /// tokio reads `TOKIO_WORKER_THREADS` when `--worker-threads` is not given, and
+    /// panics on a value that is not a positive integer: it is held to the flag's rule.
+    fn check_tokio_worker_threads(&self) -> Result<(), String> {
+        if self.worker_threads.is_some() {
+            return Ok(());
+        }
+        match std::env::var("TOKIO_WORKER_THREADS") {
+            Err(std::env::VarError::NotPresent) => Ok(()),
+            Ok(v) => parse_worker_threads(&v)
+                .map(|_| ())
+                .map_err(|e| format!("TOKIO_WORKER_THREADS {e} (or set --worker-threads)")),
+            Err(e) => Err(format!("TOKIO_WORKER_THREADS: {e}")),
+        }
+    }
+
+    /// Checks what the per-flag parsers cannot: combinations of flags, and tokio's own
+    /// variable for the worker count.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_tokio_worker_threads()?;
         if self.redis_cluster && self.redis_url.is_none() {
             return Err("--redis-cluster needs --redis-url".into());
         }

@@ -4,27 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use viewcounter::config::{parse_worker_threads, Command};
+use viewcounter::config::Command;
 use viewcounter::{logging, shutdown, App, Config};
 
 fn bad_config(message: &str) -> ExitCode {
     eprintln!("viewcounter: configuration error: {message}");
     ExitCode::from(2)
-}
-
-/// tokio reads `TOKIO_WORKER_THREADS` when `--worker-threads` is not given, and panics
-/// on a value that is not a positive integer: it is held to the flag's rule instead.
-fn check_tokio_worker_threads(config: &Config) -> Result<(), String> {
-    if config.worker_threads.is_some() {
-        return Ok(());
-    }
-    match std::env::var("TOKIO_WORKER_THREADS") {
-        Err(std::env::VarError::NotPresent) => Ok(()),
-        Ok(v) => parse_worker_threads(&v)
-            .map(|_| ())
-            .map_err(|e| format!("TOKIO_WORKER_THREADS {e} (or set --worker-threads)")),
-        Err(e) => Err(format!("TOKIO_WORKER_THREADS: {e}")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -44,7 +29,7 @@ fn main() -> ExitCode {
         println!("{}", args.attributes(viewcounter::clock::unix_secs()));
         return ExitCode::SUCCESS;
     }
-    if let Err(message) = config.validate().and_then(|()| check_tokio_worker_threads(&config)) {
+    if let Err(message) = config.validate() {
         return bad_config(&message);
     }
     logging::init(config.log_format);
