@@ -178,6 +178,7 @@ impl RedisTop {
     /// Applies what a refresh read under the lock; the buckets leaving a window then,
     /// or `None` when the windows are gone. Runs off the runtime's threads: after a big
     /// flush this is a million articles' work.
+    ///
     /// The batches built here are freed once the lock is released, on another thread:
     /// after a 1M-key flush they hold 155k and 508k articles, and while they were freed
     /// under the lock article reads stalled 105–130 ms (BENCHMARKS.md, "A read during a
