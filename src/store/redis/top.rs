@@ -209,6 +209,25 @@ impl RedisTop {
     }
 }
 
+impl RedisTop {
+    /// Subtracts the buckets that left a window (read by the refresh without the lock)
+    /// and marks the windows refreshed. Runs off the runtime's threads: the buckets of a
+    /// minute a big flush wrote hold as many articles as the flush, and they leave the
+    /// 1h window an hour later (the others later still).
+    fn finish_refresh(&self, rows: Option<Fetched>, now: u64) -> Result<(), StoreError> {
+        let mut guard = self.state();
+        let Some(state) = guard.as_mut() else { return Ok(()) };
+        if let Some(rows) = &rows {
+            state.windows.roll(rows, now)?;
+        }
+        state.refreshed_at_ms = now;
+        state.refreshed = Instant::now();
+        drop(guard);
+        drop(rows);
+        Ok(())
+    }
+}
+
 /// Drops `items` on the runtime's blocking pool when called within a runtime, else here.
 fn free_elsewhere<T: Send + 'static>(items: Vec<T>) {
     match tokio::runtime::Handle::try_current() {
@@ -368,14 +387,8 @@ impl RedisStore {
         } else {
             Some(self.read_buckets(leaving).await?)
         };
-        let mut guard = self.top.state();
-        let Some(state) = guard.as_mut() else { return Ok(()) };
-        if let Some(rows) = &rows {
-            state.windows.roll(rows, now)?;
-        }
-        state.refreshed_at_ms = now;
-        state.refreshed = Instant::now();
-        Ok(())
+        let top = self.top.clone();
+        tokio::task::spawn_blocking(move || top.finish_refresh(rows, now)).await?
     }
 
     /// The new entries of the open minute logs, their articles' metadata and the new
