@@ -207,13 +207,12 @@ impl RedisTop {
         free_elsewhere(applied);
         Some(leaving)
     }
-}
 
-impl RedisTop {
     /// Subtracts the buckets that left a window (read by the refresh without the lock)
     /// and marks the windows refreshed. Runs off the runtime's threads: the buckets of a
     /// minute a big flush wrote hold as many articles as the flush, and they leave the
-    /// 1h window an hour later (the others later still).
+    /// 1h window an hour later (the others later still). `rows` outlives the guard, so
+    /// it is freed after the lock is released.
     fn finish_refresh(&self, rows: Option<Fetched>, now: u64) -> Result<(), StoreError> {
         let mut guard = self.state();
         let Some(state) = guard.as_mut() else { return Ok(()) };
@@ -222,8 +221,6 @@ impl RedisTop {
         }
         state.refreshed_at_ms = now;
         state.refreshed = Instant::now();
-        drop(guard);
-        drop(rows);
         Ok(())
     }
 }
