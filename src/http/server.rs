@@ -5,10 +5,15 @@
 //! bounded graceful drain at shutdown. Each listener has its own cap, so the internal
 //! address answers probes while the public one is saturated.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -78,14 +83,14 @@ pub fn connection_cap(max_connections: usize, fd_limit: Option<u64>) -> usize {
     max_connections.min(by_fds).max(1)
 }
 
-fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    // Hyper times a head from the end of the request before it, so on a keep-alive
-    // connection its timer is an idle timeout too: it is set to the longer of the two,
-    // and the connection's watchdog enforces each (see `Activity::deadline`).
+    // No timer for HTTP/1: the connection's watchdog enforces the head deadline and the
+    // idle timeout (a head counts as arrived only once it is whole, so a head that
+    // trickles in is closed at the same deadline). Hyper's own head timer would box a
+    // fresh sleep and register it with the timer wheel for every request.
     b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
+        .header_read_timeout(None)
         .max_buf_size(64 * 1024)
         .keep_alive(true);
     b.http2()
@@ -98,7 +103,8 @@ fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
 }
 
 /// What a connection's watchdog needs to know: requests in progress, whether any
-/// request arrived, and when the last one ended.
+/// request arrived, and when the last one ended. A request only writes here; the
+/// watchdog reads it when its timer fires (no wake-up per request).
 #[derive(Debug)]
 struct Activity {
     opened: Instant,
@@ -108,8 +114,6 @@ struct Activity {
     http2: AtomicBool,
     /// Milliseconds after `opened` when the last request ended.
     last_end_ms: AtomicU64,
-    /// Told when a request ends: the watchdog then moves its deadline.
-    request_ended: tokio::sync::Notify,
 }
 
 /// Marks a request in progress; its drop marks the end.
@@ -123,7 +127,6 @@ impl Activity {
             served: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
-            request_ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -153,27 +156,20 @@ impl Drop for InProgress {
         let since = self.0.opened.elapsed().as_millis() as u64;
         self.0.last_end_ms.store(since, Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.request_ended.notify_waiters();
     }
 }
 
-/// Resolves when the connection has been silent or idle past its limit.
+/// Resolves when the connection has been silent or idle past its limit. The deadline
+/// is read again when the timer fires: a request that ended meanwhile moved it, one in
+/// progress puts it off by another idle timeout (the body deadline and hyper bound the
+/// request itself).
 async fn expired(activity: &Activity, limits: &ServerLimits) {
     loop {
-        // Listening before reading the state, so an end in between is not missed.
-        let ended = activity.request_ended.notified();
-        tokio::pin!(ended);
-        ended.as_mut().enable();
+        let now = Instant::now();
         match activity.deadline(limits) {
-            Some(at) if at <= Instant::now() => return,
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
-                    _ = ended => {}
-                }
-            }
-            // A request in progress: the body deadline and hyper bound it.
-            None => ended.await,
+            Some(at) if at <= now => return,
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => tokio::time::sleep_until(now + limits.idle_timeout).await,
         }
     }
 }
@@ -232,7 +228,7 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) {
-    let builder = Arc::new(builder(limits));
+    let builder = Arc::new(builder());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Cancelled when the drain timeout passes: the connections still open are dropped.
     let force = CancellationToken::new();
@@ -326,29 +322,188 @@ impl Connection {
         tokio::pin!(conn);
         let mut closing = false;
         loop {
-            tokio::select! {
+            let signal = WokenOnly::new(next_signal(&shutdown, &force, &activity, &limits, closing));
+            let signal = tokio::select! {
+                biased;
                 // A client that vanishes mid-request is not an error worth logging.
                 _ = conn.as_mut() => break,
-                _ = force.cancelled() => break,
-                _ = shutdown.cancelled(), if !closing => {
+                signal = signal => signal,
+            };
+            match signal {
+                Signal::Force | Signal::DrainOver => break,
+                // No request head in time, or idle: an HTTP/1 connection is closed at
+                // once (hyper's graceful close of an idle HTTP/1 connection would wait
+                // for a head that is not coming).
+                Signal::Expired if !activity.http2.load(Ordering::Relaxed) => break,
+                Signal::Expired | Signal::Shutdown => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                _ = expired(&activity, &limits), if !closing => {
-                    if !activity.http2.load(Ordering::Relaxed) {
-                        // No request head in time, or idle: close at once (hyper's
-                        // graceful close of an idle HTTP/1 connection waits for hyper's
-                        // own head timer).
-                        break;
-                    }
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                // A graceful close the client does not complete is cut short.
-                _ = tokio::time::sleep(limits.drain_timeout), if closing => break,
             }
         }
         open.dec();
         drop(permit);
+    }
+}
+
+/// Why a connection's loop stops serving as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// The drain timeout of the shutdown passed: drop the connection.
+    Force,
+    /// The service is shutting down: close gracefully.
+    Shutdown,
+    /// Silent or idle past its limit.
+    Expired,
+    /// A graceful close the client did not complete within the drain timeout.
+    DrainOver,
+}
+
+/// The next signal for a connection: before `closing`, shutdown or expiry; after it,
+/// the drain timeout. The force of the drain applies in both.
+async fn next_signal(
+    shutdown: &CancellationToken,
+    force: &CancellationToken,
+    activity: &Activity,
+    limits: &ServerLimits,
+    closing: bool,
+) -> Signal {
+    tokio::select! {
+        _ = force.cancelled() => Signal::Force,
+        _ = shutdown.cancelled(), if !closing => Signal::Shutdown,
+        _ = expired(activity, limits), if !closing => Signal::Expired,
+        _ = tokio::time::sleep(limits.drain_timeout), if closing => Signal::DrainOver,
+    }
+}
+
+/// Polls its future only when that future's own waker fired (and at the first poll),
+/// not every time the task wakes. A connection's task wakes several times a request;
+/// polling its shutdown and force tokens each time would lock a mutex that every
+/// connection shares (each token's waiter list), and the watchdog's timer with them.
+struct WokenOnly<F> {
+    inner: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+    /// `flag` as a waker, made once.
+    waker: Waker,
+}
+
+/// Set when the wrapped future's waker fires; wakes the task that polls the wrapper.
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> WokenOnly<F> {
+    fn new(inner: F) -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        WokenOnly {
+            inner: Box::pin(inner),
+            waker: Waker::from(flag.clone()),
+            flag,
+        }
+    }
+}
+
+impl<F: Future> Future for WokenOnly<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        // Registered before the flag is read: a wake in between is not lost.
+        this.flag.task.register(cx.waker());
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A future that counts its polls and stays pending until told.
+    struct Counted {
+        polls: Arc<AtomicUsize>,
+        ready: Arc<AtomicBool>,
+        waker: Arc<AtomicWaker>,
+    }
+
+    impl Future for Counted {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            self.waker.register(cx.waker());
+            if self.ready.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    #[test]
+    fn the_wrapped_future_is_polled_only_when_its_own_waker_fired() {
+        let (polls, ready, inner_waker) = Default::default();
+        let counted = Counted {
+            polls: Arc::clone(&polls),
+            ready: Arc::clone(&ready),
+            waker: Arc::clone(&inner_waker),
+        };
+        let mut wrapped = WokenOnly::new(counted);
+        let task = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&task);
+        assert!(Pin::new(&mut wrapped).poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "polled at the first poll");
+        for _ in 0..3 {
+            assert!(Pin::new(&mut wrapped).poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "the task's other wake-ups do not poll it"
+        );
+        ready.store(true, Ordering::SeqCst);
+        inner_waker.wake();
+        assert!(Pin::new(&mut wrapped).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_wake_of_the_wrapped_future_wakes_the_task() {
+        let woken = Arc::new(AtomicBool::new(false));
+        struct Flag(Arc<AtomicBool>);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let (polls, ready, inner_waker) = Default::default();
+        let mut wrapped = WokenOnly::new(Counted {
+            polls,
+            ready,
+            waker: Arc::clone(&inner_waker),
+        });
+        let task = Waker::from(Arc::new(Flag(Arc::clone(&woken))));
+        assert!(Pin::new(&mut wrapped)
+            .poll(&mut Context::from_waker(&task))
+            .is_pending());
+        assert!(!woken.load(Ordering::SeqCst));
+        std::thread::spawn(move || inner_waker.wake()).join().unwrap();
+        assert!(woken.load(Ordering::SeqCst), "the task is woken to poll the wrapper");
     }
 }
