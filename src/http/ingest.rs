@@ -89,6 +89,17 @@ pub fn split_events(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
     Ok(items)
 }
 
+/// A body of one JSON object (a page's beacon, most requests) parsed in one pass; None
+/// for anything else (an array, NDJSON, a body that does not parse), which takes the
+/// general path and gets its errors.
+fn single_object(body: &[u8]) -> Option<RawEvent<'_>> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
 fn parse_raw(i: usize, raw: &RawValue) -> Result<RawEvent<'_>, ApiError> {
     if !raw.get().starts_with('{') {
         return Err(malformed(Some(i), "an event must be a JSON object"));
@@ -206,13 +217,20 @@ fn visitor_mark(api: &Api, sender: &Sender<'_>, events: &[Event<'_>]) -> Option<
 /// `POST /v1/events`.
 pub fn post_events(api: &Api, sender: &Sender<'_>, headers: &HeaderMap, body: &Bytes) -> ApiResult {
     check_content_type(headers)?;
-    let raws = split_events(body)?;
-    rate_limit(api, sender, raws.len())?;
-    let parsed = raws
-        .iter()
-        .enumerate()
-        .map(|(i, r)| parse_raw(i, r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = match single_object(body) {
+        Some(one) => {
+            rate_limit(api, sender, 1)?;
+            vec![one]
+        }
+        None => {
+            let raws = split_events(body)?;
+            rate_limit(api, sender, raws.len())?;
+            raws.iter()
+                .enumerate()
+                .map(|(i, r)| parse_raw(i, r))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
     let events = validate_all(api, &parsed)?;
     let counted = record(api, sender, &events)?;
     Ok(accepted(events.len(), counted))
@@ -301,6 +319,21 @@ mod tests {
         }
         let too_many = format!("[{}]", vec!["{}"; MAX_EVENTS + 1].join(","));
         assert_eq!(split_events(too_many.as_bytes()).unwrap_err().code(), "too_many_events");
+    }
+
+    #[test]
+    fn only_a_body_of_one_whole_object_takes_the_one_pass_path() {
+        let one = single_object(br#" {"type":"view","article":"a1"} "#).expect("one object");
+        assert_eq!(one.article.as_deref(), Some("a1"));
+        for other in [
+            &br#"[{"type":"view","article":"a1"}]"#[..],
+            b"{\"article\":\"a1\"}\n{\"article\":\"a2\"}\n",
+            br#"{"article":"a1""#,
+            br#"{"article":"a1","article":"a2"}"#,
+            b"",
+        ] {
+            assert!(single_object(other).is_none(), "{:?}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl Connection {
                 resp
             }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let mut closing = false;
         loop {
