@@ -12,7 +12,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::store::{ArticleDelta, Batch, BatchId};
@@ -94,6 +94,22 @@ pub struct InFlight {
     /// Events in the queued batches, kept as they come and go: summing them at every
     /// acknowledgement cost a pass over every queued article (a million, after a big drain).
     events: AtomicU64,
+    /// A drain is between its copy of the map and the queueing of its last batch: what
+    /// it copied is in no batch the queue shows yet.
+    draining: AtomicBool,
+}
+
+/// Marks a drain from its copy of the map until its last batch is queued (dropped then).
+#[derive(Debug)]
+#[must_use = "the drain is marked only while the guard lives"]
+pub struct Draining<'q>(&'q InFlight);
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        // After the last batch joined (under the queue's lock): whoever sees the mark
+        // gone sees the batches in the queue.
+        self.0.draining.store(false, Ordering::SeqCst);
+    }
 }
 
 impl InFlight {
@@ -194,8 +210,21 @@ impl InFlight {
         self.read().batches.clone()
     }
 
-    /// True while a batch settling or queued holds `article`.
-    pub fn holds(&self, article: &str) -> bool {
+    /// Marks a drain until the guard is dropped; take it before copying the map, drop
+    /// it once every batch of the drain is queued. One drain at a time.
+    pub fn begin_drain(&self) -> Draining<'_> {
+        self.draining.store(true, Ordering::SeqCst);
+        Draining(self)
+    }
+
+    /// True while a batch settling or queued holds `article`, or while a drain that
+    /// may have copied it is not yet queued. An admin change calls this after taking
+    /// the article out of the map: a drain that copied it before is either still
+    /// marked or queued by then (the map's shard lock orders the copy and the removal).
+    pub fn may_hold(&self, article: &str) -> bool {
+        if self.draining.load(Ordering::SeqCst) {
+            return true;
+        }
         let q = self.read();
         q.settling.as_ref().is_some_and(|s| s.batch.get(article).is_some())
             || q.batches.iter().any(|u| u.batch.get(article).is_some())
@@ -301,6 +330,21 @@ mod tests {
 
     fn generation_of_a_view(in_flight: &InFlight) -> u64 {
         in_flight.view_with(&["m"], || ()).generation
+    }
+
+    #[test]
+    fn a_drain_may_hold_any_article_until_its_batches_are_queued() {
+        let in_flight = InFlight::default();
+        assert!(!in_flight.may_hold("m"));
+        let draining = in_flight.begin_drain();
+        assert!(in_flight.may_hold("m"), "copied perhaps, in no batch yet");
+        queue(&in_flight, 1, &["m"]);
+        drop(draining);
+        assert!(in_flight.may_hold("m"), "queued");
+        assert!(!in_flight.may_hold("n"), "in no batch, and the drain is over");
+        let id = in_flight.snapshot()[0].batch.id.clone();
+        in_flight.remove(&id);
+        assert!(!in_flight.may_hold("m"), "acknowledged");
     }
 
     #[test]

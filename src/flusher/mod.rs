@@ -461,6 +461,8 @@ impl TickJob {
     /// queues each batch while subtracting it from the map (one atomic a counter), so
     /// a read sees each count once: pending before, queued after.
     fn drain(&mut self) {
+        let in_flight = self.in_flight.clone();
+        let _draining = in_flight.begin_drain();
         let articles = self.counter.copy_pending(self.marks);
         if articles.is_empty() {
             return;

@@ -420,3 +420,33 @@ async fn a_read_names_the_queued_batches_its_totals_already_hold_on_redis() {
     let store = viewcounter::store::Store::open_redis(&redis.url(), "vc").unwrap();
     a_read_names_the_queued_batches_its_totals_already_hold(store).await;
 }
+
+/// An admin PUT right after a beacon, while drains run back to back: a drain that
+/// copied the beacon's view before the PUT took the article out of the map must land
+/// before the PUT's totals, never after them (it would undo them by one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_put_is_never_undone_by_a_view_drained_before_it() {
+    let app = TestApp::start(&["--admin-token", "t0ken", "--flush-interval", "10ms"]).await;
+    let auth = [("authorization", "Bearer t0ken")];
+    // Many other articles in each beacon's batch make every drain long enough for the
+    // PUT to fall between its copy of the map and the queueing of its batches.
+    let others: Vec<String> = (0..400)
+        .map(|i| format!(r#"{{"type":"view","article":"o{i}"}}"#))
+        .collect();
+    for round in 0..150 {
+        let article = format!("m{round}");
+        let body = format!(r#"[{},{{"type":"view","article":"{article}"}}]"#, others.join(","));
+        assert_eq!(app.client.post_events(&body).await.status, hyper::StatusCode::ACCEPTED);
+        let path = format!("/v1/admin/articles/{article}");
+        let r = app
+            .client
+            .send(hyper::Method::PUT, &path, &auth, r#"{"views": 100}"#)
+            .await;
+        assert_eq!(r.status, hyper::StatusCode::OK, "{}", r.text());
+        assert_eq!(r.json()["views"], 100, "round {round}: the PUT's own answer");
+    }
+    app.wait_caught_up(60).await;
+    for round in 0..150 {
+        assert_eq!(app.client.views(&format!("m{round}")).await, 100, "round {round}");
+    }
+}
