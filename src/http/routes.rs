@@ -243,7 +243,7 @@ async fn dispatch(
         (Route::Events, &Method::POST) => {
             ingest::check_content_type(headers)?;
             let body = read_body(body, headers, api.max_body, api.body_timeout).await?;
-            ingest::post_events(api, sender, headers, &body)
+            ingest::post_events(api, sender, &body)
         }
         (Route::Pixel, &Method::GET) => ingest::pixel(api, sender, query),
         // The reads and the admin calls await the store through futures of 1-5 KB:
