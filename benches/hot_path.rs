@@ -181,7 +181,11 @@ fn parse(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let raws = split_events(black_box(body)).unwrap();
-                let parsed: Vec<RawEvent<'_>> = raws.iter().map(|r| serde_json::from_str(r.get()).unwrap()).collect();
+                let parsed: Vec<RawEvent<'_>> = raws
+                    .items
+                    .iter()
+                    .map(|r| RawEvent::from_json(r.get().as_bytes()).unwrap())
+                    .collect();
                 let valid: Vec<_> = parsed.iter().map(|r| r.validate(&networks).unwrap()).collect();
                 black_box(valid.len())
             })

@@ -288,9 +288,10 @@ pub enum Command {
 /// `viewcounter sign`: what a page's beacon carries, signed.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SignArgs {
-    /// One of the --beacon-secret secrets.
-    #[arg(long, value_name = "SECRET")]
-    pub secret: String,
+    /// The --beacon-secret list, as the service takes it: the first secret signs (when
+    /// rotating, the new secret goes first).
+    #[arg(long, env = "VIEWCOUNTER_BEACON_SECRET", value_name = "LIST", hide_env_values = true, value_parser = Signer::parse)]
+    pub secret: Signer,
     /// The article id.
     #[arg(long, value_name = "ID", value_parser = parse_article)]
     pub article: String,
@@ -325,15 +326,14 @@ impl SignArgs {
     pub fn attributes(&self, now: u64) -> String {
         let exp = self.exp.unwrap_or(now + Self::DEFAULT_LIFETIME_SECS).to_string();
         let field = |f: &Option<String>| f.as_deref().unwrap_or("").to_string();
-        let signed = crate::event::verify::Signed {
+        let signed = self.secret.first_signs(&crate::event::verify::Signed {
             article: &self.article,
             exp: &exp,
             section: &field(&self.section),
             lang: &field(&self.lang),
             title: &field(&self.title),
             url: &field(&self.url),
-        }
-        .sign(&self.secret);
+        });
         let mut out = vec![("article", self.article.clone()), ("exp", exp)];
         for (name, value) in [
             ("section", &self.section),
@@ -473,6 +473,33 @@ mod tests {
         );
         assert!(Config::parse_from(["viewcounter"]).command.is_none());
         assert!(Config::try_parse_from(["viewcounter", "sign", "--secret", "k", "--article", "a b"]).is_err());
+    }
+
+    #[test]
+    fn sign_takes_the_services_secret_list_and_signs_with_the_first() {
+        let sig = |secret: &str| {
+            let c = Config::parse_from([
+                "viewcounter",
+                "sign",
+                "--secret",
+                secret,
+                "--article",
+                "a",
+                "--exp",
+                "9",
+            ]);
+            let Some(Command::Sign(args)) = c.command else {
+                panic!("a sign command")
+            };
+            args.attributes(0)
+        };
+        assert_eq!(sig("new, old"), sig("new"));
+        assert_eq!(sig(" new "), sig("new"));
+        assert_ne!(sig("old,new"), sig("new"));
+        for bad in ["", "k,", " "] {
+            let args = ["viewcounter", "sign", "--secret", bad, "--article", "a"];
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,9 @@
 
 use std::borrow::Cow;
 
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
 /// The longest section, in characters.
 pub const MAX_SECTION_CHARS: usize = 64;
 /// The longest title, in characters.
@@ -18,6 +21,18 @@ fn is_plain_section_byte(b: u8) -> bool {
 
 fn is_section_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// True when every character of a lower-cased section is allowed: letters, digits and
+/// `- _ .`, where a letter takes its combining marks along (a virama in `हिन्दी` or
+/// `தமிழ்`, the dot `İ` keeps in lower case, an accent typed as a second character).
+fn all_section_chars(s: &str) -> bool {
+    let mut after_letter = false;
+    s.chars().all(|c| {
+        let ok = is_section_char(c) || (after_letter && is_combining_mark(c));
+        after_letter = ok && !matches!(c, '-' | '_' | '.');
+        ok
+    })
 }
 
 /// `section`: trimmed, Unicode lower-cased, runs of white space turned into `-`; then
@@ -40,8 +55,12 @@ pub fn section(raw: &str) -> Option<Cow<'_, str>> {
         in_space = false;
         out.extend(c.to_lowercase());
     }
+    // One spelling per section: an accent typed as a second character is composed.
+    if is_nfc_quick(out.chars()) != IsNormalized::Yes {
+        out = out.nfc().collect();
+    }
     let chars = out.chars().count();
-    ((1..=MAX_SECTION_CHARS).contains(&chars) && out.chars().all(is_section_char)).then_some(Cow::Owned(out))
+    ((1..=MAX_SECTION_CHARS).contains(&chars) && all_section_chars(&out)).then_some(Cow::Owned(out))
 }
 
 fn is_lang_byte(b: u8) -> bool {
@@ -114,6 +133,23 @@ mod tests {
         assert!(matches!(section("sport"), Some(Cow::Borrowed("sport"))));
         assert_eq!(section(&"s".repeat(64)).map(|s| s.len()), Some(64));
         assert_eq!(section(&"я".repeat(64)).map(|s| s.chars().count()), Some(64));
+    }
+
+    #[test]
+    fn letters_keep_their_combining_marks_in_one_spelling() {
+        for (raw, want) in [
+            ("हिन्दी", "हिन्दी"),
+            ("क्रिकेट", "क्रिकेट"),
+            ("தமிழ்", "தமிழ்"),
+            ("İstanbul", "i\u{307}stanbul"),
+            ("Cafe\u{301}", "caf\u{e9}"),
+            ("caf\u{e9}", "caf\u{e9}"),
+        ] {
+            assert_eq!(section(raw).as_deref(), Some(want), "{raw:?}");
+        }
+        for stray in ["\u{301}", "-\u{301}", "a.\u{94d}", "a \u{301}"] {
+            assert_eq!(section(stray), None, "{stray:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 pub mod bots;
 pub mod meta;
@@ -406,7 +407,119 @@ fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'
     d.deserialize_any(Visitor)
 }
 
+/// The fields of an event as raw JSON, for [`RawEvent::from_json`]'s second look at an
+/// event serde_json would not read whole.
+#[derive(Deserialize)]
+struct RawFields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    article: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    section: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    lang: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    title: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    url: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    network: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    exp: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sig: Option<&'a RawValue>,
+}
+
+/// A field's raw JSON read as [`lenient_string`] reads it, where serde_json refuses the
+/// value itself: a string with an unpaired surrogate escape (a headline cut in the
+/// middle of an emoji) is decoded with U+FFFD in its place, a number out of range
+/// reads as [`NOT_A_STRING`].
+fn lenient_raw<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
+    let text = raw.get();
+    match lenient_string(&mut serde_json::Deserializer::from_str(text)) {
+        Ok(value) => value,
+        Err(_) if text.starts_with('"') => Some(Cow::Owned(decode_lossy(text))),
+        Err(_) => Some(Cow::Borrowed(NOT_A_STRING)),
+    }
+}
+
+/// A JSON string literal decoded with every unpaired surrogate escape as U+FFFD.
+fn decode_lossy(literal: &str) -> String {
+    fn push_units(out: &mut String, units: &mut Vec<u16>) {
+        out.extend(char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)));
+    }
+    let inner = literal
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(literal);
+    let mut out = String::with_capacity(inner.len());
+    let mut units = Vec::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            push_units(&mut out, &mut units);
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                match u16::from_str_radix(&hex, 16) {
+                    Ok(unit) => units.push(unit),
+                    Err(_) => out.push(char::REPLACEMENT_CHARACTER),
+                }
+            }
+            Some(escaped) => {
+                push_units(&mut out, &mut units);
+                out.push(match escaped {
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    other => other,
+                });
+            }
+            None => {}
+        }
+    }
+    push_units(&mut out, &mut units);
+    out
+}
+
 impl<'a> RawEvent<'a> {
+    /// Reads one event object (anything else is refused). Where serde_json refuses a value inside it (an unpaired
+    /// surrogate escape, a number out of range), the event is read again field by field
+    /// and only that field is judged by its rule: a metadata field is then dropped or
+    /// repaired, never a reason to refuse the view. A body that is not a JSON object
+    /// keeps serde_json's error.
+    pub fn from_json(json: &'a [u8]) -> Result<RawEvent<'a>, serde_json::Error> {
+        // serde would also read a struct from an array of its fields in order.
+        if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(serde::de::Error::custom("an event must be a JSON object"));
+        }
+        let strict = match serde_json::from_slice(json) {
+            Ok(event) => return Ok(event),
+            Err(e) => e,
+        };
+        let Ok(fields) = serde_json::from_slice::<RawFields<'a>>(json) else {
+            return Err(strict);
+        };
+        let field = |raw: Option<&'a RawValue>| raw.and_then(lenient_raw);
+        Ok(RawEvent {
+            kind: field(fields.kind),
+            article: field(fields.article),
+            section: field(fields.section),
+            lang: field(fields.lang),
+            title: field(fields.title),
+            url: field(fields.url),
+            network: field(fields.network),
+            exp: field(fields.exp),
+            sig: field(fields.sig),
+        })
+    }
+
     /// Validates the type, article and network (the first invalid one decides the
     /// error); normalises the optional metadata, dropping what is still invalid.
     pub fn validate<'s>(&'s self, networks: &Networks) -> Result<Event<'s>, EventError> {
@@ -451,6 +564,57 @@ mod tests {
         assert_eq!(e.counter(), Counter::View);
         assert_eq!(e.section(), Some("analytics"));
         assert_eq!(e.lang(), Some("en"));
+    }
+
+    fn from_json(json: &str) -> Result<RawEvent<'_>, serde_json::Error> {
+        RawEvent::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn a_headline_cut_inside_an_emoji_is_repaired_and_the_view_kept() {
+        let r = from_json(r#"{"type":"view","article":"a","title":"Floods \ud83c","section":"\ud83d"}"#).unwrap();
+        let e = r.validate(&Networks::default()).unwrap();
+        assert_eq!(e.title(), Some("Floods \u{fffd}"));
+        assert_eq!(e.section(), None, "a section of U+FFFD alone is no section");
+        assert_eq!(e.dropped().collect::<Vec<_>>(), ["section"]);
+    }
+
+    #[test]
+    fn a_metadata_number_out_of_range_is_dropped_and_the_view_kept() {
+        let r = from_json(r#"{"type":"view","article":"a","section":1e400,"lang":"en"}"#).unwrap();
+        let e = r.validate(&Networks::default()).unwrap();
+        assert_eq!((e.section(), e.lang()), (None, Some("en")));
+        assert_eq!(e.dropped().collect::<Vec<_>>(), ["section"]);
+    }
+
+    #[test]
+    fn a_required_field_serde_json_refuses_is_still_invalid() {
+        let bad_article = from_json(r#"{"type":"view","article":"\udc00","title":"\ud800"}"#).unwrap();
+        let err = bad_article.validate(&Networks::default()).unwrap_err();
+        assert!(matches!(err, EventError::InvalidArticle), "{err:?}");
+        let bad_network = from_json(r#"{"type":"share","article":"a","network":1e999}"#).unwrap();
+        let err = bad_network.validate(&Networks::default()).unwrap_err();
+        assert!(matches!(err, EventError::InvalidNetwork), "{err:?}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_one_json_object_keeps_its_error() {
+        for bad in [
+            r#"{"type":"view","article":"a","article":"b"}"#,
+            r#"{"type":"view","article":"a","title":"\ud800""#,
+            r#"["not","an","object"]"#,
+            r#"{"type":"view"} {"type":"view"}"#,
+        ] {
+            assert!(from_json(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lossy_decoding_pairs_surrogates_and_keeps_every_other_escape() {
+        assert_eq!(
+            decode_lossy(r#""a\ud83d\ude00\n\t\"\\\/\u00e9\ud800x\udc00""#),
+            "a\u{1f600}\n\t\"\\/\u{e9}\u{fffd}x\u{fffd}"
+        );
     }
 
     #[test]

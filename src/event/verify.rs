@@ -73,6 +73,12 @@ impl Signer {
         Ok(Signer { secrets })
     }
 
+    /// The signature the first secret makes: the one `viewcounter sign` gives pages
+    /// (while rotating, the new secret is listed first).
+    pub fn first_signs(&self, signed: &Signed<'_>) -> String {
+        signed.sign(&self.secrets[0])
+    }
+
     /// Checks the signature of `raw` at Unix time `now_secs`: present, unexpired, and
     /// made with one of the secrets (each compared in constant time).
     pub fn verify(&self, raw: &RawEvent<'_>, now_secs: u64) -> Result<(), EventError> {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{json_response, text_response, Api, ApiError, ApiResult, Body, JSON_CONTENT_TYPE};
@@ -56,55 +57,121 @@ fn malformed(index: Option<usize>, why: impl Into<String>) -> ApiError {
     }
 }
 
+/// The raw events of a body, in order, up to the first that is not JSON.
+#[derive(Debug)]
+pub struct Split<'b> {
+    /// The events before the first one that does not parse (all of them, usually).
+    pub items: Vec<&'b RawValue>,
+    /// Why the body stops being JSON after `items`, if it does: reported only when
+    /// none of `items` is a bad event itself.
+    pub broken: Option<ApiError>,
+}
+
 /// Splits a body into raw events: a JSON array, or one or more whitespace-separated
-/// objects (a single object and NDJSON alike).
-pub fn split_events(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+/// objects (a single object and NDJSON alike). An empty body or batch, and one of too
+/// many events, are refused whole; a body that stops being JSON keeps the events
+/// before that point, so the first bad event can be named whatever makes it bad.
+pub fn split_events(body: &[u8]) -> Result<Split<'_>, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let items: Vec<&RawValue> = match first {
+    let mut items = Vec::new();
+    let broken = match first {
         None => return Err(malformed(None, "the body is empty")),
-        Some(b'[') => serde_json::from_slice(body).map_err(|e| malformed(None, e.to_string()))?,
-        Some(_) => {
-            let mut items = Vec::new();
-            for (i, item) in serde_json::Deserializer::from_slice(body)
-                .into_iter::<&RawValue>()
-                .enumerate()
-            {
-                items.push(item.map_err(|e| malformed(Some(i), e.to_string()))?);
-                if items.len() > MAX_EVENTS {
-                    break;
-                }
-            }
-            items
-        }
+        Some(b'[') => split_array(body, &mut items),
+        Some(_) => split_stream(body, &mut items),
     };
-    if items.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "the request holds no event"));
-    }
     if items.len() > MAX_EVENTS {
         return Err(ApiError::bad_request(
             "too_many_events",
             format!("at most {MAX_EVENTS} events a request"),
         ));
     }
-    Ok(items)
+    if items.is_empty() && broken.is_none() {
+        return Err(ApiError::bad_request("empty_batch", "the request holds no event"));
+    }
+    Ok(Split { items, broken })
+}
+
+/// The elements of a JSON array into `items`, stopping past [`MAX_EVENTS`]; an error
+/// inside the array names the element where it stops being JSON.
+fn split_array<'b>(body: &'b [u8], items: &mut Vec<&'b RawValue>) -> Option<ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    if let Err(e) = ArrayItems(items).deserialize(&mut de) {
+        return (items.len() <= MAX_EVENTS).then(|| malformed(Some(items.len()), e.to_string()));
+    }
+    de.end().err().map(|e| malformed(None, e.to_string()))
+}
+
+/// Whitespace-separated JSON values (one object, or NDJSON) into `items`, stopping
+/// past [`MAX_EVENTS`]; the error names the value that does not parse.
+fn split_stream<'b>(body: &'b [u8], items: &mut Vec<&'b RawValue>) -> Option<ApiError> {
+    for (i, item) in serde_json::Deserializer::from_slice(body)
+        .into_iter::<&RawValue>()
+        .enumerate()
+    {
+        match item {
+            Ok(raw) => items.push(raw),
+            Err(e) => return Some(malformed(Some(i), e.to_string())),
+        }
+        if items.len() > MAX_EVENTS {
+            break;
+        }
+    }
+    None
+}
+
+/// Reads a JSON array's elements into the vector as raw JSON, one by one, so the
+/// elements before a syntax error are kept.
+struct ArrayItems<'v, 'b>(&'v mut Vec<&'b RawValue>);
+
+impl<'de> DeserializeSeed<'de> for ArrayItems<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArrayItems<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element()? {
+            self.0.push(raw);
+            if self.0.len() > MAX_EVENTS {
+                return Err(serde::de::Error::custom("too many events"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A body of one JSON object (a page's beacon, most requests) parsed in one pass; None
 /// for anything else (an array, NDJSON, a body that does not parse), which takes the
 /// general path and gets its errors.
 fn single_object(body: &[u8]) -> Option<RawEvent<'_>> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' {
-        return None;
-    }
-    serde_json::from_slice(body).ok()
+    RawEvent::from_json(body).ok()
 }
 
+/// One raw event of a batch, read as an event object.
 fn parse_raw(i: usize, raw: &RawValue) -> Result<RawEvent<'_>, ApiError> {
-    if !raw.get().starts_with('{') {
-        return Err(malformed(Some(i), "an event must be a JSON object"));
+    RawEvent::from_json(raw.get().as_bytes()).map_err(|e| malformed(Some(i), e.to_string()))
+}
+
+/// The events of a split body, read in order up to the first that is not an event
+/// object; that one's error (or the split's) is handed back after them.
+fn parse_split(split: Split<'_>) -> (Vec<RawEvent<'_>>, Option<ApiError>) {
+    let mut parsed = Vec::with_capacity(split.items.len());
+    for (i, raw) in split.items.into_iter().enumerate() {
+        match parse_raw(i, raw) {
+            Ok(event) => parsed.push(event),
+            Err(e) => return (parsed, Some(e)),
+        }
     }
-    serde_json::from_str(raw.get()).map_err(|e| malformed(Some(i), e.to_string()))
+    (parsed, split.broken)
 }
 
 /// Who sent an ingest request: what the rate limit, the bot filter and the visitor
@@ -150,8 +217,9 @@ fn verify(api: &Api, raws: &[RawEvent<'_>]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Validates every event (400 naming the first bad one), then checks signatures.
-fn validate_all<'r>(api: &Api, raws: &'r [RawEvent<'_>]) -> Result<Vec<Event<'r>>, ApiError> {
+/// Validates the events in order, then reports `broken` (where the body stopped being
+/// events after them): the 400 names the first bad event, whatever makes it bad.
+fn validate_all<'r>(api: &Api, raws: &'r [RawEvent<'_>], broken: Option<ApiError>) -> Result<Vec<Event<'r>>, ApiError> {
     let networks = api.counter.networks();
     let events = raws
         .iter()
@@ -161,12 +229,20 @@ fn validate_all<'r>(api: &Api, raws: &'r [RawEvent<'_>]) -> Result<Vec<Event<'r>
                 .map_err(|source| ApiError::Event { index: Some(i), source })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    match broken {
+        Some(e) => Err(e),
+        None => Ok(events),
+    }
+}
+
+/// With `--beacon-secret`, checks every event's signature (403 for the whole request)
+/// and marks the events signed; without, hands them back as they are.
+fn signed<'r>(api: &Api, raws: &[RawEvent<'_>], events: Vec<Event<'r>>) -> Result<Vec<Event<'r>>, ApiError> {
+    if api.signer.is_none() {
+        return Ok(events);
+    }
     verify(api, raws)?;
-    let signed = api.signer.is_some();
-    Ok(events
-        .into_iter()
-        .map(|e| if signed { e.signed() } else { e })
-        .collect())
+    Ok(events.into_iter().map(Event::signed).collect())
 }
 
 /// Records `events` through the ingest gate unless the sender is a bot; counts them
@@ -217,21 +293,13 @@ fn visitor_mark(api: &Api, sender: &Sender<'_>, events: &[Event<'_>]) -> Option<
 /// `POST /v1/events`, with a body whose content type [`check_content_type`] let
 /// through (the route checks it before reading the body).
 pub fn post_events(api: &Api, sender: &Sender<'_>, body: &Bytes) -> ApiResult {
-    let parsed = match single_object(body) {
-        Some(one) => {
-            rate_limit(api, sender, 1)?;
-            vec![one]
-        }
-        None => {
-            let raws = split_events(body)?;
-            rate_limit(api, sender, raws.len())?;
-            raws.iter()
-                .enumerate()
-                .map(|(i, r)| parse_raw(i, r))
-                .collect::<Result<Vec<_>, _>>()?
-        }
+    let (parsed, broken) = match single_object(body) {
+        Some(one) => (vec![one], None),
+        None => parse_split(split_events(body)?),
     };
-    let events = validate_all(api, &parsed)?;
+    let events = validate_all(api, &parsed, broken)?;
+    rate_limit(api, sender, events.len())?;
+    let events = signed(api, &parsed, events)?;
     let counted = record(api, sender, &events)?;
     Ok(accepted(events.len(), counted))
 }
@@ -288,12 +356,14 @@ pub fn pixel_event(query: &str) -> RawEvent<'_> {
 
 /// `GET /v1/pixel.gif?type=view&article=...`.
 pub fn pixel(api: &Api, sender: &Sender<'_>, query: &str) -> ApiResult {
-    rate_limit(api, sender, 1)?;
     let raw = [pixel_event(query)];
-    let events = validate_all(api, &raw).map_err(|e| match e {
+    let without_index = |e| match e {
         ApiError::Event { source, .. } => ApiError::Event { index: None, source },
         other => other,
-    })?;
+    };
+    let events = validate_all(api, &raw, None).map_err(without_index)?;
+    rate_limit(api, sender, 1)?;
+    let events = signed(api, &raw, events).map_err(without_index)?;
     record(api, sender, &events)?;
     let mut resp: Response<Body> = text_response(StatusCode::OK, "image/gif", Bytes::from_static(PIXEL_GIF));
     resp.headers_mut()
@@ -305,20 +375,52 @@ pub fn pixel(api: &Api, sender: &Sender<'_>, query: &str) -> ApiResult {
 mod tests {
     use super::*;
 
-    #[test]
-    fn objects_arrays_and_ndjson_split_alike() {
-        assert_eq!(split_events(br#"{"a":1}"#).unwrap().len(), 1);
-        assert_eq!(split_events(br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
-        assert_eq!(split_events(b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").unwrap().len(), 3);
+    fn split(body: &[u8]) -> Split<'_> {
+        split_events(body).unwrap()
+    }
+
+    fn broken_at(body: &[u8]) -> Option<usize> {
+        match split(body).broken {
+            Some(ApiError::Event { index, .. }) => index,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+        }
     }
 
     #[test]
-    fn bad_bodies_are_refused() {
-        for body in [&b""[..], b"   ", b"[]", b"{\"a\":", b"[1,", b"nonsense"] {
+    fn objects_arrays_and_ndjson_split_alike() {
+        assert_eq!(split(br#"{"a":1}"#).items.len(), 1);
+        assert_eq!(split(br#"[{"a":1},{"a":2}]"#).items.len(), 2);
+        assert_eq!(split(b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").items.len(), 3);
+        assert!(split(br#"[{"a":1},{"a":2}]"#).broken.is_none());
+    }
+
+    #[test]
+    fn empty_bodies_and_batches_and_too_many_events_are_refused_whole() {
+        for body in [&b""[..], b"   ", b"[]"] {
             assert!(split_events(body).is_err(), "{:?}", String::from_utf8_lossy(body));
         }
         let too_many = format!("[{}]", vec!["{}"; MAX_EVENTS + 1].join(","));
         assert_eq!(split_events(too_many.as_bytes()).unwrap_err().code(), "too_many_events");
+        let too_many = vec!["{}"; MAX_EVENTS + 1].join("\n");
+        assert_eq!(split_events(too_many.as_bytes()).unwrap_err().code(), "too_many_events");
+        let too_many_then_broken = format!("[{}, nonsense", vec!["{}"; MAX_EVENTS + 1].join(","));
+        assert_eq!(
+            split_events(too_many_then_broken.as_bytes()).unwrap_err().code(),
+            "too_many_events"
+        );
+    }
+
+    #[test]
+    fn a_body_that_stops_being_json_keeps_the_events_before_and_names_where() {
+        assert_eq!(broken_at(b"{\"a\":"), Some(0));
+        assert_eq!(broken_at(b"nonsense"), Some(0));
+        assert_eq!(broken_at(b"[1,"), Some(1));
+        assert_eq!(broken_at(b"[{},{},{\"a\":}]"), Some(2));
+        assert_eq!(broken_at(b"[{},]"), Some(1));
+        assert_eq!(broken_at(b"{}\n{}\n{\"a\""), Some(2));
+        assert_eq!(broken_at(b"{\"a\":1}\n{\"a\":\n"), Some(1));
+        assert_eq!(broken_at(b"[{}] trailing"), None);
+        assert_eq!(split(b"[{},{},{\"a\":}]").items.len(), 2);
     }
 
     #[test]
@@ -334,12 +436,6 @@ mod tests {
         ] {
             assert!(single_object(other).is_none(), "{:?}", String::from_utf8_lossy(other));
         }
-    }
-
-    #[test]
-    fn a_broken_ndjson_line_is_named_by_index() {
-        let err = split_events(b"{\"a\":1}\n{\"a\":\n").unwrap_err();
-        assert!(matches!(err, ApiError::Event { index: Some(1), .. }));
     }
 
     #[test]

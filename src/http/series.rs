@@ -32,8 +32,8 @@ pub struct MetaResponse {
     pub networks: Vec<String>,
 }
 
-/// Parses `window=` (default `48h`); any other parameter is refused, so a typo does
-/// not silently give the default.
+/// Parses `window=` (default `48h`); any other parameter but the cache-buster `_` is
+/// refused, so a typo does not silently give the default.
 pub fn parse_window(query: &str) -> Result<SeriesWindow, ApiError> {
     let mut window = SeriesWindow::H48;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -43,6 +43,7 @@ pub fn parse_window(query: &str) -> Result<SeriesWindow, ApiError> {
                     ApiError::bad_request("invalid_window", "window must be one of 24h, 48h, 7d, 30d, 90d")
                 })?
             }
+            crate::top::CACHE_BUSTER => {}
             _ => {
                 return Err(ApiError::bad_request(
                     "invalid_query",
@@ -91,5 +92,9 @@ mod tests {
         assert_eq!(parse_window("window=90d").unwrap(), SeriesWindow::D90);
         assert_eq!(parse_window("window=1h").unwrap_err().code(), "invalid_window");
         assert_eq!(parse_window("windw=7d").unwrap_err().code(), "invalid_query");
+        assert!(matches!(
+            parse_window("window=7d&_=1700000000000"),
+            Ok(SeriesWindow::D7)
+        ));
     }
 }

@@ -129,12 +129,16 @@ pub struct TopQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadTopQuery(pub &'static str, pub &'static str);
 
+/// The query parameter a client adds only to defeat caches (jQuery's `cache: false`
+/// sends `_=<time>`): ignored by the reads that otherwise refuse unknown parameters.
+pub const CACHE_BUSTER: &str = "_";
+
 /// Most articles one ranking may return.
 pub const MAX_LIMIT: usize = 100;
 
 impl TopQuery {
     /// Parses and validates a query string; unknown parameters are refused so a typo
-    /// (`windw=1h`) does not silently give the default.
+    /// (`windw=1h`) does not silently give the default ([`CACHE_BUSTER`] excepted).
     pub fn parse(query: &str, networks: &Networks) -> Result<TopQuery, BadTopQuery> {
         let mut q = TopQuery {
             metric: Metric::Views,
@@ -176,6 +180,7 @@ impl TopQuery {
                             .into_owned(),
                     )
                 }
+                CACHE_BUSTER => {}
                 _ => {
                     return Err(BadTopQuery(
                         "invalid_query",
@@ -232,6 +237,8 @@ mod tests {
     fn defaults_are_views_24h_10() {
         let t = q("").unwrap();
         assert_eq!((t.metric, t.window, t.limit), (Metric::Views, Window::H24, 10));
+        let busted = q("window=7d&_=1700000000000").unwrap();
+        assert_eq!(busted.window, Window::D7, "a cache-buster is ignored");
     }
 
     #[test]
@@ -247,6 +254,7 @@ mod tests {
             ("section=a%2Fb", "invalid_section"),
             ("lang=x", "invalid_lang"),
             ("windw=1h", "invalid_query"),
+            ("_x=1", "invalid_query"),
         ] {
             assert_eq!(q(query).unwrap_err().0, code, "{query}");
         }

@@ -106,6 +106,56 @@ mod cases {
         assert_eq!(app.client.views("b").await, 0);
     }
 
+    pub async fn a_batch_names_its_first_bad_event_whatever_makes_it_bad(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        let ok = r#"{"type":"view","article":"a"}"#;
+        let bad_id = r#"{"type":"view","article":"bad id"}"#;
+        let cases = [
+            // An invalid event before one that is not an object, a duplicate key, or
+            // broken JSON: the invalid one is named, in an array and in NDJSON alike.
+            (format!("[{ok},{bad_id},5]"), "invalid_article", 1),
+            (
+                format!(r#"[{bad_id},{{"type":"view","article":"a","article":"b"}}]"#),
+                "invalid_article",
+                0,
+            ),
+            (format!("{ok}\n{bad_id}\n{{\"type\":\"view\""), "invalid_article", 1),
+            (format!(r#"[{ok},{bad_id},{{"type":}}]"#), "invalid_article", 1),
+            // Broken JSON inside an array names its element, as NDJSON does.
+            (format!(r#"[{ok},{ok},{{"type":}}]"#), "malformed_json", 2),
+            (format!("{ok}\n{ok}\n{{\"type\":}}"), "malformed_json", 2),
+            (format!("[{ok},5]"), "malformed_json", 1),
+        ];
+        for (body, code, index) in cases {
+            let r = app.client.post_events(&body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(
+                (r.error_code().as_str(), &r.json()["error"]["index"]),
+                (code, &json!(index)),
+                "{body}"
+            );
+        }
+        // An error after the array closed is the body's, not an event's.
+        let r = app.client.post_events(&format!("[{ok}] x")).await;
+        assert_eq!(r.error_code(), "malformed_json");
+        assert!(r.json()["error"].get("index").is_none(), "{}", r.text());
+        assert_eq!(app.client.views("a").await, 0);
+    }
+
+    pub async fn metadata_serde_json_refuses_is_dropped_or_repaired_and_the_view_counted(fx: Fixture) {
+        let app = app(&fx, &[]).await;
+        // A headline cut inside an emoji (what JSON.stringify makes of it), a section
+        // of the same, a number out of any range.
+        let body = r#"{"type":"view","article":"cut","title":"Floods \ud83c","section":"\ud83d","lang":1e400}"#;
+        let r = app.client.post_events(body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+        assert_eq!(r.json()["counted"], 1);
+        let a = app.client.article("cut").await;
+        assert_eq!(a["views"], 1);
+        assert_eq!(a["title"], "Floods \u{fffd}");
+        assert!(a.get("section").is_none() && a.get("lang").is_none(), "{a}");
+    }
+
     pub async fn every_invalid_event_gets_a_400_with_its_code(fx: Fixture) {
         let app = app(&fx, &[]).await;
         let long = "a".repeat(65);
@@ -867,6 +917,8 @@ on_every_backend!(
     a_view_is_counted_and_read_back,
     arrays_ndjson_and_text_plain_bodies_are_accepted,
     a_batch_with_one_bad_event_counts_nothing,
+    a_batch_names_its_first_bad_event_whatever_makes_it_bad,
+    metadata_serde_json_refuses_is_dropped_or_repaired_and_the_view_counted,
     every_invalid_event_gets_a_400_with_its_code,
     more_than_a_thousand_events_are_refused,
     an_oversize_body_gets_413,

@@ -142,10 +142,14 @@ async fn forgiving_metadata(backend: &Backend) {
         {"type": "share", "article": "m-1", "network": "Telegram"},
         // Metadata of the wrong JSON type is invalid metadata: dropped, the view kept.
         {"type": "view", "article": "m-4", "section": {"$ne": ""}, "lang": ["en"], "title": true, "url": 5},
+        // A letter's combining marks are part of it (a virama; an accent typed as a
+        // second character, composed into one spelling).
+        {"type": "view", "article": "m-5", "section": "हिन्दी", "lang": "hi"},
+        {"type": "view", "article": "m-6", "section": "Cafe\u{301}"},
     ]);
     let r = post_as(&app, Some(BROWSER), &body.to_string()).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
-    assert_eq!(r.json(), json!({"accepted": 5, "counted": 5}));
+    assert_eq!(r.json(), json!({"accepted": 7, "counted": 7}));
 
     top_shows(&app, "section=Analytics", &["m-1"]).await;
     top_shows(
@@ -155,6 +159,10 @@ async fn forgiving_metadata(backend: &Backend) {
     )
     .await;
     top_shows(&app, "lang=en-GB", &["m-1"]).await;
+    let hindi: String = form_urlencoded::byte_serialize("हिन्दी".as_bytes()).collect();
+    top_shows(&app, &format!("section={hindi}"), &["m-5"]).await;
+    top_shows(&app, "section=caf%C3%A9", &["m-6"]).await;
+    assert_eq!(app.client.article("m-6").await["section"], "caf\u{e9}");
     let top = app.client.get("/v1/top?window=all&section=analytics").await.json();
     assert_eq!(
         (&top["articles"][0]["title"], &top["articles"][0]["url"]),
@@ -402,6 +410,21 @@ fn the_sign_subcommand_prints_attributes_a_server_accepts() {
         line.trim(),
         format!(r#"data-article="12345" data-exp="4000000000" data-section="analytics" data-sig="{sig}""#)
     );
+    // The service's own list and variable work as they are: the first secret signs.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_viewcounter"))
+        .args([
+            "sign",
+            "--article",
+            "12345",
+            "--exp",
+            "4000000000",
+            "--section",
+            "analytics",
+        ])
+        .env("VIEWCOUNTER_BEACON_SECRET", " s , old")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), line);
     let (status, stderr) = common::process::run_to_exit(&["sign", "--article", "a"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
 }
