@@ -107,7 +107,7 @@
     get(q, function (r) {
       el.textContent = '';
       for (var i = 0; r && i < r.articles.length; i++) {
-        var a = r.articles[i], li = d.createElement('li'), url = /^https?:\/\//.test(a.url) && a.url,
+        var a = r.articles[i], li = d.createElement('li'), url = /^https?:\/\//i.test(a.url) && a.url,
           link = d.createElement(url ? 'a' : 'span'), n = d.createElement('small');
         if (url) link.href = url;
         link.textContent = a.title || a.article;

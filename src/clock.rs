@@ -2,7 +2,7 @@
 //! watch buckets roll out of a window without waiting.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of Unix time in milliseconds.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -31,6 +31,12 @@ pub fn unix_ms() -> u64 {
 /// Unix time in whole seconds, by the system clock.
 pub fn unix_secs() -> u64 {
     unix_ms() / 1000
+}
+
+/// `d` in whole seconds, rounded up: what a header counted in seconds says for a
+/// duration that is not whole (`Retry-After`, `max-age`).
+pub fn secs_rounded_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// A clock that moves only when told to (tests).

@@ -46,9 +46,31 @@
     if (!r.ok) {
       const e = new Error(`${path}: ${r.status}`);
       e.status = r.status;
+      e.code = await r.json().then((b) => b.error.code, () => '');
       throw e;
     }
     return r.json();
+  }
+
+  // The filter a 400 refused, by its error code: a mistyped or stale link, not an outage.
+  const FILTER_OF = {
+    invalid_section: 'section',
+    invalid_lang: 'lang',
+    invalid_network: 'network',
+    invalid_article: 'article',
+  };
+
+  // Clears the filter the service refused and says so; false when the error was no
+  // filter's (the service is then treated as down).
+  function clearRefusedFilter(e) {
+    const key = FILTER_OF[e.code];
+    if (e.status !== 400 || !key || state[key] === DEFAULTS[key]) return false;
+    const notice = $('#notice');
+    notice.textContent = `The link's ${key} "${state[key]}" is not valid; it was cleared.`;
+    notice.hidden = false;
+    state[key] = DEFAULTS[key];
+    writeUrl(false);
+    return true;
   }
 
   const seriesOf = (id, window) => getJson(`articles/${encodeURIComponent(id)}/series?window=${window}`);
@@ -329,8 +351,13 @@
       else await renderBoard(gen);
       await meta;
       if (gen === generation) up();
-    } catch {
-      if (gen === generation) down();
+    } catch (e) {
+      if (gen !== generation) return;
+      if (clearRefusedFilter(e)) {
+        show();
+        return;
+      }
+      down();
     } finally {
       if (gen === generation) timer = setTimeout(refresh, REFRESH_MS);
     }
@@ -347,6 +374,7 @@
   }
 
   function change(k, v) {
+    $('#notice').hidden = true;
     state[k] = v;
     if (k === 'network' && v) state.metric = 'shares'; // a network ranks its shares
     writeUrl(false);

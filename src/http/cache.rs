@@ -12,12 +12,14 @@ use http_body_util::{BodyExt, Full};
 
 use super::Body;
 
-/// The `Cache-Control` value for `max_age` (whole seconds; zero forbids storing).
+/// The `Cache-Control` value for `max_age`: zero forbids storing; anything else is
+/// whole seconds, rounded up (`500ms` allows a second, it does not forbid storing).
 pub fn cache_control(max_age: Duration) -> HeaderValue {
-    match max_age.as_secs() {
-        0 => HeaderValue::from_static("no-store"),
-        n => HeaderValue::try_from(format!("public, max-age={n}")).expect("ASCII header value"),
+    if max_age.is_zero() {
+        return HeaderValue::from_static("no-store");
     }
+    let secs = crate::clock::secs_rounded_up(max_age);
+    HeaderValue::try_from(format!("public, max-age={secs}")).expect("ASCII header value")
 }
 
 /// A strong validator of `body`: the same bytes give the same tag on every instance
@@ -98,6 +100,16 @@ mod tests {
     fn a_zero_max_age_forbids_storing() {
         let r = cacheable(ok("{}"), &HeaderMap::new(), Duration::ZERO);
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn a_max_age_under_a_second_allows_one() {
+        for (max_age, want) in [
+            (Duration::from_millis(500), "public, max-age=1"),
+            (Duration::from_millis(1500), "public, max-age=2"),
+        ] {
+            assert_eq!(cache_control(max_age), want);
+        }
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl ApiError {
             }
             ApiError::RateLimited { retry_after } => {
                 // Whole seconds, rounded up: a client that waits that long gets a token.
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let secs = crate::clock::secs_rounded_up(*retry_after);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}

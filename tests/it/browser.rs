@@ -107,8 +107,10 @@ fn en(n: u64) -> String {
 /// Telegram shares and one on X; two other articles make a most-read list.
 async fn seed(client: &Client) {
     let meta = |a: &str, section: &str, title: &str| {
+        // A scheme in capitals is a valid url too, and linked like any other.
+        let scheme = if section == "sport" { "HTTPS" } else { "https" };
         json!({"type": "view", "article": a, "section": section, "lang": "en", "title": title,
-               "url": format!("https://daily.example/{section}/{a}")})
+               "url": format!("{scheme}://daily.example/{section}/{a}")})
         .to_string()
     };
     let mut lines: Vec<String> = vec![meta(

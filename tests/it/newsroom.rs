@@ -268,6 +268,26 @@ async fn the_newsroom_ranks_filters_and_charts(backend: Backend, auth: bool) {
     // A shared link opens the same view.
     browser.goto(url.as_str()).await.unwrap();
     assert!(eventually(10, || async { rows(&browser).await == sport }).await);
+    // A link with a filter the service refuses is not an outage: the filter is cleared
+    // and the page says so.
+    browser.goto(&format!("{base}?section=sport&lang=x")).await.unwrap();
+    assert!(
+        eventually(10, || async { rows(&browser).await == sport }).await,
+        "{:?}",
+        rows(&browser).await
+    );
+    let notice = js(
+        &browser,
+        "var n = document.querySelector('#notice'); return n.hidden ? '' : n.textContent",
+    )
+    .await;
+    assert!(notice.as_str().unwrap().contains(r#"lang "x""#), "{notice}");
+    assert_eq!(
+        js(&browser, "return document.querySelector('#down').hidden").await,
+        json!(true)
+    );
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(url.query(), Some("section=sport"), "{url}");
 
     // The article view: hourly and daily series as the API gives them.
     browser
