@@ -55,10 +55,13 @@ pub enum ApiError {
     #[error("content type must be application/json, application/x-ndjson or text/plain")]
     UnsupportedMediaType,
     /// The client sent more ingest requests than `--rate-limit` allows.
-    #[error("too many requests from this client; retry later")]
+    #[error("{}", rate_limited_message(*.over_burst))]
     RateLimited {
         /// Until the client's next request is accepted.
         retry_after: std::time::Duration,
+        /// `Some(burst)` when the request holds more events than the burst: it can
+        /// never pass, whatever the client waits.
+        over_burst: Option<usize>,
     },
     /// New keys refused: the pending map is full.
     #[error("too many pending counters; retry shortly")]
@@ -77,6 +80,15 @@ pub enum ApiError {
 impl From<EventError> for ApiError {
     fn from(source: EventError) -> Self {
         ApiError::Event { index: None, source }
+    }
+}
+
+fn rate_limited_message(over_burst: Option<usize>) -> String {
+    match over_burst {
+        None => "too many events from this client; retry later".into(),
+        Some(burst) => format!(
+            "a request may carry at most {burst} events under this rate limit; send smaller batches (retrying this one never succeeds)"
+        ),
     }
 }
 
@@ -168,7 +180,7 @@ impl ApiError {
                     HeaderValue::from_static(r#"Basic realm="viewcounter newsroom", charset="UTF-8""#),
                 );
             }
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after, .. } => {
                 // Whole seconds, rounded up: a client that waits that long gets a token.
                 let secs = crate::clock::secs_rounded_up(*retry_after);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

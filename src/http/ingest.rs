@@ -199,7 +199,10 @@ fn rate_limit(api: &Api, sender: &Sender<'_>, events: usize) -> Result<(), ApiEr
     match &api.rate_limit {
         Some(limiter) => limiter
             .check(sender.addr, events, Instant::now())
-            .map_err(|retry_after| ApiError::RateLimited { retry_after }),
+            .map_err(|retry_after| ApiError::RateLimited {
+                retry_after,
+                over_burst: (events > limiter.burst()).then_some(limiter.burst()),
+            }),
         None => Ok(()),
     }
 }

@@ -61,6 +61,11 @@ impl RateLimiter {
         }
     }
 
+    /// The most events one request may carry and ever pass: the burst.
+    pub fn burst(&self) -> usize {
+        self.per_second as usize
+    }
+
     /// Takes `events` tokens of `client`'s bucket at `now`, or none and says how long
     /// until the bucket could hold them (a request larger than the burst can never pass;
     /// it is told to wait for a full bucket).

@@ -343,6 +343,8 @@ async fn the_rate_limit_counts_events_and_refuses_the_whole_request() {
         StatusCode::TOO_MANY_REQUESTS,
         "a batch larger than the burst never passes"
     );
+    let said = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(said.contains("at most 10 events"), "and the client is told so: {said}");
     assert_eq!(app.client.views("r").await, 8, "a refused request counts nothing");
 }
 
