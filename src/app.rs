@@ -149,6 +149,7 @@ impl App {
             counter,
             store,
             in_flight,
+            tick_gate: flusher.gate(),
             last_known: Default::default(),
             metrics,
             origins: config.allowed_origins.clone(),

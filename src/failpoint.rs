@@ -1,5 +1,6 @@
 //! Test-only failpoints: hidden `--failpoint NAME` makes the process die abruptly at
-//! one chosen moment, so the fault tests can prove what a crash there leaves behind.
+//! one chosen moment, so the fault tests can prove what a crash there leaves behind, or
+//! makes one step slow.
 
 use clap::ValueEnum;
 
@@ -12,7 +13,12 @@ pub enum Failpoint {
     /// Right after the store acknowledged a batch replayed from a spill file, before
     /// the file is deleted.
     ExitAfterReplayApply,
+    /// Every flush tick's drain takes [`SLOW_TICK`] longer: a tick that runs late.
+    SlowTick,
 }
+
+/// How long [`Failpoint::SlowTick`] holds each tick.
+pub const SLOW_TICK: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Exits at once (no destructors, no flush) when `armed` is `at`.
 pub fn hit(armed: Option<Failpoint>, at: Failpoint) {

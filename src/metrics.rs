@@ -67,6 +67,8 @@ pub struct Metrics {
     pub journal_max_bytes: IntGauge,
     /// Records written and synced to the journal (one a flush tick with something drained).
     pub journal_writes: IntCounter,
+    /// Ingest requests held back while a flush tick ran past the flush interval.
+    pub ingest_held: IntCounter,
     /// Age of the oldest batch the store has not acknowledged (0 when none waits).
     pub oldest_unacked_age: Gauge,
 }
@@ -195,6 +197,11 @@ impl Metrics {
                 "Records written and synced to the local journal",
             )
             .unwrap(),
+            ingest_held: IntCounter::new(
+                "viewcounter_ingest_held_total",
+                "Ingest requests held back while a flush tick ran past the flush interval",
+            )
+            .unwrap(),
             oldest_unacked_age: Gauge::new(
                 "viewcounter_oldest_unacked_age_seconds",
                 "Age of the oldest batch the store has not acknowledged",
@@ -244,6 +251,7 @@ impl Metrics {
             Box::new(self.journal_bytes.clone()),
             Box::new(self.journal_max_bytes.clone()),
             Box::new(self.journal_writes.clone()),
+            Box::new(self.ingest_held.clone()),
             Box::new(self.oldest_unacked_age.clone()),
         ];
         for c in collectors {

@@ -220,6 +220,11 @@ impl CounterMap {
         &self.networks
     }
 
+    /// Visitor marks held now, waiting for a drain that takes them.
+    pub fn visitor_marks(&self) -> usize {
+        self.visitor_marks.load(Ordering::Relaxed)
+    }
+
     /// Distinct keys held now.
     pub fn len(&self) -> usize {
         self.keys.load(Ordering::Relaxed)

@@ -21,11 +21,13 @@ use crate::failpoint::{self, Failpoint};
 use crate::metrics::Metrics;
 use crate::store::{Applied, Batch, BatchId, Store};
 
+pub mod gate;
 mod ids;
 pub mod in_flight;
 pub mod journal;
 pub mod spill;
 
+pub use gate::TickGate;
 pub use ids::BatchIds;
 pub use in_flight::{InFlight, Unacked};
 
@@ -74,6 +76,12 @@ impl FlushSettings {
 
 /// The default `--visitor-flush-interval`.
 pub const DEFAULT_VISITOR_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// With this many visitor marks pending, the next tick takes them whatever
+/// `--visitor-flush-interval` says: a drain's pass grows with the marks it takes, and
+/// the journal write that makes a tick's counts durable waits for it (a burst of new
+/// articles piled up a million marks, and the tick that took them ran for seconds).
+pub const EAGER_VISITOR_MARKS: usize = 100_000;
 
 /// A stop that could not keep every accepted count.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +156,8 @@ impl Flusher {
                 tick_interval: interval,
                 visitors_sent_at: None,
                 health: health.clone(),
+                gate: Arc::new(TickGate::new(interval)),
+                slow: false,
             },
             applier: Applier {
                 store,
@@ -167,9 +177,15 @@ impl Flusher {
         }
     }
 
+    /// The gate ingest waits at while a tick runs late (see [`gate`]).
+    pub fn gate(&self) -> Arc<TickGate> {
+        self.drainer.gate.clone()
+    }
+
     /// Arms a test-only failpoint.
     pub fn with_failpoint(mut self, failpoint: Option<Failpoint>) -> Self {
         self.applier.failpoint = failpoint;
+        self.drainer.slow = failpoint == Some(Failpoint::SlowTick);
         self
     }
 
@@ -299,6 +315,10 @@ struct Drainer {
     /// When the tick that last took the visitor marks along began.
     visitors_sent_at: Option<Instant>,
     health: Arc<Health>,
+    /// Marks each tick running, so ingest waits while one runs late.
+    gate: Arc<TickGate>,
+    /// [`Failpoint::SlowTick`] is armed.
+    slow: bool,
 }
 
 /// True when a tick beginning at `now` takes the visitor marks along: once
@@ -308,6 +328,11 @@ struct Drainer {
 /// whole interval longer (with both intervals equal they went every other tick).
 fn visitors_due(sent_at: Option<Instant>, now: Instant, visitor_interval: Duration, tick_interval: Duration) -> bool {
     sent_at.is_none_or(|at| now.saturating_duration_since(at) + tick_interval / 2 >= visitor_interval)
+}
+
+/// True when so many visitor marks are pending that the next tick takes them early.
+fn marks_pile_up(pending: usize) -> bool {
+    pending >= EAGER_VISITOR_MARKS
 }
 
 /// What one tick did, handed back from its blocking task.
@@ -324,7 +349,8 @@ impl Drainer {
     /// visitor marks go along once `--visitor-flush-interval` has passed.
     async fn tick(&mut self) {
         let now = Instant::now();
-        let due = visitors_due(self.visitors_sent_at, now, self.visitor_interval, self.tick_interval);
+        let due = visitors_due(self.visitors_sent_at, now, self.visitor_interval, self.tick_interval)
+            || marks_pile_up(self.counter.visitor_marks());
         let marks = if due { VisitorMarks::Take } else { VisitorMarks::Keep };
         if self.tick_taking(marks).await {
             self.visitors_sent_at = Some(now);
@@ -347,13 +373,23 @@ impl Drainer {
             marks,
             unjournaled: std::mem::take(&mut self.unjournaled),
         };
-        let done = match tokio::task::spawn_blocking(move || job.run()).await {
+        let running = self.gate.begin();
+        let slow = self.slow;
+        let done = match tokio::task::spawn_blocking(move || {
+            if slow {
+                std::thread::sleep(failpoint::SLOW_TICK);
+            }
+            job.run()
+        })
+        .await
+        {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "the drain task failed");
                 return false;
             }
         };
+        drop(running);
         self.unjournaled = done.unjournaled;
         let took_marks = marks == VisitorMarks::Take && !done.full;
         self.counter.refuse_new_keys(done.full);
@@ -685,6 +721,29 @@ mod tests {
         assert!(!visitors_due(Some(t0), t0 + ms(9_000), visitors, tick));
         assert!(visitors_due(Some(t0), t0 + ms(9_990), visitors, tick));
         assert!(visitors_due(Some(t0), t0 + ms(10_020), visitors, tick));
+    }
+
+    #[test]
+    fn marks_that_pile_up_go_with_the_next_tick() {
+        assert!(!marks_pile_up(EAGER_VISITOR_MARKS - 1));
+        assert!(marks_pile_up(EAGER_VISITOR_MARKS));
+    }
+
+    #[test]
+    fn a_drain_takes_every_pending_mark_in_its_one_pass() {
+        let map = CounterMap::new(1_000, crate::event::Networks::default());
+        for i in 0..50u64 {
+            map.record_visitor(&format!("a{i:02}"), (20_000, i));
+        }
+        map.record_all(&[crate::event::Event::view("a00")]).unwrap();
+        assert_eq!(map.visitor_marks(), 50);
+        let drained = map.copy_pending(VisitorMarks::Keep);
+        assert!(drained.iter().all(|d| d.visitors.is_empty()), "kept");
+        let drained = map.copy_pending(VisitorMarks::Take);
+        assert_eq!(drained.len(), 50, "a delta of marks alone for each marked article");
+        assert_eq!(drained.iter().map(|d| d.visitors.len()).sum::<usize>(), 50);
+        assert!(drained.windows(2).all(|w| w[0].article < w[1].article), "sorted");
+        assert_eq!(map.visitor_marks(), 0);
     }
 
     fn batch(section: Option<&str>, signed: bool) -> Batch {

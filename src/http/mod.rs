@@ -44,6 +44,8 @@ pub struct Api {
     pub store: Store,
     /// Batches not yet acknowledged, which reads add in.
     pub in_flight: Arc<InFlight>,
+    /// Where ingest waits while a flush tick runs late (flusher/gate.rs).
+    pub tick_gate: Arc<crate::flusher::TickGate>,
     /// Last store totals read, the fallback while the store is unreachable.
     pub last_known: last_known::LastKnown,
     /// Metrics.

@@ -243,9 +243,13 @@ async fn dispatch(
         (Route::Events, &Method::POST) => {
             ingest::check_content_type(headers)?;
             let body = read_body(body, headers, api.max_body, api.body_timeout).await?;
+            wait_for_a_late_tick(api).await;
             ingest::post_events(api, sender, &body)
         }
-        (Route::Pixel, &Method::GET) => ingest::pixel(api, sender, query),
+        (Route::Pixel, &Method::GET) => {
+            wait_for_a_late_tick(api).await;
+            ingest::pixel(api, sender, query)
+        }
         // The reads and the admin calls await the store through futures of 1-5 KB:
         // boxed, they leave this future (which hyper moves in place for every
         // request, beacons included) the size of the ingest path.
@@ -272,6 +276,15 @@ async fn dispatch(
         (Route::Newsroom(path), &Method::GET) => newsroom::serve(api.newsroom.as_ref(), path, headers),
         (Route::Root | Route::Newsroom(_), _) if api.newsroom.is_none() => Err(ApiError::NotFound),
         (r, _) => Err(ApiError::MethodNotAllowed { allow: r.allow() }),
+    }
+}
+
+/// Holds an ingest request while a flush tick runs past the flush interval, so what a
+/// crash can lose stays within about an interval of events (flusher/gate.rs). The
+/// common case is one atomic load; the wait is boxed to keep the request's future small.
+async fn wait_for_a_late_tick(api: &super::Api) {
+    if api.tick_gate.holds_for().is_some() && Box::pin(api.tick_gate.wait()).await {
+        api.metrics.ingest_held.inc();
     }
 }
 
