@@ -113,6 +113,9 @@ impl App {
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         metrics.worker_threads.set(workers as i64);
         let counter = Arc::new(CounterMap::new(config.max_pending_keys, config.share_networks.clone()));
+        // The journal lives there whatever the store: an instance on Redis that cannot
+        // write it would count with no crash protection at all.
+        ensure_writable(&config.data_dir)?;
         let store = open_store(&config).await?;
         store.set_max_articles(config.max_articles);
         // The store answered its open; without this an idle instance (no flush yet) reads as down.
@@ -270,4 +273,13 @@ impl App {
             }
         }
     }
+}
+
+/// Creates `dir` if needed and proves a file can be written and synced in it.
+fn ensure_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(".viewcounter-write-test");
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    written.with_context(|| format!("the data directory {} is not writable", dir.display()))
 }

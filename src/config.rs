@@ -108,6 +108,15 @@ fn parse_positive_u64(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A timeout: zero would close every connection (or fail every store call) at once.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(10) {
@@ -152,7 +161,7 @@ pub struct Config {
     pub redis_prefix: String,
 
     /// How long an API read waits for Redis before answering from the last known totals (or 503).
-    #[arg(long, env = "VIEWCOUNTER_REDIS_READ_TIMEOUT", default_value = "500ms", value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VIEWCOUNTER_REDIS_READ_TIMEOUT", default_value = "500ms", value_name = "DUR", value_parser = parse_timeout)]
     pub redis_read_timeout: Duration,
 
     /// Directory of the embedded store and of the journal.
@@ -166,7 +175,7 @@ pub struct Config {
     /// How often unique-visitor marks are written to the store (at a flush; at most
     /// every flush). Each write costs Redis a few commands per article, so they are held
     /// longer than counts; visitors in reads lag by up to this much.
-    #[arg(long, env = "VIEWCOUNTER_VISITOR_FLUSH_INTERVAL", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VIEWCOUNTER_VISITOR_FLUSH_INTERVAL", default_value = "10s", value_name = "DUR", value_parser = parse_interval)]
     pub visitor_flush_interval: Duration,
 
     /// Bearer token for /v1/admin/* (unset: the admin API answers 404).
@@ -217,7 +226,7 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// How long a client may take to send its request headers.
-    #[arg(long, env = "VIEWCOUNTER_HEADER_READ_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VIEWCOUNTER_HEADER_READ_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = parse_timeout)]
     pub header_read_timeout: Duration,
 
     /// At shutdown, how long in-flight requests may take to finish.
@@ -240,11 +249,11 @@ pub struct Config {
     pub worker_threads: Option<usize>,
 
     /// A keep-alive connection with no request in progress is closed after this long.
-    #[arg(long, env = "VIEWCOUNTER_IDLE_TIMEOUT", default_value = "60s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VIEWCOUNTER_IDLE_TIMEOUT", default_value = "60s", value_name = "DUR", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
     /// A request body must arrive whole within this time of its head (else 408).
-    #[arg(long, env = "VIEWCOUNTER_BODY_READ_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VIEWCOUNTER_BODY_READ_TIMEOUT", default_value = "10s", value_name = "DUR", value_parser = parse_timeout)]
     pub body_read_timeout: Duration,
 
     /// Articles tracked in memory for rankings; past it the least recently seen leave
@@ -569,6 +578,12 @@ mod tests {
             &["viewcounter", "--share-networks", "Tele Gram"],
             &["viewcounter", "--listen", "nowhere"],
             &["viewcounter", "--log-format", "xml"],
+            // A zero timeout would close every connection or fail every store call.
+            &["viewcounter", "--header-read-timeout", "0"],
+            &["viewcounter", "--body-read-timeout", "0s"],
+            &["viewcounter", "--idle-timeout", "0"],
+            &["viewcounter", "--redis-read-timeout", "0ms"],
+            &["viewcounter", "--visitor-flush-interval", "0"],
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?}");
         }

@@ -44,7 +44,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    // What stops the start (an address in use, a data directory it cannot write, a
+    // Redis URL it cannot use) is configuration the operator must fix: status 2, one line.
+    let app = match runtime.block_on(App::build(config)) {
+        Ok(app) => app,
+        Err(e) => return bad_config(&one_line(&e)),
+    };
+    match runtime.block_on(run(app)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -54,8 +60,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let app = App::build(config).await?;
+/// An error and its causes on one line, each cause left out when the text before it
+/// already says it (typed errors often print their source too).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+async fn run(app: App) -> anyhow::Result<()> {
     tracing::info!(addr = %app.public_addr(), metrics = ?app.metrics_addr(), "listening");
     app.run_until(shutdown::on_signal()).await
 }

@@ -63,10 +63,12 @@ fn parse_change(api: &Api, body: &[u8]) -> Result<Change, ApiError> {
         let i = api.counter.networks().find(&network).map_err(ApiError::from)?;
         counts.add_share(api.counter.networks().name(i), n);
     }
-    if counts.views > MAX_TOTAL || counts.shares.iter().any(|(_, n)| *n > MAX_TOTAL) {
+    // Each total and their sum as reads answer it (`shares_total`): a read must not
+    // show a number past 2^53 either.
+    if counts.views > MAX_TOTAL || counts.shares_total() > MAX_TOTAL {
         return Err(ApiError::bad_request(
             "total_too_large",
-            format!("totals must be at most 2^53 ({MAX_TOTAL})"),
+            format!("views and the shares together must each be at most 2^53 ({MAX_TOTAL})"),
         ));
     }
     let totals = (t.views.is_some() || t.shares.is_some()).then_some(counts);

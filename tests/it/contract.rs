@@ -459,6 +459,9 @@ mod cases {
             r#"{"veiws": 1}"#,
             r#"{"views": 18446744073709551615}"#,
             r#"{"shares": {"telegram": 9007199254740993}}"#,
+            // Each at 2^53, but shares_total would be past it.
+            r#"{"shares": {"telegram": 9007199254740992, "x": 9007199254740992}}"#,
+            r#"{"shares": {"telegram": 18446744073709551615, "Telegram": 1}}"#,
         ] {
             let r = app.client.send(Method::PUT, "/v1/admin/articles/m", &auth, bad).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");

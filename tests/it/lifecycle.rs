@@ -28,6 +28,39 @@ fn bad_configuration_exits_2_with_one_line_on_stderr() {
 }
 
 #[test]
+fn what_stops_the_start_exits_2_with_one_line_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for args in [
+        &["--data-dir", file.to_str().unwrap()][..],
+        &["--data-dir", data, "--listen", &taken],
+        &[
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &taken,
+        ],
+        &["--data-dir", data, "--redis-url", "redis://127.0.0.1:notaport"],
+        &["--data-dir", data, "--header-read-timeout", "0"],
+    ] {
+        let (status, stderr) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("viewcounter: configuration error"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn environment_variables_configure_like_flags() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_viewcounter"))
         .env_clear()
