@@ -213,18 +213,22 @@ impl App {
         } = self;
         let stop_serving = CancellationToken::new();
         let stop_flushing = CancellationToken::new();
+        // The internal listener outlives the public one: through the drain and the final
+        // flush, /healthz answers 200 and /readyz 503 `shutting_down` to the probes.
+        let stop_probes = CancellationToken::new();
         let mut servers = JoinSet::new();
         let surface = Surface::Public {
             metrics: internal.is_none(),
         };
         servers.spawn(serve(public, api.clone(), surface, limits, stop_serving.clone()));
+        let mut probes = JoinSet::new();
         if let Some(internal) = internal {
-            servers.spawn(serve(
+            probes.spawn(serve(
                 internal,
                 api.clone(),
                 Surface::Internal,
                 limits.with_max_connections(INTERNAL_MAX_CONNECTIONS),
-                stop_serving.clone(),
+                stop_probes.clone(),
             ));
         }
         let mut flush_task = tokio::spawn(flusher.run(stop_flushing.clone()));
@@ -242,13 +246,16 @@ impl App {
         let early_exit = tokio::select! {
             _ = shutdown.cancelled() => None,
             done = servers.join_next() => done,
+            Some(done) = probes.join_next() => Some(done),
             // The flusher only returns when told to: anything else is a bug, and a
             // service that counts without flushing must not look healthy.
             died = &mut flush_task => {
                 api.lifecycle.close_ingest();
                 stop_serving.cancel();
+                stop_probes.cancel();
                 stop_flushing.cancel();
                 while servers.join_next().await.is_some() {}
+                while probes.join_next().await.is_some() {}
                 died.context("the flusher task failed")?.context("the flusher stopped")?;
                 anyhow::bail!("the flusher stopped unexpectedly");
             }
@@ -263,6 +270,8 @@ impl App {
         if let Some(task) = top_task {
             task.await.context("the top-articles refresher failed")?;
         }
+        stop_probes.cancel();
+        while probes.join_next().await.is_some() {}
         match early_exit {
             Some(Err(e)) => Err(e).context("a listener task failed"),
             Some(Ok(())) => anyhow::bail!("a listener stopped unexpectedly"),
@@ -275,7 +284,7 @@ impl App {
     }
 }
 
-/// Creates `dir` if needed and proves a file can be written and synced in it.
+/// Creates `dir` if needed and proves a file can be written in it.
 fn ensure_writable(dir: &std::path::Path) -> anyhow::Result<()> {
     let probe = dir.join(".viewcounter-write-test");
     let written = std::fs::create_dir_all(dir)

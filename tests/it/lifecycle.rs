@@ -141,6 +141,38 @@ async fn one_worker_thread_serves_and_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_stop_the_internal_probes_answer_until_the_final_flush() {
+    use tokio::io::AsyncWriteExt;
+    let args = [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--drain-timeout",
+        "300s",
+        "--body-read-timeout",
+        "300s",
+    ];
+    let app = TestApp::start(&args).await;
+    let probes = common::Client::new(app.metrics_addr.expect("an internal listener"));
+    // A request in flight keeps the stop draining: its body never comes.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let open = r#"viewcounter_open_connections{listener="public"}"#;
+    assert!(common::eventually(60, || async { probes.metric(open).await >= 1.0 }).await);
+    let stopping = tokio::spawn(app.stop());
+    let readyz = common::eventually_some(60, || async {
+        let r = probes.get("/readyz").await;
+        (r.status == http::StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+    })
+    .await
+    .expect("/readyz turns 503 while the service stops");
+    assert_eq!(readyz.json()["reason"], "shutting_down");
+    assert_eq!(probes.get("/healthz").await.status, http::StatusCode::OK);
+    drop(slow);
+    stopping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_what_was_accepted_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = Process::start(dir.path(), &["--flush-interval", "1h"]);
