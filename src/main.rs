@@ -19,11 +19,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            return bad_config(line.trim_start_matches("error: "));
-        }
+        Err(e) => return bad_config(&clap_line(&e.to_string())),
     };
     if let Some(Command::Sign(args)) = &config.command {
         println!("{}", args.attributes(viewcounter::clock::unix_secs()));
@@ -57,6 +53,21 @@ fn main() -> ExitCode {
             eprintln!("viewcounter: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// clap's error on one line: its first line often needs the next ones (the missing
+/// argument's name, the possible values), not the usage and help hints after them.
+fn clap_line(text: &str) -> String {
+    let said: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    match said.join(" ") {
+        line if line.is_empty() => "invalid arguments".into(),
+        line => line.trim_start_matches("error: ").to_string(),
     }
 }
 

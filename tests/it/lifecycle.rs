@@ -25,6 +25,11 @@ fn bad_configuration_exits_2_with_one_line_on_stderr() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains("configuration error"), "{args:?}: {stderr}");
     }
+    let (_, stderr) = run_to_exit(&["--log-format", "xml"]);
+    assert!(
+        stderr.contains("text, json"),
+        "the line names the possible values: {stderr}"
+    );
 }
 
 #[test]

@@ -428,6 +428,7 @@ fn the_sign_subcommand_prints_attributes_a_server_accepts() {
     );
     let (status, stderr) = common::process::run_to_exit(&["sign", "--article", "a"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--secret"), "the line names what is missing: {stderr}");
 }
 
 #[test]
