@@ -3,12 +3,14 @@
 //! reader takes), then each copied delta subtracted from its slot (one atomic each)
 //! while the flusher queues the batch. Keys idle for a whole interval leave the map.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{delta_of, CounterMap, Key, Slot, ABSENT, IDLE};
+use super::{delta_of, locked, CounterMap, Hasher, Key, Slot, ABSENT, IDLE};
 use crate::counts::Counts;
 use crate::event::{ArticleId, Counter, Meta};
 use crate::store::ArticleDelta;
+use crate::visitors::Mark;
 
 /// Whether a drain takes the pending visitor marks along. Marks cost the Redis flush a
 /// few commands per article, so the flusher sends them every `--visitor-flush-interval`,
@@ -20,6 +22,65 @@ pub enum VisitorMarks {
     Take,
     /// The marks stay in the map for a later drain.
     Keep,
+}
+
+/// What a drain's pass over the map collects.
+struct Copy {
+    /// A delta per article with a count pending or marks taken.
+    out: Vec<ArticleDelta>,
+    /// Slots with a counter or metadata idle for a whole interval, or nothing at all.
+    idle: Vec<Key>,
+    /// Visitor marks taken.
+    marks: usize,
+}
+
+impl Copy {
+    /// Copies one slot's pending counts (and the metadata that changed with them) and
+    /// takes `marks`, the slot's visitor marks when the drain takes them.
+    fn slot(&mut self, map: &CounterMap, key: &Key, slot: &Slot, marks: Option<HashSet<Mark, Hasher>>) {
+        let mut counts = Counts::default();
+        let mut has_idle = false;
+        for (counter, c) in slot.counters() {
+            let now = c.load(Ordering::Relaxed);
+            has_idle |= now == IDLE;
+            let delta = delta_of(now);
+            if delta > 0 {
+                match counter {
+                    Counter::View => counts.views += delta,
+                    Counter::Share(i) => counts.add_share(map.networks.name(i), delta),
+                }
+            }
+        }
+        let counted = !counts.is_zero();
+        let mut meta = Meta::default();
+        if let Some(m) = slot.meta() {
+            let touched = m.touched.swap(false, Ordering::Relaxed);
+            // The shard's lock is held: a change (under its write lock) cannot fall
+            // between this copy of the metadata and the reset of `dirty`. A change goes
+            // with its article's counts (recorded under the same write lock); without
+            // them it waits for the next drain.
+            if counted && m.dirty.swap(false, Ordering::Relaxed) {
+                meta = m.meta.clone();
+            } else if !touched && !m.dirty.load(Ordering::Relaxed) {
+                has_idle = true;
+            }
+        }
+        if has_idle || slot.is_empty() {
+            self.idle.push(key.clone());
+        }
+        if !counted && marks.is_none() {
+            return;
+        }
+        let mut d = ArticleDelta::new(ArticleId::parse(key.as_str()).expect("keys hold validated ids"));
+        d.counts = counts;
+        d.meta = meta;
+        if let Some(marks) = marks {
+            self.marks += marks.len();
+            d.visitors = marks.into_iter().collect();
+            d.visitors.sort_unstable();
+        }
+        self.out.push(d);
+    }
 }
 
 impl CounterMap {
@@ -34,94 +95,39 @@ impl CounterMap {
 
     /// The first half of a drain, which takes no lock a reader waits on: copies every
     /// pending delta (leaving it in the map, where reads still see it), attaches the
-    /// metadata that changed, and removes keys idle for a whole interval. The caller
+    /// metadata that changed, takes the visitor marks when told to, and removes keys
+    /// idle for a whole interval. The caller
     /// must hand the copy to [`CounterMap::settle`] at the moment it makes the copied
     /// deltas visible elsewhere (the flusher's queue). Sorted by article.
     pub fn copy_pending(&self, visitors: VisitorMarks) -> Vec<ArticleDelta> {
-        let mut out: Vec<ArticleDelta> = Vec::with_capacity(self.slots.len());
-        // Slots with a counter or metadata idle for a whole interval, or nothing at all.
-        let mut idle: Vec<Key> = Vec::new();
-        let mut marked: Vec<Key> = Vec::new();
-        for entry in self.slots.iter() {
-            let slot = entry.value();
-            let mut counts = Counts::default();
-            let mut has_idle = false;
-            for (counter, c) in slot.counters() {
-                let now = c.load(Ordering::Relaxed);
-                has_idle |= now == IDLE;
-                let delta = delta_of(now);
-                if delta > 0 {
-                    match counter {
-                        Counter::View => counts.views += delta,
-                        Counter::Share(i) => counts.add_share(self.networks.name(i), delta),
-                    }
+        let mut copy = Copy {
+            out: Vec::with_capacity(self.slots.len()),
+            idle: Vec::new(),
+            marks: 0,
+        };
+        match visitors {
+            VisitorMarks::Keep => {
+                for entry in self.slots.iter() {
+                    copy.slot(self, entry.key(), entry.value(), None);
                 }
             }
-            let counted = !counts.is_zero();
-            let mut meta = Meta::default();
-            if let Some(extra) = slot.extra.as_deref() {
-                if let Some(m) = &extra.meta {
-                    let touched = m.touched.swap(false, Ordering::Relaxed);
-                    // The shard's read lock is held: a change (under its write lock)
-                    // cannot fall between this copy of the metadata and the reset of
-                    // `dirty`. A change goes with its article's counts (recorded under
-                    // the same write lock); without them it waits for the next drain.
-                    if counted && m.dirty.swap(false, Ordering::Relaxed) {
-                        meta = m.meta.clone();
-                    } else if !touched && !m.dirty.load(Ordering::Relaxed) {
-                        has_idle = true;
-                    }
+            // The marks are taken in the same pass (a mark added after it is the next
+            // drain's), under the shard's read lock like the counts: one pass over the
+            // map, not a lookup and a search per marked article afterwards, which made
+            // a drain of a million marked articles take seconds.
+            VisitorMarks::Take => {
+                for entry in self.slots.iter() {
+                    let slot = entry.value();
+                    let marks = slot.extra.as_deref().map(|e| std::mem::take(&mut *locked(&e.visitors)));
+                    copy.slot(self, entry.key(), slot, marks.filter(|m| !m.is_empty()));
                 }
-                if visitors == VisitorMarks::Take && !extra.visitors.is_empty() {
-                    marked.push(entry.key().clone());
-                }
-            }
-            if has_idle || slot.is_empty() {
-                idle.push(entry.key().clone());
-            }
-            if counted {
-                let mut d = ArticleDelta::new(ArticleId::parse(entry.key().as_str()).expect("keys hold validated ids"));
-                d.counts = counts;
-                d.meta = meta;
-                out.push(d);
             }
         }
-        self.remove_idle(idle);
+        self.visitor_marks.fetch_sub(copy.marks, Ordering::Relaxed);
+        self.remove_idle(copy.idle);
+        let mut out = copy.out;
         out.sort_unstable_by(|a, b| a.article.cmp(&b.article));
-        self.attach_visitors(&mut out, marked);
         out
-    }
-
-    /// Moves the visitor marks of each `marked` article into its delta, adding a delta
-    /// of marks alone for an article with no count in this drain. Keeps `sorted` sorted.
-    fn attach_visitors(&self, sorted: &mut Vec<ArticleDelta>, marked: Vec<Key>) {
-        let counted = sorted.len();
-        for article in marked {
-            let marks = match self.slots.get_mut(article.as_bytes()) {
-                // Taken, not copied: a mark added after this point is the next drain's.
-                Some(mut slot) => slot.extra.as_deref_mut().map(|e| std::mem::take(&mut e.visitors)),
-                None => None,
-            };
-            let Some(marks) = marks.filter(|m| !m.is_empty()) else {
-                continue;
-            };
-            self.visitor_marks.fetch_sub(marks.len(), Ordering::Relaxed);
-            let mut marks: Vec<_> = marks.into_iter().collect();
-            marks.sort_unstable();
-            match sorted[..counted].binary_search_by(|d| d.article.as_str().cmp(article.as_str())) {
-                Ok(i) => sorted[i].visitors = marks,
-                Err(_) => {
-                    let mut d = ArticleDelta::new(
-                        ArticleId::parse(article.as_str()).expect("marks are kept for validated ids"),
-                    );
-                    d.visitors = marks;
-                    sorted.push(d);
-                }
-            }
-        }
-        if sorted.len() > counted {
-            sorted.sort_unstable_by(|a, b| a.article.cmp(&b.article));
-        }
     }
 
     /// The second half of a drain: subtracts from each counter what

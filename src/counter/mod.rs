@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
 
@@ -92,7 +93,10 @@ struct Extra {
     shares: Box<[AtomicU64]>,
     meta: Option<MetaSlot>,
     /// Distinct visitor marks of the article's views since they were last drained.
-    visitors: HashSet<Mark, Hasher>,
+    /// Behind a mutex so a drain takes them under the shard's read lock, where reads
+    /// never wait: a beacon's check locks it uncontended, an insert (under the shard's
+    /// write lock) does not lock it at all.
+    visitors: Mutex<HashSet<Mark, Hasher>>,
 }
 
 /// Everything pending for one article: its counters, metadata and visitor marks, so
@@ -132,7 +136,9 @@ impl Slot {
     }
 
     fn has_mark(&self, mark: Mark) -> bool {
-        self.extra.as_deref().is_some_and(|e| e.visitors.contains(&mark))
+        self.extra
+            .as_deref()
+            .is_some_and(|e| locked(&e.visitors).contains(&mark))
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
@@ -153,8 +159,14 @@ impl Slot {
             && self
                 .extra
                 .as_deref()
-                .is_none_or(|e| e.meta.is_none() && e.visitors.is_empty())
+                .is_none_or(|e| e.meta.is_none() && locked(&e.visitors).is_empty())
     }
+}
+
+/// A slot's visitor marks, locked (a panic elsewhere cannot have left them half-changed:
+/// the set is only ever inserted into or taken whole).
+fn locked(marks: &Mutex<HashSet<Mark, Hasher>>) -> MutexGuard<'_, HashSet<Mark, Hasher>> {
+    marks.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The value a counter holds after one more event.
@@ -353,7 +365,12 @@ impl CounterMap {
         if self.visitor_marks.load(Ordering::Relaxed) >= MAX_PENDING_VISITORS {
             return;
         }
-        if slot.extra_mut().visitors.insert(mark) {
+        let marks = slot
+            .extra_mut()
+            .visitors
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if marks.insert(mark) {
             self.visitor_marks.fetch_add(1, Ordering::Relaxed);
         }
     }

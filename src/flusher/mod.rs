@@ -730,7 +730,7 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_that_takes_the_marks_takes_every_pending_one() {
+    fn a_drain_takes_every_pending_mark_in_its_one_pass() {
         let map = CounterMap::new(1_000, crate::event::Networks::default());
         for i in 0..50u64 {
             map.record_visitor(&format!("a{i:02}"), (20_000, i));
