@@ -24,8 +24,8 @@ pub enum VisitorMarks {
     Keep,
 }
 
-/// What a drain's pass over the map collects.
-struct Copy {
+/// What a drain's pass over the map collects (named so, not `Copy`, to leave the trait its name).
+struct Pass {
     /// A delta per article with a count pending or marks taken.
     out: Vec<ArticleDelta>,
     /// Slots with a counter or metadata idle for a whole interval, or nothing at all.
@@ -34,7 +34,7 @@ struct Copy {
     marks: usize,
 }
 
-impl Copy {
+impl Pass {
     /// Copies one slot's pending counts (and the metadata that changed with them) and
     /// takes `marks`, the slot's visitor marks when the drain takes them.
     fn slot(&mut self, map: &CounterMap, key: &Key, slot: &Slot, marks: Option<HashSet<Mark, Hasher>>) {
@@ -100,7 +100,7 @@ impl CounterMap {
     /// must hand the copy to [`CounterMap::settle`] at the moment it makes the copied
     /// deltas visible elsewhere (the flusher's queue). Sorted by article.
     pub fn copy_pending(&self, visitors: VisitorMarks) -> Vec<ArticleDelta> {
-        let mut copy = Copy {
+        let mut copy = Pass {
             out: Vec::with_capacity(self.slots.len()),
             idle: Vec::new(),
             marks: 0,
