@@ -489,11 +489,11 @@ fn decode_lossy(literal: &str) -> String {
 }
 
 impl<'a> RawEvent<'a> {
-    /// Reads one event object (anything else is refused). Where serde_json refuses a value inside it (an unpaired
-    /// surrogate escape, a number out of range), the event is read again field by field
-    /// and only that field is judged by its rule: a metadata field is then dropped or
-    /// repaired, never a reason to refuse the view. A body that is not a JSON object
-    /// keeps serde_json's error.
+    /// Reads one event object (anything else is refused). Where serde_json refuses a
+    /// value inside it (an unpaired surrogate escape, a number out of range), the event
+    /// is read again field by field and only that field is judged by its rule: a
+    /// metadata field is then dropped or repaired, never a reason to refuse the view.
+    /// A body that is not a JSON object keeps serde_json's error.
     pub fn from_json(json: &'a [u8]) -> Result<RawEvent<'a>, serde_json::Error> {
         // serde would also read a struct from an array of its fields in order.
         if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
